@@ -1,0 +1,10 @@
+//! ipwho: which NIC, and so which VM, owned private IP X at time T?
+//!
+//! Data flows one way: Azure's formats are parsed in [`azure`] into evidence,
+//! the pure [`engine`] turns a NIC's evidence into claims and claims into
+//! answers, [`store`] keeps evidence and claims in Postgres, [`index`] holds
+//! claims in memory for lookups, and [`api`] and the `ipwho` binary sit on top.
+
+pub mod azure;
+pub mod engine;
+pub mod model;
