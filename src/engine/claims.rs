@@ -1,0 +1,218 @@
+//! A NIC's evidence → claims: "NIC n held IP i in VNet v (attached to VM m)",
+//! each end bounded by the evidence on either side.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{Evidence, EvidenceKind, EvidenceRef, NEG_INF, Observation, POS_INF, Window};
+use crate::model::{ArmId, Mac, NicState};
+
+/// What makes two claims the same claim: the NIC, the scope (VNet key, or ""
+/// when the ip configuration names no subnet), the IP or prefix, and the VM
+/// the NIC was attached to ("" for none). A NIC moved to another VM starts a
+/// new claim, so an answer never names the wrong VM.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClaimKey {
+    pub nic: String,
+    pub scope: String,
+    pub ip: IpNet,
+    pub vm: String,
+}
+
+/// One maximal run of evidence in which a NIC held an IP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub key: ClaimKey,
+    /// Display values, from the last evidence in which the NIC held the IP.
+    pub nic: ArmId,
+    pub nic_name: String,
+    pub mac: Option<Mac>,
+    pub vm: Option<ArmId>,
+    pub subnet: Option<ArmId>,
+    pub vnet: Option<ArmId>,
+    /// Ownership proven: from the latest possible start to the earliest possible end.
+    pub certain: Window,
+    /// Ownership not ruled out: from the earliest possible start to the latest possible end.
+    pub possible: Window,
+    /// An event fixed the start (both windows start together).
+    pub start_exact: bool,
+    /// An event fixed the end (both windows end together).
+    pub end_exact: bool,
+    /// Bounding evidence: the contrary evidence before (if any), the first and
+    /// last evidence that showed the IP held, the contrary evidence after (if any).
+    pub before: Option<EvidenceRef>,
+    pub first: EvidenceRef,
+    pub last: EvidenceRef,
+    pub after: Option<EvidenceRef>,
+}
+
+impl Claim {
+    /// No evidence has ended it yet: the NIC held the IP when last seen.
+    pub fn is_open(&self) -> bool {
+        self.possible.end == POS_INF
+    }
+
+    /// The evidence behind the claim, oldest first.
+    pub fn evidence(&self) -> Vec<&EvidenceRef> {
+        let mut v: Vec<&EvidenceRef> = Vec::with_capacity(4);
+        v.extend(self.before.as_ref());
+        v.push(&self.first);
+        if self.last != self.first {
+            v.push(&self.last);
+        }
+        v.extend(self.after.as_ref());
+        v
+    }
+}
+
+fn kind_rank(k: EvidenceKind) -> u8 {
+    match k {
+        EvidenceKind::SnapshotAbsence => 0,
+        EvidenceKind::Snapshot => 1,
+        EvidenceKind::ActivityWrite => 2,
+        EvidenceKind::ActivityDelete => 3,
+    }
+}
+
+fn vm_key(s: &NicState) -> String {
+    s.vm.as_ref().map(|v| v.key().to_string()).unwrap_or_default()
+}
+
+/// Derives every claim of one NIC from all of its evidence. The result does
+/// not depend on the order of `evidence`: it is sorted here by (time, kind,
+/// id), so the same evidence in any arrival order gives the same claims.
+pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
+    let mut ev: Vec<&Evidence> = evidence.iter().collect();
+    ev.sort_by(|a, b| {
+        (a.at, kind_rank(a.kind), &a.id).cmp(&(b.at, kind_rank(b.kind), &b.id))
+    });
+    ev.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.id == b.id);
+
+    // Every (scope, ip, vm) the NIC ever held, each with the parsed state.
+    let mut keys: Vec<(String, IpNet, String)> = Vec::new();
+    for e in &ev {
+        if let Observation::Present(s) = &e.observation {
+            let vm = vm_key(s);
+            for a in &s.ips {
+                let k = (a.scope_key(), a.ip, vm.clone());
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+    }
+    keys.sort();
+
+    let mut out = Vec::new();
+    for (scope, ip, vm) in keys {
+        let held: Vec<bool> = ev
+            .iter()
+            .map(|e| match &e.observation {
+                Observation::Present(s) => vm_key(s) == vm && s.holds(&scope, &ip),
+                Observation::Absent => false,
+            })
+            .collect();
+        let mut i = 0;
+        while i < ev.len() {
+            if !held[i] {
+                i += 1;
+                continue;
+            }
+            let a = i;
+            while i + 1 < ev.len() && held[i + 1] {
+                i += 1;
+            }
+            let b = i;
+            i += 1;
+            out.push(build_claim(&ev, a, b, &scope, ip, &vm));
+        }
+    }
+    out
+}
+
+fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm: &str) -> Claim {
+    let first = ev[a];
+    let last = ev[b];
+    let before = a.checked_sub(1).map(|j| ev[j]);
+    let after = ev.get(b + 1).copied();
+
+    // A write event fixes the start when it created the NIC, or when the
+    // evidence just before it shows the NIC existing without this IP (an update
+    // that assigned it). After a mere absence the create was not seen, so the
+    // start stays bounded, not exact.
+    let start_exact = first.kind == EvidenceKind::ActivityWrite
+        && (first.created || matches!(before, Some(p) if matches!(p.observation, Observation::Present(_))));
+    // A delete, or a write with another state, fixes the end.
+    let end_exact = after.is_some_and(|n| n.kind.is_event());
+
+    let possible_start = if start_exact {
+        first.at
+    } else {
+        before.map_or(NEG_INF, |p| p.at.saturating_add(1))
+    };
+    let possible_end = after.map_or(POS_INF, |n| n.at);
+    let certain_end = if end_exact {
+        after.map_or(POS_INF, |n| n.at)
+    } else {
+        last.at.saturating_add(1)
+    };
+
+    let state = match &last.observation {
+        Observation::Present(s) => s,
+        Observation::Absent => unreachable!("a held evidence is present"),
+    };
+    let assignment = state
+        .ips
+        .iter()
+        .find(|x| x.ip == ip && x.scope_key() == scope)
+        .expect("held evidence holds the ip");
+
+    Claim {
+        key: ClaimKey {
+            nic: state.id.key().to_string(),
+            scope: scope.to_string(),
+            ip,
+            vm: vm.to_string(),
+        },
+        nic: state.id.clone(),
+        nic_name: state.name.clone(),
+        mac: state.mac.clone(),
+        vm: state.vm.clone(),
+        subnet: assignment.subnet.clone(),
+        vnet: assignment.vnet(),
+        certain: Window {
+            start: first.at,
+            end: certain_end,
+        },
+        possible: Window {
+            start: possible_start,
+            end: possible_end,
+        },
+        start_exact,
+        end_exact,
+        before: if start_exact { None } else { before.map(EvidenceRef::from) },
+        first: EvidenceRef::from(first),
+        last: EvidenceRef::from(last),
+        after: after.map(EvidenceRef::from),
+    }
+}
+
+/// Pairs of claims (by index) of different NICs whose certain windows
+/// overlap in one scope on overlapping IPs: contradictory evidence, reported
+/// as conflicts and never silently resolved.
+pub fn find_conflicts(claims: &[&Claim]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for i in 0..claims.len() {
+        for j in i + 1..claims.len() {
+            let (x, y) = (claims[i], claims[j]);
+            if x.key.nic != y.key.nic
+                && x.key.scope == y.key.scope
+                && super::ip_overlaps(&x.key.ip, &y.key.ip)
+                && x.certain.overlaps(&y.certain)
+            {
+                out.push((i, j));
+            }
+        }
+    }
+    out
+}
