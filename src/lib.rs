@@ -5,6 +5,16 @@
 //! answers, [`store`] keeps evidence and claims in Postgres, [`index`] holds
 //! claims in memory for lookups, and [`api`] and the `ipwho` binary sit on top.
 
+pub mod api;
 pub mod azure;
+pub mod demo;
 pub mod engine;
+pub mod index;
 pub mod model;
+pub mod service;
+#[cfg(not(ipwho_core_only))]
+pub mod sim;
+pub mod store;
+pub mod sync;
+#[cfg(not(ipwho_core_only))]
+pub mod enrich;

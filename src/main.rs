@@ -1,1 +1,308 @@
-fn main() {}
+//! The `ipwho` command line: serve the API, migrate, ingest files, look up
+//! IPs, load a demo estate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipwho::api::lookup::{self, ScopeParams};
+use ipwho::api::{self, AppState, Limits};
+use ipwho::service::{self, SnapshotParams};
+use ipwho::{demo, store, sync};
+
+#[derive(Parser)]
+#[command(name = "ipwho", version, about = "Which NIC, and so which VM, owned private IP X at time T?")]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,ipwho=debug`.
+    #[arg(long, env = "IPWHO_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "IPWHO_LOG_JSON", global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// Postgres URL. The database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ipwho",
+        global = true
+    )]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (applies pending migrations first).
+    Serve(ServeArgs),
+    /// Create the database if missing and apply pending migrations.
+    Migrate,
+    /// Ingest evidence from files.
+    #[command(subcommand)]
+    Ingest(IngestCommand),
+    /// Who owned IP at a time.
+    Lookup {
+        ip: String,
+        /// RFC 3339 time; default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Narrow to one VNet (ARM id).
+        #[arg(long)]
+        vnet: Option<String>,
+        /// Narrow to one subscription.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Print the JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every claim on an IP, oldest first.
+    History {
+        ip: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Coverage and freshness per subscription.
+    Status,
+    /// Load a small realistic estate with churn, to query at once.
+    Demo,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "IPWHO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest request body (ingest, batch lookups), in bytes.
+    #[arg(long, env = "IPWHO_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most lookups in one POST /v1/lookups.
+    #[arg(long, env = "IPWHO_MAX_LOOKUPS", default_value_t = 10_000)]
+    max_lookups: usize,
+    /// Request timeout, in seconds.
+    #[arg(long, env = "IPWHO_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    request_timeout_secs: u64,
+    /// Database connections.
+    #[arg(long, env = "IPWHO_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+}
+
+#[derive(Subcommand)]
+enum IngestCommand {
+    /// NIC snapshot files: ARM list pages or {"taken_at", "subscriptions", "complete", "value": [...]} documents.
+    /// All files given form one snapshot when --snapshot-id is set; otherwise each file is its own.
+    Snapshot {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        taken_at: Option<String>,
+        /// Subscriptions covered (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        subscription: Vec<String>,
+        #[arg(long)]
+        complete: bool,
+        #[arg(long)]
+        snapshot_id: Option<String>,
+    },
+    /// Activity Log files: {"records": [...]}, JSON Lines, or a JSON array.
+    Activity { files: Vec<PathBuf> },
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    let url = cli.db.database_url.clone();
+    match cli.command {
+        Command::Serve(args) => serve(&url, args).await,
+        Command::Migrate => {
+            let pool = store::connect(&url, 2).await?;
+            store::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Ingest(cmd) => ingest(&url, cmd).await,
+        Command::Lookup {
+            ip,
+            at,
+            vnet,
+            subscription,
+            json,
+        } => {
+            let (_, index) = open(&url).await?;
+            let scope = ScopeParams {
+                vnet,
+                subnet: None,
+                subscription,
+            };
+            let answer = lookup::owner_answer(&index, &ip, at.as_deref(), &scope).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", ipwho::api::views::render_answer(&answer));
+            }
+            Ok(())
+        }
+        Command::History { ip, from, to, json } => {
+            let (_, index) = open(&url).await?;
+            let h = lookup::ip_history_for(&index, &ip, from.as_deref(), to.as_deref(), &ScopeParams::default())
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", ipwho::api::views::render_history(&h));
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let pool = store::connect(&url, 2).await?;
+            store::migrate(&pool).await?;
+            println!("{}", serde_json::to_string_pretty(&store::status(&pool).await?)?);
+            Ok(())
+        }
+        Command::Demo => {
+            let (pool, index) = open(&url).await?;
+            let summary = demo::load(&pool, &index).await?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
+    let pool = store::connect(url, 4).await.with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    store::migrate(&pool).await?;
+    let index = sync::load(&pool).await?;
+    Ok((pool, index))
+}
+
+async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
+    let (pool, index) = open(url).await?;
+    match cmd {
+        IngestCommand::Snapshot {
+            files,
+            taken_at,
+            subscription,
+            complete,
+            snapshot_id,
+        } => {
+            let n = files.len();
+            for (i, f) in files.iter().enumerate() {
+                let body = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let params = SnapshotParams {
+                    snapshot_id: snapshot_id.clone(),
+                    taken_at: taken_at.clone(),
+                    subscriptions: (!subscription.is_empty()).then(|| subscription.clone()),
+                    complete: Some(complete),
+                    last_page: snapshot_id.as_ref().map(|_| i + 1 == n),
+                };
+                let r = service::ingest_snapshot(&pool, &index, &body, params)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                println!("{}: {}", f.display(), serde_json::to_string(&r)?);
+            }
+        }
+        IngestCommand::Activity { files } => {
+            for f in files {
+                let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let r = service::ingest_activity(&pool, &index, &body)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                println!("{}: {}", f.display(), serde_json::to_string(&r)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let pool = store::connect(url, args.db_connections)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    store::migrate(&pool).await?;
+    let index = Arc::new(sync::load(&pool).await?);
+    tracing::info!(claims = index.len(), "claims loaded");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(sync::follow(pool.clone(), index.clone(), Duration::from_secs(5), stop_rx.clone()));
+    let pruner = {
+        let pool = pool.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = sync::prune(&pool, Duration::from_secs(3600)).await {
+                            tracing::warn!(error = %e, "pruning the change feed failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let state = AppState {
+        pool: pool.clone(),
+        index,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_lookups: args.max_lookups,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "ipwho listening");
+    api::serve(listener, state, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    let _ = follower.await;
+    let _ = pruner.await;
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -124,9 +124,19 @@ pub fn continuity(owner: &Claim, claims: &[&Claim], t: Micros, now: Micros) -> C
     let contested = others().any(|c| c.possible.start <= now && t < c.possible.end);
     let mut own: Vec<&Claim> = same_ip.iter().copied().filter(|c| c.key.nic == owner.key.nic).collect();
     own.sort_by_key(|c| c.possible.start);
-    let Some(mut idx) = own.iter().position(|c| c.certain.contains(t)) else {
+    let Some(mut idx) = own.iter().position(|c| c.possible.contains(t)) else {
         return Continuity::Unknown;
     };
+    if !own[idx].certain.contains(t) {
+        // T itself is only probable (after the last sighting of an open
+        // claim) or possible (in a gap): continuity is no surer than that.
+        let c = own[idx];
+        return if c.is_open() && t >= c.certain.end && !contested {
+            Continuity::Probably
+        } else {
+            Continuity::Unknown
+        };
+    }
     loop {
         let c = own[idx];
         if c.certain.contains(now) {

@@ -1,0 +1,79 @@
+//! Evidence in: NIC snapshots (page by page) and Activity Log records.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+
+use super::error::{ApiError, Problem};
+use super::{AppState, body_bytes};
+use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
+
+/// Post a NIC snapshot, or one page of it.
+///
+/// The body is a JSON object with the metadata (`taken_at`, `subscriptions`,
+/// `complete`, `snapshot_id`, `last_page`) and the NICs exactly as ARM lists
+/// them under `value` (or `nics`, or Resource Graph rows under `data`); or an
+/// ARM list page as it came, with the metadata as query parameters. A
+/// `complete` snapshot is evidence that every NIC of its subscriptions that
+/// it does not list did not exist at `taken_at`; it counts only once its last
+/// page is in. Posting the same page again changes nothing. A NIC record that
+/// cannot be read is rejected (index, field, reason) and the rest are stored;
+/// a complete snapshot with rejected records is downgraded to partial.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots",
+    tag = "ingest",
+    params(SnapshotParams),
+    request_body(content = serde_json::Value, description = "Snapshot page: metadata and NICs (ARM NetworkInterface objects)"),
+    responses(
+        (status = 200, description = "What was stored", body = SnapshotResponse),
+        (status = 400, description = "Not a snapshot page (missing taken_at, no NIC array, ...)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Snapshot id reused with other metadata", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the configured limit", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn snapshots(
+    State(state): State<AppState>,
+    Query(q): Query<SnapshotParams>,
+    req: Request,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    let body = body_bytes(req, &state).await?;
+    Ok(Json(service::ingest_snapshot(&state.pool, &state.index, &body, q).await?))
+}
+
+/// Finish a snapshot posted page by page (same as a page with `last_page: true`). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots/{id}/done",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The snapshot id used on its pages")),
+    responses(
+        (status = 200, description = "The snapshot is finished", body = SnapshotResponse),
+        (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn snapshot_done(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SnapshotResponse>, ApiError> {
+    Ok(Json(service::finish_snapshot(&state.pool, &state.index, &id).await?))
+}
+
+/// Post Activity Log records.
+///
+/// Accepts the Event Hub / storage export envelope `{"records": [...]}`,
+/// JSON Lines (one record a line), a JSON array, or one record. Successful
+/// `MICROSOFT.NETWORK/NETWORKINTERFACES/WRITE` (state from
+/// `properties.responseBody`) and `.../DELETE` records become evidence; the
+/// rest are counted as ignored, per reason. A record that cannot be read is
+/// rejected (index, field, reason); the batch never fails for it.
+#[utoipa::path(
+    post,
+    path = "/v1/activity",
+    tag = "ingest",
+    request_body(content = String, description = "Activity Log records", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was stored", body = ActivityResponse),
+        (status = 413, description = "Body over the configured limit", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn activity(State(state): State<AppState>, req: Request) -> Result<Json<ActivityResponse>, ApiError> {
+    let body = body_bytes(req, &state).await?;
+    Ok(Json(service::ingest_activity(&state.pool, &state.index, &body).await?))
+}

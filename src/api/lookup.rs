@@ -1,0 +1,412 @@
+//! Lookups: who owned an IP at T, an IP's history, and the reverse views a
+//! responder wants (what a NIC or a VM held, when). Served from the
+//! in-memory index.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorCode, Problem};
+use super::views::{AnswerAt, ClaimView, HistoryView, OwnerAnswer, explain};
+use super::{AppState, JsonBody};
+use crate::engine::{Claim, Micros, Window};
+use crate::index::{Index, Scope};
+use crate::model::ArmId;
+use crate::store::micros;
+
+pub(super) fn parse_ip(s: &str, parameter: &str) -> Result<IpAddr, ApiError> {
+    s.trim().parse::<IpAddr>().map_err(|_| {
+        ApiError::bad(ErrorCode::InvalidIp, parameter, format!("{parameter} {s:?} is not an IPv4 or IPv6 address"))
+    })
+}
+
+pub(super) fn parse_at(s: Option<&str>, parameter: &str) -> Result<Micros, ApiError> {
+    match s.map(str::trim) {
+        None | Some("") | Some("now") => Ok(micros(Utc::now())),
+        Some(s) => crate::azure::time::parse_time(s).map(micros).map_err(|e| {
+            ApiError::bad(
+                ErrorCode::InvalidTime,
+                parameter,
+                format!("{parameter} {s:?} is not a timestamp ({e}); use RFC 3339, e.g. 2025-01-31T14:03:00Z"),
+            )
+        }),
+    }
+}
+
+fn parse_id(s: &str, parameter: &str) -> Result<ArmId, ApiError> {
+    ArmId::parse(s).map_err(|e| ApiError::bad(ErrorCode::InvalidParameter, parameter, format!("{parameter}: {e}")))
+}
+
+/// Scope parameters shared by lookups.
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+pub struct ScopeParams {
+    /// Narrow to one VNet (ARM id, any casing).
+    pub vnet: Option<String>,
+    /// Narrow to the VNet of this subnet (ARM id).
+    pub subnet: Option<String>,
+    /// Narrow to one subscription (id).
+    pub subscription: Option<String>,
+}
+
+impl ScopeParams {
+    pub(super) fn scope(&self) -> Result<Scope, ApiError> {
+        let given = [&self.vnet, &self.subnet, &self.subscription].iter().filter(|x| x.is_some()).count();
+        if given > 1 {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "vnet",
+                "give at most one of vnet, subnet and subscription",
+            ));
+        }
+        if let Some(v) = &self.vnet {
+            let id = parse_id(v, "vnet")?;
+            let vnet = id.truncate_after("virtualNetworks").ok_or_else(|| {
+                ApiError::bad(ErrorCode::InvalidParameter, "vnet", "vnet must be a virtualNetworks resource id")
+            })?;
+            return Ok(Scope::Vnet(vnet.key().to_string()));
+        }
+        if let Some(s) = &self.subnet {
+            let id = parse_id(s, "subnet")?;
+            let vnet = id.truncate_after("virtualNetworks").ok_or_else(|| {
+                ApiError::bad(ErrorCode::InvalidParameter, "subnet", "subnet must be a virtualNetworks/<vnet>/subnets/<name> id")
+            })?;
+            return Ok(Scope::Vnet(vnet.key().to_string()));
+        }
+        if let Some(s) = &self.subscription {
+            let s = s.trim().trim_start_matches("/subscriptions/").trim_matches('/').to_ascii_lowercase();
+            if s.is_empty() || s.contains('/') {
+                return Err(ApiError::bad(ErrorCode::InvalidParameter, "subscription", "subscription must be a subscription id"));
+            }
+            return Ok(Scope::Subscription(s));
+        }
+        Ok(Scope::Any)
+    }
+
+    fn describe(&self) -> Option<String> {
+        self.vnet.clone().or_else(|| self.subnet.clone()).or_else(|| self.subscription.clone())
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OwnerParams {
+    /// The instant (RFC 3339; also the Activity Log time shapes). Default: now.
+    pub at: Option<String>,
+    #[serde(flatten)]
+    #[param(inline)]
+    pub scope: ScopeParams,
+}
+
+/// The owner of `ip_text` at `at` (default now) within the scope, with the owner now.
+pub fn owner_answer(index: &Index, ip_text: &str, at: Option<&str>, scope_params: &ScopeParams) -> Result<OwnerAnswer, ApiError> {
+    let ip = parse_ip(ip_text, "ip")?;
+    let t = parse_at(at, "at")?;
+    let scope = scope_params.scope()?;
+    let now = micros(Utc::now());
+    let (at_t, at_now, continuity) = index.lookup_with_now(ip, t, now.max(t), &scope);
+    Ok(OwnerAnswer {
+        ip: ip.to_string(),
+        scope: scope_params.describe(),
+        explanation: explain(&ip.to_string(), &at_t),
+        answer: AnswerAt::new(t, &at_t),
+        now: Some(AnswerAt::new(now.max(t), &at_now)),
+        held_continuously: continuity,
+    })
+}
+
+/// Who owned an IP at an instant.
+///
+/// The answer's status says how sure it is; `owner` carries the claim's
+/// certain and possible windows and the evidence behind them; `now` is the
+/// same lookup at the present; `held_continuously` says whether the owner at
+/// T held the IP until now.
+#[utoipa::path(
+    get,
+    path = "/v1/ips/{ip}/owner",
+    tag = "lookups",
+    params(("ip" = String, Path, description = "IPv4 or IPv6 address"), OwnerParams),
+    responses(
+        (status = 200, description = "The answer", body = OwnerAnswer),
+        (status = 400, description = "Invalid IP, time or scope", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn owner(
+    State(state): State<AppState>,
+    Path(ip): Path<String>,
+    Query(q): Query<OwnerParams>,
+) -> Result<Json<OwnerAnswer>, ApiError> {
+    Ok(Json(owner_answer(&state.index, &ip, q.at.as_deref(), &q.scope)?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RangeParams {
+    /// Start of the range (RFC 3339). Default: unbounded.
+    pub from: Option<String>,
+    /// End of the range (RFC 3339). Default: unbounded.
+    pub to: Option<String>,
+    #[serde(flatten)]
+    #[param(inline)]
+    pub scope: ScopeParams,
+}
+
+fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
+    let start = match from {
+        Some(s) if !s.trim().is_empty() => parse_at(Some(s), "from")?,
+        _ => crate::engine::NEG_INF,
+    };
+    let end = match to {
+        Some(s) if !s.trim().is_empty() => parse_at(Some(s), "to")?.saturating_add(1),
+        _ => crate::engine::POS_INF,
+    };
+    if end <= start {
+        return Err(ApiError::bad(ErrorCode::InvalidParameter, "to", "to must not be before from"));
+    }
+    Ok(Window { start, end })
+}
+
+fn history(subject: String, w: Window, claims: impl IntoIterator<Item = impl AsRef<Claim>>) -> HistoryView {
+    let mut v: Vec<ClaimView> = Vec::new();
+    let mut cs: Vec<_> = claims.into_iter().filter(|c| c.as_ref().possible.overlaps(&w)).collect();
+    cs.sort_by_key(|c| (c.as_ref().possible.start, c.as_ref().certain.start));
+    for c in cs {
+        v.push(ClaimView::from(c.as_ref()));
+    }
+    HistoryView {
+        subject,
+        from: crate::store::to_ts(w.start),
+        to: crate::store::to_ts(w.end),
+        claims: v,
+    }
+}
+
+/// Every claim on an IP (or a prefix containing it) in a time range, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/ips/{ip}/history",
+    tag = "lookups",
+    params(("ip" = String, Path, description = "IPv4 or IPv6 address"), RangeParams),
+    responses(
+        (status = 200, description = "Claims whose possible window meets the range", body = HistoryView),
+        (status = 400, description = "Invalid IP, time or scope", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn ip_history(
+    State(state): State<AppState>,
+    Path(ip): Path<String>,
+    Query(q): Query<RangeParams>,
+) -> Result<Json<HistoryView>, ApiError> {
+    Ok(Json(ip_history_for(&state.index, &ip, q.from.as_deref(), q.to.as_deref(), &q.scope)?))
+}
+
+/// Every claim on an IP whose possible window meets `[from, to]`, oldest first.
+pub fn ip_history_for(
+    index: &Index,
+    ip: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    scope: &ScopeParams,
+) -> Result<HistoryView, ApiError> {
+    let ip = parse_ip(ip, "ip")?;
+    let w = range(from, to)?;
+    let scope = scope.scope()?;
+    Ok(history(ip.to_string(), w, index.claims_of_ip(ip, &scope)))
+}
+
+/// Every IP a NIC held, when (the NIC's ARM id, URL-encoded, in any casing).
+#[utoipa::path(
+    get,
+    path = "/v1/nics/{id}/history",
+    tag = "lookups",
+    params(("id" = String, Path, description = "NIC ARM id, URL-encoded (slashes as %2F)"), RangeParams),
+    responses(
+        (status = 200, description = "The NIC's claims, oldest first", body = HistoryView),
+        (status = 400, description = "Invalid id or time", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No claim of this NIC", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn nic_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeParams>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let id = parse_id(&id, "id")?;
+    let w = range(q.from.as_deref(), q.to.as_deref())?;
+    let claims = state.index.claims_of_nic(id.key());
+    if claims.is_empty() {
+        return Err(ApiError::not_found(format!("no claim of NIC {id} is known")));
+    }
+    Ok(Json(history(id.to_string(), w, claims)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct VmParams {
+    /// Only the IPs the VM may have held at this instant, each with its status. Default: all.
+    pub at: Option<String>,
+}
+
+/// One IP a VM held.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VmIp {
+    pub ip: String,
+    /// At `at`: the status of the VM's claim on this IP (when `at` was given).
+    pub status: Option<crate::engine::Status>,
+    pub claim: ClaimView,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VmIps {
+    pub vm: String,
+    pub at: Option<DateTime<Utc>>,
+    pub ips: Vec<VmIp>,
+}
+
+/// Every IP a VM held through its NICs, when (the VM's ARM id, URL-encoded).
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{id}/ips",
+    tag = "lookups",
+    params(("id" = String, Path, description = "VM ARM id, URL-encoded (slashes as %2F)"), VmParams),
+    responses(
+        (status = 200, description = "The VM's IPs", body = VmIps),
+        (status = 400, description = "Invalid id or time", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No claim of this VM", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn vm_ips(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<VmParams>,
+) -> Result<Json<VmIps>, ApiError> {
+    let id = parse_id(&id, "id")?;
+    let claims = state.index.claims_of_vm(id.key());
+    if claims.is_empty() {
+        return Err(ApiError::not_found(format!("no claim of VM {id} is known")));
+    }
+    let at = match q.at.as_deref() {
+        Some(s) if !s.trim().is_empty() => Some(parse_at(Some(s), "at")?),
+        _ => None,
+    };
+    let mut ips = Vec::new();
+    for c in claims.iter() {
+        let status = match at {
+            None => None,
+            Some(t) if !c.possible.contains(t) => continue,
+            Some(t) => {
+                // The VM's claim answers for its IP as the IP's lookup would.
+                let scope = Scope::Vnet(c.key.scope.clone());
+                let ip = c.key.ip.addr();
+                let l = state.index.lookup(ip, t, &scope);
+                let same = |x: &Claim| x.key == c.key && x.possible == c.possible;
+                Some(match (&l.owner, l.status) {
+                    (Some(o), s) if same(o) => s,
+                    _ => crate::engine::Status::Ambiguous,
+                })
+            }
+        };
+        ips.push(VmIp {
+            ip: c.key.ip.to_string(),
+            status,
+            claim: ClaimView::from(c.as_ref()),
+        });
+    }
+    Ok(Json(VmIps {
+        vm: id.to_string(),
+        at: at.and_then(crate::store::to_ts),
+        ips,
+    }))
+}
+
+/// One lookup of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LookupItem {
+    pub ip: String,
+    /// RFC 3339; default now.
+    pub at: Option<String>,
+    pub vnet: Option<String>,
+    pub subnet: Option<String>,
+    pub subscription: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// Up to the configured limit (default 10,000).
+    pub lookups: Vec<LookupItem>,
+}
+
+/// One answer of a batch: the answer, or the error of that item alone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchAnswer {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<OwnerAnswer>,
+    /// Set when this item was invalid; the others are still answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<BatchError>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchError {
+    pub index: usize,
+    pub code: ErrorCode,
+    pub parameter: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// In the order of the request.
+    pub answers: Vec<BatchAnswer>,
+}
+
+/// Many lookups in one call, answered in order. An invalid item gets an
+/// error in its place; the rest are answered.
+#[utoipa::path(
+    post,
+    path = "/v1/lookups",
+    tag = "lookups",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Answers in request order", body = BatchResponse),
+        (status = 400, description = "Not a batch", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Too many lookups or too large a body", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchRequest>) -> Result<Json<BatchResponse>, ApiError> {
+    if req.lookups.len() > state.limits.max_lookups {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BatchTooLarge,
+            format!("{} lookups in one batch; the limit is {}", req.lookups.len(), state.limits.max_lookups),
+        ));
+    }
+    let answers = req
+        .lookups
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let scope = ScopeParams {
+                vnet: item.vnet.clone(),
+                subnet: item.subnet.clone(),
+                subscription: item.subscription.clone(),
+            };
+            match owner_answer(&state.index, &item.ip, item.at.as_deref(), &scope) {
+                Ok(a) => BatchAnswer {
+                    answer: Some(a),
+                    error: None,
+                },
+                Err(e) => BatchAnswer {
+                    answer: None,
+                    error: Some(BatchError {
+                        index,
+                        code: e.code,
+                        parameter: e.parameter.map(|p| format!("lookups[{index}].{p}")),
+                        detail: e.detail,
+                    }),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(BatchResponse { answers }))
+}

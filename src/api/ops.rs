@@ -1,0 +1,109 @@
+//! Operations: liveness, readiness, coverage and conflicts.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode, Problem};
+use crate::store::{self, ConflictRow, SubscriptionStatus};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    pub database: bool,
+    pub migrations: bool,
+    /// Claims held in memory.
+    pub claims_in_memory: usize,
+}
+
+/// Readiness: the database is reachable and every migration is applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness))
+)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let migrations = database && store::migrations_applied(&state.pool).await.unwrap_or(false);
+    let ok = database && migrations;
+    let body = Readiness {
+        status: if ok { "ready" } else { "not ready" }.into(),
+        database,
+        migrations,
+        claims_in_memory: state.index.len(),
+    };
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusView {
+    pub subscriptions: Vec<SubscriptionStatus>,
+    pub claims_in_memory: usize,
+    /// Update sequence of the in-memory index.
+    pub index_sequence: u64,
+    pub index_updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Coverage and freshness per subscription: the last complete and partial
+/// snapshots, the newest Activity Log event and its lag, counts of NICs,
+/// claims and conflicts.
+#[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = StatusView)))]
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
+    let (seq, at) = state.index.freshness();
+    Ok(Json(StatusView {
+        subscriptions: store::status(&state.pool).await?,
+        claims_in_memory: state.index.len(),
+        index_sequence: seq,
+        index_updated_at: store::to_ts(at),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ConflictParams {
+    /// At most this many, newest first (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+/// Contradictory evidence: two NICs whose certain windows overlap on one IP in one VNet.
+#[utoipa::path(
+    get,
+    path = "/v1/conflicts",
+    tag = "operations",
+    params(ConflictParams),
+    responses((status = 200, body = Vec<ConflictRow>), (status = 400, body = Problem, content_type = "application/problem+json"))
+)]
+pub async fn conflicts(State(state): State<AppState>, Query(q): Query<ConflictParams>) -> Result<Json<Vec<ConflictRow>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad(ErrorCode::InvalidParameter, "limit", "limit must be between 1 and 10000"));
+    }
+    Ok(Json(store::conflicts(&state.pool, limit).await?))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json or /docs")
+}
+
+pub fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error; see the service log").into_response()
+}

@@ -1,0 +1,277 @@
+//! Claims held in memory for lookups and enrichment: loaded from Postgres at
+//! start, kept current after every ingest by replacing the claims of the
+//! NICs the ingest recomputed.
+//!
+//! Lookups by IP try each prefix length present (almost always just /32 and
+//! /128), so a NIC that holds a prefix answers for every address in it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ipnet::IpNet;
+
+use crate::engine::{self, Answer, Claim, Continuity, Micros};
+use crate::model::Mac;
+
+/// Which claims a lookup considers.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every VNet: several VNets holding the IP make the answer ambiguous.
+    #[default]
+    Any,
+    /// One VNet, by its lower-cased id.
+    Vnet(String),
+    /// One subscription, by its lower-cased id.
+    Subscription(String),
+}
+
+impl Scope {
+    pub fn admits(&self, c: &Claim) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Vnet(v) => c.key.scope == *v,
+            Scope::Subscription(s) => c.nic.subscription() == *s,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    by_ip: HashMap<IpNet, Vec<Arc<Claim>>>,
+    prefix_lens: BTreeSet<(bool, u8)>,
+    by_nic: HashMap<String, Vec<Arc<Claim>>>,
+    by_vm: HashMap<String, Vec<Arc<Claim>>>,
+    by_mac: HashMap<Mac, Vec<Arc<Claim>>>,
+    claims: usize,
+}
+
+fn ip_key(ip: &IpNet) -> IpNet {
+    ip.trunc()
+}
+
+impl Inner {
+    fn remove_nic(&mut self, nic: &str) {
+        let Some(old) = self.by_nic.remove(nic) else { return };
+        self.claims -= old.len();
+        for c in old {
+            let k = ip_key(&c.key.ip);
+            if let Some(v) = self.by_ip.get_mut(&k) {
+                v.retain(|x| x.key.nic != nic);
+                if v.is_empty() {
+                    self.by_ip.remove(&k);
+                }
+            }
+            if !c.key.vm.is_empty()
+                && let Some(v) = self.by_vm.get_mut(&c.key.vm)
+            {
+                v.retain(|x| x.key.nic != nic);
+                if v.is_empty() {
+                    self.by_vm.remove(&c.key.vm);
+                }
+            }
+            if let Some(m) = &c.mac
+                && let Some(v) = self.by_mac.get_mut(m)
+            {
+                v.retain(|x| x.key.nic != nic);
+                if v.is_empty() {
+                    self.by_mac.remove(m);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, c: Claim) {
+        let c = Arc::new(c);
+        let k = ip_key(&c.key.ip);
+        self.prefix_lens.insert((k.addr().is_ipv4(), k.prefix_len()));
+        self.by_ip.entry(k).or_default().push(c.clone());
+        if !c.key.vm.is_empty() {
+            self.by_vm.entry(c.key.vm.clone()).or_default().push(c.clone());
+        }
+        if let Some(m) = &c.mac {
+            let v = self.by_mac.entry(m.clone()).or_default();
+            // One entry per NIC is enough to find its claims.
+            if !v.iter().any(|x| x.key.nic == c.key.nic) {
+                v.push(c.clone());
+            }
+        }
+        self.by_nic.entry(c.key.nic.clone()).or_default().push(c);
+        self.claims += 1;
+    }
+
+    fn claims_of_ip(&self, ip: IpAddr) -> Vec<Arc<Claim>> {
+        let mut out = Vec::new();
+        for &(v4, len) in &self.prefix_lens {
+            if v4 != ip.is_ipv4() {
+                continue;
+            }
+            let Ok(net) = IpNet::new(ip, len) else { continue };
+            if let Some(v) = self.by_ip.get(&net.trunc()) {
+                out.extend(v.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// The in-memory claim index. Cheap to share (`Arc<Index>`); reads take a
+/// shared lock, updates an exclusive one for the time of a swap per NIC.
+#[derive(Default)]
+pub struct Index {
+    inner: RwLock<Inner>,
+    /// Bumped by every update: how current the index is.
+    seq: AtomicU64,
+    /// When the last update was applied (micros).
+    updated_at: AtomicI64,
+    /// The last change-feed sequence number reflected here. Held across a
+    /// whole apply, so local ingests and the feed follower never interleave.
+    pub(crate) applied_seq: tokio::sync::Mutex<i64>,
+}
+
+/// One answer with owned claims (the index's lock is not held).
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub status: engine::Status,
+    pub owner: Option<Arc<Claim>>,
+    pub candidates: Vec<Arc<Claim>>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds an index from every claim.
+    pub fn from_claims(claims: Vec<Claim>) -> Self {
+        let idx = Index::default();
+        {
+            let mut w = idx.inner.write().expect("index lock");
+            for c in claims {
+                w.insert(c);
+            }
+        }
+        idx.touch();
+        idx
+    }
+
+    fn touch(&self) {
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        self.updated_at.store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
+
+    /// Replaces the claims of each NIC with its newly derived set.
+    pub fn replace<I>(&self, by_nic: I)
+    where
+        I: IntoIterator<Item = (String, Vec<Claim>)>,
+    {
+        let mut w = self.inner.write().expect("index lock");
+        for (nic, claims) in by_nic {
+            w.remove_nic(&nic);
+            for c in claims {
+                w.insert(c);
+            }
+        }
+        drop(w);
+        self.touch();
+    }
+
+    /// Applies the claims an ingest of this process recomputed, and advances
+    /// the change-feed position when nothing from other writers came between.
+    pub async fn apply(&self, changes: crate::store::ClaimChanges) {
+        let mut applied = self.applied_seq.lock().await;
+        self.replace(changes.by_nic);
+        if let Some((lo, hi)) = changes.seq
+            && *applied == lo - 1
+        {
+            *applied = hi;
+        }
+    }
+
+    /// Replaces every claim.
+    pub fn reset(&self, by_nic: HashMap<String, Vec<Claim>>) {
+        let mut fresh = Inner::default();
+        for c in by_nic.into_values().flatten() {
+            fresh.insert(c);
+        }
+        *self.inner.write().expect("index lock") = fresh;
+        self.touch();
+    }
+
+    /// Number of claims held.
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("index lock").claims
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Update sequence number and time of the last update (micros).
+    pub fn freshness(&self) -> (u64, Micros) {
+        (self.seq.load(Ordering::Relaxed), self.updated_at.load(Ordering::Relaxed))
+    }
+
+    /// Every claim on `ip` (including prefixes that contain it) admitted by `scope`.
+    pub fn claims_of_ip(&self, ip: IpAddr, scope: &Scope) -> Vec<Arc<Claim>> {
+        let r = self.inner.read().expect("index lock");
+        let mut v = r.claims_of_ip(ip);
+        v.retain(|c| scope.admits(c));
+        v
+    }
+
+    /// Who held `ip` at `t` within `scope`.
+    pub fn lookup(&self, ip: IpAddr, t: Micros, scope: &Scope) -> Lookup {
+        let claims = self.claims_of_ip(ip, scope);
+        answer_owned(&claims, t)
+    }
+
+    /// The owner at `t`, the owner at `now`, and whether the same NIC held
+    /// the IP from `t` to `now`.
+    pub fn lookup_with_now(&self, ip: IpAddr, t: Micros, now: Micros, scope: &Scope) -> (Lookup, Lookup, Option<Continuity>) {
+        let claims = self.claims_of_ip(ip, scope);
+        let at_t = answer_owned(&claims, t);
+        let at_now = answer_owned(&claims, now);
+        let continuity = at_t.owner.as_ref().map(|o| {
+            let refs: Vec<&Claim> = claims.iter().map(|c| c.as_ref()).collect();
+            engine::continuity(o, &refs, t, now)
+        });
+        (at_t, at_now, continuity)
+    }
+
+    /// Every claim of a NIC (by lower-cased id), oldest first.
+    pub fn claims_of_nic(&self, nic_key: &str) -> Vec<Arc<Claim>> {
+        let r = self.inner.read().expect("index lock");
+        let mut v = r.by_nic.get(nic_key).cloned().unwrap_or_default();
+        v.sort_by_key(|c| (c.possible.start, c.certain.start));
+        v
+    }
+
+    /// Every claim made while the NIC was attached to a VM (by lower-cased id), oldest first.
+    pub fn claims_of_vm(&self, vm_key: &str) -> Vec<Arc<Claim>> {
+        let r = self.inner.read().expect("index lock");
+        let mut v = r.by_vm.get(vm_key).cloned().unwrap_or_default();
+        v.sort_by_key(|c| (c.possible.start, c.certain.start));
+        v
+    }
+
+    /// The NICs ever seen with this MAC (one claim of each, to find the rest).
+    pub fn nics_of_mac(&self, mac: &Mac) -> Vec<String> {
+        let r = self.inner.read().expect("index lock");
+        r.by_mac
+            .get(mac)
+            .map(|v| v.iter().map(|c| c.key.nic.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn answer_owned(claims: &[Arc<Claim>], t: Micros) -> Lookup {
+    let a: Answer<'_> = engine::answer(claims.iter().map(|c| c.as_ref()), t);
+    let find = |c: &Claim| claims.iter().find(|x| std::ptr::eq(x.as_ref(), c)).cloned().expect("answer names an input claim");
+    Lookup {
+        status: a.status,
+        owner: a.owner.map(find),
+        candidates: a.candidates.into_iter().map(find).collect(),
+    }
+}

@@ -1,0 +1,299 @@
+//! Ingest as a use case, shared by the HTTP API and the command line: bytes
+//! in Azure's formats → parsed evidence (with per-record errors) → stored →
+//! claims recomputed → in-memory index updated.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{ApiError, ErrorCode};
+use crate::azure::activity::{ActivityOutcome, parse_activity};
+use crate::azure::nic::parse_nic;
+use crate::index::Index;
+use crate::model::NicState;
+use crate::store::{self, PageReport, SnapshotMeta, SnapshotPage};
+
+/// Snapshot metadata, given in the body or as query parameters (the body
+/// wins). With query parameters, the body may be an ARM list page as it came.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
+pub struct SnapshotParams {
+    /// Pages with the same id form one snapshot. Default: derived from
+    /// `taken_at`, `subscriptions` and `complete`, so a re-post is recognised.
+    pub snapshot_id: Option<String>,
+    /// When the listing was taken (RFC 3339). Required.
+    pub taken_at: Option<String>,
+    /// The subscriptions the listing covers (comma-separated in a query).
+    /// Required when `complete`; default: the subscriptions of its NICs.
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "comma_list")]
+    pub subscriptions: Option<Vec<String>>,
+    /// The listing holds every NIC of its subscriptions, so a NIC missing
+    /// from it did not exist at `taken_at`. Default false.
+    pub complete: Option<bool>,
+    /// This page finishes the snapshot. Default true; post `false` on every
+    /// page but the last of a multi-page listing (or finish it with
+    /// `POST /v1/snapshots/{id}/done`).
+    pub last_page: Option<bool>,
+}
+
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<L>::deserialize(d)?.map(|l| match l {
+        L::One(s) => s.split(',').map(str::to_string).collect(),
+        L::Many(v) => v,
+    }))
+}
+
+/// What a snapshot post did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotResponse {
+    pub snapshot_id: String,
+    pub taken_at: DateTime<Utc>,
+    pub subscriptions: Vec<String>,
+    /// NIC records in the post.
+    pub received: usize,
+    /// NICs taken as evidence.
+    pub accepted: usize,
+    /// Of those, NICs whose stored evidence changed.
+    pub changed: usize,
+    /// Records that could not be used: which, which field, why.
+    pub rejected: Vec<RejectedView>,
+    pub finished: bool,
+    /// Whether ipwho holds this snapshot complete for its subscriptions.
+    pub complete: bool,
+    pub partial_reason: Option<String>,
+    pub absent_nics_affected: usize,
+    pub claims_inserted: usize,
+    pub claims_updated: usize,
+    pub claims_deleted: usize,
+}
+
+/// A rejected record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectedView {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// What an Activity Log post did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ActivityResponse {
+    /// Records in the post.
+    pub records: usize,
+    /// NIC write/delete Success records stored for the first time.
+    pub accepted: usize,
+    /// NIC records posted before: changed nothing.
+    pub duplicates: usize,
+    /// Records that say nothing about NIC state, counted per reason.
+    pub ignored: Vec<IgnoredView>,
+    pub rejected: Vec<RejectedView>,
+    pub claims_inserted: usize,
+    pub claims_updated: usize,
+    pub claims_deleted: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IgnoredView {
+    /// `other_operation`, `not_succeeded` or `other_resource_type`.
+    pub reason: String,
+    pub count: usize,
+}
+
+fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool) -> String {
+    let text = format!("{}|{}|{}", taken_at.timestamp_micros(), subs.join(","), complete);
+    format!("snap-{}", &crate::model::short_digest(text.as_bytes())[..20])
+}
+
+fn nics_of(body: &Value) -> Option<&Vec<Value>> {
+    match body {
+        Value::Array(a) => Some(a),
+        Value::Object(o) => ["value", "nics", "data"].iter().find_map(|k| o.get(*k).and_then(Value::as_array)),
+        _ => None,
+    }
+}
+
+/// Parses and stores one snapshot page, then updates `index`.
+pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: SnapshotParams) -> Result<SnapshotResponse, ApiError> {
+    let body: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(ErrorCode::InvalidBody, "body", format!("snapshot body is not JSON: {e}"))
+    })?;
+    let from_body: SnapshotParams = match &body {
+        Value::Object(o) => {
+            const META: [&str; 5] = ["snapshot_id", "taken_at", "subscriptions", "complete", "last_page"];
+            let meta: serde_json::Map<String, Value> =
+                o.iter().filter(|(k, _)| META.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            serde_json::from_value(Value::Object(meta)).map_err(|e| {
+                ApiError::bad(ErrorCode::InvalidBody, "body", format!("snapshot metadata: {e}"))
+            })?
+        }
+        _ => SnapshotParams::default(),
+    };
+    let nics = nics_of(&body).ok_or_else(|| {
+        ApiError::bad(
+            ErrorCode::InvalidBody,
+            "value",
+            "no NIC array: expected an ARM list page {\"value\": [...]}, {\"nics\": [...]}, a Resource Graph {\"data\": [...]} or a JSON array",
+        )
+    })?;
+    let taken_at = from_body.taken_at.or(query.taken_at).ok_or_else(|| {
+        ApiError::bad(ErrorCode::InvalidParameter, "taken_at", "taken_at is required: when the listing was taken")
+    })?;
+    let taken_at = crate::azure::time::parse_time(&taken_at).map_err(|e| {
+        ApiError::bad(ErrorCode::InvalidTime, "taken_at", format!("taken_at {taken_at:?}: {e}"))
+    })?;
+    let complete = from_body.complete.or(query.complete).unwrap_or(false);
+    let last_page = from_body.last_page.or(query.last_page).unwrap_or(true);
+
+    let mut rejected = Vec::new();
+    let mut parsed: Vec<(usize, NicState)> = Vec::with_capacity(nics.len());
+    for (i, v) in nics.iter().enumerate() {
+        match parse_nic(v) {
+            Ok(s) => parsed.push((i, s)),
+            Err(e) => rejected.push(RejectedView {
+                index: i,
+                field: e.field.clone(),
+                reason: e.reason.clone(),
+            }),
+        }
+    }
+    let subscriptions: Vec<String> = match from_body.subscriptions.or(query.subscriptions) {
+        Some(s) => s
+            .iter()
+            .map(|x| x.trim().trim_start_matches("/subscriptions/").trim_matches('/').to_ascii_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect(),
+        None if complete => {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "subscriptions",
+                "a complete snapshot must name the subscriptions it covers",
+            ));
+        }
+        None => parsed.iter().map(|(_, s)| s.id.subscription()).collect(),
+    };
+    let mut subscriptions = subscriptions;
+    subscriptions.sort();
+    subscriptions.dedup();
+    if subscriptions.is_empty() {
+        return Err(ApiError::bad(ErrorCode::InvalidParameter, "subscriptions", "no subscription given"));
+    }
+    let mut accepted = Vec::with_capacity(parsed.len());
+    for (i, s) in parsed {
+        if subscriptions.binary_search(&s.id.subscription()).is_ok() {
+            accepted.push(s);
+        } else {
+            rejected.push(RejectedView {
+                index: i,
+                field: "id".into(),
+                reason: format!(
+                    "NIC {} is in subscription {}, outside the snapshot's subscriptions",
+                    s.id,
+                    s.id.subscription()
+                ),
+            });
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    let id = from_body
+        .snapshot_id
+        .or(query.snapshot_id)
+        .unwrap_or_else(|| derived_snapshot_id(taken_at, &subscriptions, complete));
+    let page = SnapshotPage {
+        meta: SnapshotMeta {
+            id,
+            taken_at,
+            subscriptions: subscriptions.clone(),
+            complete,
+        },
+        nics: accepted,
+        last_page,
+        rejected: rejected.len(),
+    };
+    let received = nics.len();
+    let (report, changes) = store::ingest_snapshot_page(pool, &page).await?;
+    index.apply(changes).await;
+    Ok(snapshot_response(report, taken_at, subscriptions, received, rejected))
+}
+
+fn snapshot_response(
+    r: PageReport,
+    taken_at: DateTime<Utc>,
+    subscriptions: Vec<String>,
+    received: usize,
+    rejected: Vec<RejectedView>,
+) -> SnapshotResponse {
+    SnapshotResponse {
+        snapshot_id: r.snapshot_id,
+        taken_at,
+        subscriptions,
+        received,
+        accepted: r.accepted,
+        changed: r.changed,
+        rejected,
+        finished: r.finished,
+        complete: r.complete,
+        partial_reason: r.partial_reason,
+        absent_nics_affected: r.absent_nics_affected,
+        claims_inserted: r.claims_inserted,
+        claims_updated: r.claims_updated,
+        claims_deleted: r.claims_deleted,
+    }
+}
+
+/// Finishes a multi-page snapshot, then updates `index`.
+pub async fn finish_snapshot(pool: &PgPool, index: &Index, id: &str) -> Result<SnapshotResponse, ApiError> {
+    let (report, changes) = store::finish_snapshot(pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no snapshot with id {id:?}")))?;
+    index.apply(changes).await;
+    let (taken_at, subscriptions): (DateTime<Utc>, Vec<String>) =
+        sqlx::query_as("SELECT taken_at, subscriptions FROM snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    Ok(snapshot_response(report, taken_at, subscriptions, 0, Vec::new()))
+}
+
+/// Parses and stores a batch of Activity Log records, then updates `index`.
+pub async fn ingest_activity(pool: &PgPool, index: &Index, body: &[u8]) -> Result<ActivityResponse, ApiError> {
+    let outcomes = parse_activity(body);
+    let records = outcomes.len();
+    let mut events = Vec::new();
+    let mut ignored: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut rejected = Vec::new();
+    for o in outcomes {
+        match o {
+            ActivityOutcome::Accepted(e) => events.push(e),
+            ActivityOutcome::Ignored { reason, .. } => *ignored.entry(reason.as_str()).or_default() += 1,
+            ActivityOutcome::Rejected { index, field, reason } => rejected.push(RejectedView { index, field, reason }),
+        }
+    }
+    let (report, changes) = store::ingest_activity(pool, &events).await?;
+    index.apply(changes).await;
+    Ok(ActivityResponse {
+        records,
+        accepted: report.accepted,
+        duplicates: report.duplicates,
+        ignored: ignored
+            .into_iter()
+            .map(|(reason, count)| IgnoredView {
+                reason: reason.to_string(),
+                count,
+            })
+            .collect(),
+        rejected,
+        claims_inserted: report.claims_inserted,
+        claims_updated: report.claims_updated,
+        claims_deleted: report.claims_deleted,
+    })
+}

@@ -1,0 +1,456 @@
+//! Ingest: snapshot pages and Activity Log events become stored evidence,
+//! then the claims of every NIC whose evidence changed are recomputed. All in
+//! one transaction per call, serialised by an advisory lock.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+
+use super::recompute::{ClaimChanges, load_completes, load_runs, recompute, save_runs};
+use super::runs::Runs;
+use super::micros;
+use crate::azure::activity::{ActivityChange, ActivityEvent};
+use crate::model::NicState;
+
+/// The advisory lock every ingest holds: one writer at a time, across replicas.
+const INGEST_LOCK: i64 = 0x1_9_0_5_1d;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("snapshot {id} was first posted with {field} = {first}, now {now}")]
+    SnapshotMismatch {
+        id: String,
+        field: &'static str,
+        first: String,
+        now: String,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What a snapshot is: an instant, the subscriptions it covers, and whether
+/// it lists every NIC of them.
+#[derive(Debug, Clone)]
+pub struct SnapshotMeta {
+    pub id: String,
+    pub taken_at: DateTime<Utc>,
+    /// Lower-cased subscription ids.
+    pub subscriptions: Vec<String>,
+    pub complete: bool,
+}
+
+/// One page of a snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub meta: SnapshotMeta,
+    pub nics: Vec<NicState>,
+    /// The snapshot is finished with this page.
+    pub last_page: bool,
+    /// NIC records of this page the caller could not read. A complete
+    /// snapshot with any is downgraded to partial.
+    pub rejected: usize,
+}
+
+/// What a snapshot page did.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct PageReport {
+    pub snapshot_id: String,
+    /// NICs on the page taken as evidence.
+    pub accepted: usize,
+    /// Of those, NICs whose stored evidence changed (new state or new run end).
+    pub changed: usize,
+    /// The snapshot is finished (its last page arrived).
+    pub finished: bool,
+    /// Whether ipwho holds the snapshot complete (a claimed-complete snapshot
+    /// with unreadable NIC records is downgraded to partial).
+    pub complete: bool,
+    /// Why the snapshot counts as partial, when it does.
+    pub partial_reason: Option<String>,
+    /// NICs of the snapshot's scope that a finished complete snapshot did not list, whose claims it bounded.
+    pub absent_nics_affected: usize,
+    pub claims_inserted: usize,
+    pub claims_updated: usize,
+    pub claims_deleted: usize,
+}
+
+/// What an Activity Log batch did.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ActivityReport {
+    /// Events stored for the first time.
+    pub accepted: usize,
+    /// Events already stored (posted before): changed nothing.
+    pub duplicates: usize,
+    pub claims_inserted: usize,
+    pub claims_updated: usize,
+    pub claims_deleted: usize,
+}
+
+async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(INGEST_LOCK).execute(conn).await?;
+    Ok(())
+}
+
+async fn upsert_nics_and_states(conn: &mut PgConnection, states: &[&NicState]) -> sqlx::Result<Vec<String>> {
+    let mut seen = HashSet::new();
+    let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
+    let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
+    let mut fps = Vec::with_capacity(states.len());
+    for s in states {
+        if seen.insert(s.id.key().to_string()) {
+            k.push(s.id.key().to_string());
+            id.push(s.id.as_str().to_string());
+            sub.push(s.id.subscription());
+        }
+        let f = s.fingerprint();
+        fp.push(f.clone());
+        fk.push(s.id.key().to_string());
+        js.push(serde_json::to_string(s).expect("states serialize"));
+        fps.push(f);
+    }
+    sqlx::query(
+        "INSERT INTO nics (nic_key, id, subscription) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&k)
+    .bind(&id)
+    .bind(&sub)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO nic_states (fingerprint, nic_key, state)
+         SELECT f, n, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&fp)
+    .bind(&fk)
+    .bind(&js)
+    .execute(&mut *conn)
+    .await?;
+    Ok(fps)
+}
+
+/// Stores one snapshot page (and finishes the snapshot on its last page).
+/// Posting the same page again changes nothing.
+pub async fn ingest_snapshot_page(pool: &PgPool, page: &SnapshotPage) -> Result<(PageReport, ClaimChanges), StoreError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    let meta = &page.meta;
+    let row: Option<(DateTime<Utc>, Vec<String>, bool, bool)> =
+        sqlx::query_as("SELECT taken_at, subscriptions, claimed_complete, finished FROM snapshots WHERE id = $1")
+            .bind(&meta.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let finished = match row {
+        None => {
+            sqlx::query(
+                "INSERT INTO snapshots (id, taken_at, subscriptions, claimed_complete, complete) VALUES ($1, $2, $3, $4, $4)",
+            )
+                .bind(&meta.id)
+                .bind(meta.taken_at)
+                .bind(&meta.subscriptions)
+                .bind(meta.complete)
+                .execute(&mut *tx)
+                .await?;
+            false
+        }
+        Some((taken_at, subs, complete, finished)) => {
+            let mismatch = |field, first: String, now: String| StoreError::SnapshotMismatch {
+                id: meta.id.clone(),
+                field,
+                first,
+                now,
+            };
+            if taken_at != meta.taken_at {
+                return Err(mismatch("taken_at", taken_at.to_rfc3339(), meta.taken_at.to_rfc3339()));
+            }
+            let (mut a, mut b) = (subs.clone(), meta.subscriptions.clone());
+            a.sort();
+            b.sort();
+            if a != b {
+                return Err(mismatch("subscriptions", subs.join(","), meta.subscriptions.join(",")));
+            }
+            if complete != meta.complete {
+                return Err(mismatch("complete", complete.to_string(), meta.complete.to_string()));
+            }
+            finished
+        }
+    };
+
+    if page.rejected > 0 && meta.complete && !finished {
+        sqlx::query(
+            "UPDATE snapshots SET complete = false,
+                    partial_reason = coalesce(partial_reason, $2)
+             WHERE id = $1",
+        )
+        .bind(&meta.id)
+        .bind(format!("{} NIC record(s) could not be read", page.rejected))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut report = PageReport {
+        snapshot_id: meta.id.clone(),
+        accepted: page.nics.len(),
+        ..Default::default()
+    };
+    let mut changes = ClaimChanges::default();
+    if !page.nics.is_empty() {
+        let states: Vec<&NicState> = page.nics.iter().collect();
+        let fps = upsert_nics_and_states(&mut tx, &states).await?;
+        let keys: Vec<String> = page.nics.iter().map(|n| n.id.key().to_string()).collect();
+        if !finished {
+            sqlx::query(
+                "INSERT INTO snapshot_members (snapshot_id, nic_key) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&meta.id)
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut subs: Vec<String> = page.nics.iter().map(|n| n.id.subscription()).collect();
+        subs.sort();
+        subs.dedup();
+        let completes = load_completes(&mut tx, &subs).await?;
+        let mut loaded = load_runs(&mut tx, &keys).await?;
+        let t = micros(meta.taken_at);
+        let mut changed: Vec<(String, Runs)> = Vec::new();
+        let mut index_of: HashMap<String, usize> = HashMap::new();
+        for (nic, fp) in page.nics.iter().zip(&fps) {
+            let key = nic.id.key().to_string();
+            let slot = match index_of.get(&key) {
+                Some(&i) => i,
+                None => {
+                    changed.push((key.clone(), Runs::new(loaded.remove(&key).unwrap_or_default())));
+                    index_of.insert(key.clone(), changed.len() - 1);
+                    changed.len() - 1
+                }
+            };
+            let c = completes.get(&nic.id.subscription()).map(Vec::as_slice).unwrap_or(&[]);
+            changed[slot].1.observe(t, &meta.id, fp, c);
+        }
+        changed.retain(|(_, r)| !r.deleted.is_empty() || r.runs.iter().any(|x| x.dirty));
+        report.changed = changed.len();
+        save_runs(&mut tx, &changed).await?;
+        let nics: Vec<String> = changed.into_iter().map(|(k, _)| k).collect();
+        changes.merge(recompute(&mut tx, &nics).await?);
+    }
+    if page.last_page && !finished {
+        let effective = effective_meta(&mut tx, &meta.id).await?;
+        report.absent_nics_affected = finish(&mut tx, &effective, &mut changes).await?;
+        report.finished = true;
+    } else {
+        report.finished = finished;
+    }
+    let (complete, reason): (bool, Option<String>) =
+        sqlx::query_as("SELECT complete, partial_reason FROM snapshots WHERE id = $1")
+            .bind(&meta.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    report.complete = complete;
+    report.partial_reason = reason;
+    tx.commit().await?;
+    report.claims_inserted = changes.inserted;
+    report.claims_updated = changes.updated;
+    report.claims_deleted = changes.deleted;
+    Ok((report, changes))
+}
+
+async fn effective_meta(conn: &mut PgConnection, id: &str) -> sqlx::Result<SnapshotMeta> {
+    let (taken_at, subscriptions, complete): (DateTime<Utc>, Vec<String>, bool) =
+        sqlx::query_as("SELECT taken_at, subscriptions, complete FROM snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(SnapshotMeta {
+        id: id.to_string(),
+        taken_at,
+        subscriptions,
+        complete,
+    })
+}
+
+/// Finishes a snapshot posted page by page. Idempotent; an unknown id is `Ok(None)`.
+pub async fn finish_snapshot(pool: &PgPool, id: &str) -> Result<Option<(PageReport, ClaimChanges)>, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    let finished: Option<bool> = sqlx::query_scalar("SELECT finished FROM snapshots WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(finished) = finished else {
+        return Ok(None);
+    };
+    let meta = effective_meta(&mut tx, id).await?;
+    let mut changes = ClaimChanges::default();
+    let mut report = PageReport {
+        snapshot_id: id.to_string(),
+        finished: true,
+        ..Default::default()
+    };
+    if !finished {
+        report.absent_nics_affected = finish(&mut tx, &meta, &mut changes).await?;
+    }
+    let reason: Option<String> = sqlx::query_scalar("SELECT partial_reason FROM snapshots WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    report.complete = meta.complete;
+    report.partial_reason = reason;
+    tx.commit().await?;
+    report.claims_inserted = changes.inserted;
+    report.claims_updated = changes.updated;
+    report.claims_deleted = changes.deleted;
+    Ok(Some((report, changes)))
+}
+
+/// Marks the snapshot finished; when complete, every NIC of its scope that
+/// it did not list gets the absence as evidence (runs spanning it are split,
+/// claims bounded by it recomputed). Returns how many such NICs changed.
+async fn finish(conn: &mut PgConnection, meta: &SnapshotMeta, changes: &mut ClaimChanges) -> sqlx::Result<usize> {
+    sqlx::query(
+        "UPDATE snapshots SET finished = true, finished_at = now(),
+                nics = (SELECT count(*) FROM snapshot_members WHERE snapshot_id = $1)
+         WHERE id = $1",
+    )
+    .bind(&meta.id)
+    .execute(&mut *conn)
+    .await?;
+    let mut affected = 0;
+    if meta.complete {
+        let t = meta.taken_at;
+        let nics: Vec<String> = sqlx::query_scalar(
+            "SELECT o.nic_key FROM observations o JOIN nics n USING (nic_key)
+             WHERE n.subscription = ANY($1) AND o.first_at < $2 AND o.last_at > $2
+               AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = o.nic_key)
+             UNION
+             SELECT c.nic_key FROM claims c
+             WHERE c.subscription = ANY($1) AND c.possible @> $2
+               AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = c.nic_key)",
+        )
+        .bind(&meta.subscriptions)
+        .bind(t)
+        .bind(&meta.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        if !nics.is_empty() {
+            let completes = load_completes(conn, &meta.subscriptions).await?;
+            let subs: HashMap<String, String> =
+                sqlx::query_as::<_, (String, String)>("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
+                    .bind(&nics)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let mut loaded = load_runs(conn, &nics).await?;
+            let mut split: Vec<(String, Runs)> = Vec::new();
+            for nic in &nics {
+                let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
+                let c = subs.get(nic).and_then(|s| completes.get(s)).map(Vec::as_slice).unwrap_or(&[]);
+                if runs.absent_at(micros(t), c) {
+                    split.push((nic.clone(), runs));
+                }
+            }
+            save_runs(conn, &split).await?;
+            let c = recompute(conn, &nics).await?;
+            affected = nics.len();
+            changes.merge(c);
+        }
+    }
+    sqlx::query("DELETE FROM snapshot_members WHERE snapshot_id = $1")
+        .bind(&meta.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(affected)
+}
+
+/// Stores Activity Log events (each once) and recomputes the NICs they concern.
+pub async fn ingest_activity(pool: &PgPool, events: &[ActivityEvent]) -> Result<(ActivityReport, ClaimChanges), StoreError> {
+    let mut report = ActivityReport::default();
+    if events.is_empty() {
+        return Ok((report, ClaimChanges::default()));
+    }
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    // Every NIC an event names must exist in `nics`, writes or deletes alike.
+    let mut placeholders: Vec<NicState> = Vec::new();
+    let mut states: Vec<&NicState> = Vec::new();
+    for e in events {
+        match &e.change {
+            ActivityChange::Write { state, .. } => states.push(state),
+            ActivityChange::Delete => placeholders.push(NicState {
+                id: e.nic.clone(),
+                name: e.nic.name().to_string(),
+                mac: None,
+                vm: None,
+                ips: Vec::new(),
+            }),
+        }
+    }
+    let fps = upsert_nics_and_states(&mut tx, &states).await?;
+    if !placeholders.is_empty() {
+        let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
+        for p in &placeholders {
+            k.push(p.id.key().to_string());
+            id.push(p.id.as_str().to_string());
+            sub.push(p.id.subscription());
+        }
+        sqlx::query(
+            "INSERT INTO nics (nic_key, id, subscription) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&k)
+        .bind(&id)
+        .bind(&sub)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut fp_iter = fps.into_iter();
+    let (mut key, mut nic, mut at, mut kind, mut created, mut fp, mut corr) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for e in events {
+        key.push(e.key.clone());
+        nic.push(e.nic.key().to_string());
+        at.push(e.at);
+        corr.push(e.correlation_id.clone());
+        match &e.change {
+            ActivityChange::Write { created: c, .. } => {
+                kind.push("write");
+                created.push(*c);
+                fp.push(fp_iter.next());
+            }
+            ActivityChange::Delete => {
+                kind.push("delete");
+                created.push(false);
+                fp.push(None);
+            }
+        }
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO activity_events (key, nic_key, at, kind, created, fingerprint, correlation_id)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[], $7::text[])
+         ON CONFLICT (key) DO NOTHING
+         RETURNING nic_key",
+    )
+    .bind(&key)
+    .bind(&nic)
+    .bind(&at)
+    .bind(&kind)
+    .bind(&created)
+    .bind(&fp)
+    .bind(&corr)
+    .fetch_all(&mut *tx)
+    .await?;
+    report.accepted = inserted.len();
+    report.duplicates = events.len() - inserted.len();
+    let mut nics: Vec<String> = inserted;
+    nics.sort();
+    nics.dedup();
+    let changes = recompute(&mut tx, &nics).await?;
+    tx.commit().await?;
+    report.claims_inserted = changes.inserted;
+    report.claims_updated = changes.updated;
+    report.claims_deleted = changes.deleted;
+    Ok((report, changes))
+}

@@ -1,0 +1,219 @@
+//! Postgres: evidence, snapshots, claims and conflicts. Every write goes
+//! through one transaction per ingest call, under an advisory lock, so two
+//! ingests never interleave their reads and writes of the same NIC.
+
+mod ingest;
+mod recompute;
+pub mod runs;
+
+pub use ingest::{
+    ActivityReport, PageReport, SnapshotMeta, SnapshotPage, StoreError, finish_snapshot,
+    ingest_activity, ingest_snapshot_page,
+};
+pub use recompute::ClaimChanges;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::engine::{Claim, Micros};
+
+/// Migrations, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let opts = PgConnectOptions::from_str(url)?;
+    let Some(name) = opts.get_database().map(str::to_string) else {
+        return Ok(());
+    };
+    let admin = opts.clone().database("postgres");
+    let mut conn = admin.connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it in between.
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Connects to `url` (creating the database if missing).
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    create_database_if_missing(url).await?;
+    let opts = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Whether every embedded migration has been applied.
+pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+}
+
+/// Every claim, for loading the in-memory index.
+pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
+    let rows: Vec<sqlx::types::Json<Claim>> = sqlx::query_scalar("SELECT detail FROM claims").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|j| j.0).collect())
+}
+
+/// Microseconds → timestamp (None for the infinities).
+pub fn to_ts(m: Micros) -> Option<DateTime<Utc>> {
+    if m == crate::engine::NEG_INF || m == crate::engine::POS_INF {
+        None
+    } else {
+        DateTime::from_timestamp_micros(m)
+    }
+}
+
+/// Timestamp → microseconds.
+pub fn micros(t: DateTime<Utc>) -> Micros {
+    t.timestamp_micros()
+}
+
+/// Counts for `/v1/status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SubscriptionStatus {
+    pub subscription: String,
+    pub nics: i64,
+    pub claims: i64,
+    pub open_conflicts: i64,
+    pub last_complete_snapshot: Option<SnapshotInfo>,
+    pub last_partial_snapshot: Option<SnapshotInfo>,
+    pub newest_activity_event: Option<DateTime<Utc>>,
+    /// How long after its own `time` the newest event was recorded, in seconds.
+    pub newest_activity_lag_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub taken_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub nics: i32,
+    pub finished: bool,
+}
+
+/// Per-subscription coverage and freshness.
+pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
+    let subs: Vec<String> = sqlx::query_scalar(
+        "SELECT subscription FROM nics UNION SELECT unnest(subscriptions) FROM snapshots ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(subs.len());
+    for sub in subs {
+        let (nics,): (i64,) = sqlx::query_as("SELECT count(*) FROM nics WHERE subscription = $1")
+            .bind(&sub)
+            .fetch_one(pool)
+            .await?;
+        let (claims,): (i64,) = sqlx::query_as("SELECT count(*) FROM claims WHERE subscription = $1")
+            .bind(&sub)
+            .fetch_one(pool)
+            .await?;
+        let (open_conflicts,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM conflicts c JOIN nics n ON n.nic_key = c.nic_a WHERE n.subscription = $1",
+        )
+        .bind(&sub)
+        .fetch_one(pool)
+        .await?;
+        let snap = |complete: bool| {
+            sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>, i32, bool)>(
+                "SELECT id, taken_at, recorded_at, nics, finished FROM snapshots
+                 WHERE $1 = ANY(subscriptions) AND (complete AND finished) = $2
+                 ORDER BY taken_at DESC LIMIT 1",
+            )
+            .bind(sub.clone())
+            .bind(complete)
+            .fetch_optional(pool)
+        };
+        let to_info = |r: Option<(String, DateTime<Utc>, DateTime<Utc>, i32, bool)>| {
+            r.map(|(id, taken_at, recorded_at, nics, finished)| SnapshotInfo {
+                id,
+                taken_at,
+                recorded_at,
+                nics,
+                finished,
+            })
+        };
+        let last_complete_snapshot = to_info(snap(true).await?);
+        let last_partial_snapshot = to_info(snap(false).await?);
+        let ev: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT e.at, e.recorded_at FROM activity_events e JOIN nics n USING (nic_key)
+             WHERE n.subscription = $1 ORDER BY e.at DESC LIMIT 1",
+        )
+        .bind(&sub)
+        .fetch_optional(pool)
+        .await?;
+        out.push(SubscriptionStatus {
+            subscription: sub,
+            nics,
+            claims,
+            open_conflicts,
+            last_complete_snapshot,
+            last_partial_snapshot,
+            newest_activity_event: ev.map(|e| e.0),
+            newest_activity_lag_seconds: ev.map(|(at, rec)| (rec - at).num_milliseconds() as f64 / 1000.0),
+        });
+    }
+    Ok(out)
+}
+
+/// Conflicts recorded for a set of NICs (or all, when empty).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ConflictRow {
+    pub scope: String,
+    pub ip: String,
+    pub nic_a: String,
+    pub nic_b: String,
+    pub overlap_start: Option<DateTime<Utc>>,
+    pub overlap_end: Option<DateTime<Utc>>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub async fn conflicts(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<ConflictRow>> {
+    let rows: Vec<(String, String, String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>)> =
+        sqlx::query_as(
+            "SELECT scope, host(ip) || '/' || masklen(ip), nic_a, nic_b, lower(overlap), upper(overlap), recorded_at
+             FROM conflicts ORDER BY recorded_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(scope, ip, nic_a, nic_b, overlap_start, overlap_end, recorded_at)| ConflictRow {
+            scope,
+            ip,
+            nic_a,
+            nic_b,
+            overlap_start,
+            overlap_end,
+            recorded_at,
+        })
+        .collect())
+}

@@ -1,0 +1,119 @@
+//! Keeping the in-memory index current with writes made by other processes
+//! (other replicas, `ipwho ingest` from a shell): every ingest appends the
+//! NICs whose claims it changed to `claim_changes` and notifies
+//! `ipwho_claims`; a follower reloads those NICs' claims.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use sqlx::types::Json;
+
+use crate::engine::Claim;
+use crate::index::Index;
+
+/// Loads every claim into a new index, positioned at the current end of the change feed.
+pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
+    // Read the feed position first: changes committed while loading are
+    // replayed by the next catch-up (replaying is harmless).
+    let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes").fetch_one(pool).await?;
+    let index = Index::from_claims(crate::store::load_claims(pool).await?);
+    *index.applied_seq.lock().await = seq;
+    Ok(index)
+}
+
+/// Applies every change-feed entry after the index's position. Returns how
+/// many NICs were reloaded.
+pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
+    let mut applied = index.applied_seq.lock().await;
+    let (min, max): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes").fetch_one(pool).await?;
+    let Some(max) = max else { return Ok(0) };
+    if max <= *applied {
+        return Ok(0);
+    }
+    if min.is_some_and(|m| m > *applied + 1) {
+        // Behind the pruned part of the feed: reload everything.
+        tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
+        let all = crate::store::load_claims(pool).await?;
+        let mut by_nic: HashMap<String, Vec<Claim>> = HashMap::new();
+        for c in all {
+            by_nic.entry(c.key.nic.clone()).or_default().push(c);
+        }
+        let n = by_nic.len();
+        index.reset(by_nic);
+        *applied = max;
+        return Ok(n);
+    }
+    let nics: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT nic_key FROM claim_changes WHERE seq > $1 AND seq <= $2",
+    )
+    .bind(*applied)
+    .bind(max)
+    .fetch_all(pool)
+    .await?;
+    let rows: Vec<(String, Json<Claim>)> = sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
+        .bind(&nics)
+        .fetch_all(pool)
+        .await?;
+    let mut by_nic: HashMap<String, Vec<Claim>> = nics.iter().map(|n| (n.clone(), Vec::new())).collect();
+    for (n, c) in rows {
+        by_nic.entry(n).or_default().push(c.0);
+    }
+    let n = by_nic.len();
+    index.replace(by_nic);
+    *applied = max;
+    Ok(n)
+}
+
+/// Follows the change feed until `shutdown`: on every notification, and
+/// every `poll` in case one was missed.
+pub async fn follow(pool: PgPool, index: std::sync::Arc<Index>, poll: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut listener = match PgListener::connect_with(&pool).await {
+        Ok(mut l) => match l.listen("ipwho_claims").await {
+            Ok(()) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN ipwho_claims; polling only");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a listener connection; polling only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(poll);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+            n = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Err(e) = n {
+                    tracing::warn!(error = %e, "change-feed listener failed; polling only");
+                    listener = None;
+                }
+            }
+        }
+        match catch_up(&pool, &index).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(nics = n, "index caught up with the change feed"),
+            Err(e) => tracing::warn!(error = %e, "change-feed catch-up failed"),
+        }
+    }
+}
+
+/// Deletes change-feed entries older than `keep`.
+pub async fn prune(pool: &PgPool, keep: Duration) -> anyhow::Result<u64> {
+    let secs = keep.as_secs_f64();
+    let r = sqlx::query("DELETE FROM claim_changes WHERE changed_at < now() - make_interval(secs => $1)")
+        .bind(secs)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
+}

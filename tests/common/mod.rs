@@ -1,0 +1,186 @@
+//! Test harness: the real app on a real socket (port 0) over a fresh
+//! database per test (`#[sqlx::test]`), and helpers to post and get JSON.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipwho::api::{self, AppState, Limits};
+use ipwho::index::Index;
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub index: Arc<Index>,
+    pub http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, Limits::default()).await
+    }
+
+    pub async fn start_with(pool: PgPool, limits: Limits) -> Self {
+        let index = Arc::new(ipwho::sync::load(&pool).await.expect("load index"));
+        let state = AppState {
+            pool: pool.clone(),
+            index: index.clone(),
+            limits,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            api::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestApp {
+            addr,
+            pool,
+            index,
+            http: reqwest::Client::new(),
+            _stop: tx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.bytes().await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let body = r.bytes().await.unwrap();
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status >= 400 {
+            assert_eq!(ct.as_deref(), Some("application/problem+json"), "errors are problem+json: {v}");
+        }
+        (status, v)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post(path, body.to_string()).await
+    }
+
+    /// The owner answer's status and NIC name.
+    pub async fn owner(&self, ip: &str, at: &str, extra: &str) -> (String, Option<String>, Value) {
+        let (code, v) = self.get(&format!("/v1/ips/{ip}/owner?at={at}{extra}")).await;
+        assert_eq!(code, 200, "{v}");
+        let status = v["status"].as_str().unwrap().to_string();
+        let nic = v["owner"]["nic"]["name"].as_str().map(str::to_string);
+        (status, nic, v)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+pub const SUB1: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+pub const SUB2: &str = "aaaaaaaa-0000-0000-0000-000000000002";
+
+/// A NIC as ARM lists it.
+pub fn nic(sub: &str, vnet: &str, name: &str, ips: &[&str], vm: Option<&str>) -> Value {
+    let base = format!("/subscriptions/{sub}/resourceGroups/rg-{name}");
+    let id = format!("{base}/providers/Microsoft.Network/networkInterfaces/{name}");
+    let configs: Vec<Value> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            serde_json::json!({
+                "name": format!("ipconfig{}", i + 1),
+                "id": format!("{id}/ipConfigurations/ipconfig{}", i + 1),
+                "properties": {
+                    "privateIPAddress": ip,
+                    "privateIPAllocationMethod": "Dynamic",
+                    "privateIPAddressVersion": if ip.contains(':') { "IPv6" } else { "IPv4" },
+                    "primary": i == 0,
+                    "subnet": {"id": format!("/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/default")}
+                }
+            })
+        })
+        .collect();
+    let mut props = serde_json::json!({ "ipConfigurations": configs, "provisioningState": "Succeeded" });
+    if let Some(vm) = vm {
+        props["virtualMachine"] = serde_json::json!({"id": format!("{base}/providers/Microsoft.Compute/virtualMachines/{vm}")});
+        let h = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+        props["macAddress"] = Value::String(format!("00-0D-3A-{:02X}-{:02X}-{:02X}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff));
+    }
+    serde_json::json!({
+        "name": name,
+        "id": id,
+        "type": "Microsoft.Network/networkInterfaces",
+        "location": "westeurope",
+        "properties": props
+    })
+}
+
+/// A complete single-page snapshot body.
+pub fn snapshot(taken_at: &str, subs: &[&str], complete: bool, nics: Vec<Value>) -> Value {
+    serde_json::json!({
+        "taken_at": taken_at,
+        "subscriptions": subs,
+        "complete": complete,
+        "value": nics
+    })
+}
+
+/// An Activity Log export record for a NIC write or delete.
+pub fn activity(op: &str, time: &str, nic: &Value, result: &str, created: bool) -> Value {
+    let id = nic["id"].as_str().unwrap().to_uppercase();
+    let mut rec = serde_json::json!({
+        "time": time,
+        "resourceId": id,
+        "operationName": format!("MICROSOFT.NETWORK/NETWORKINTERFACES/{op}"),
+        "category": "Administrative",
+        "resultType": result,
+        "resultSignature": if created { "Succeeded.Created" } else { "Succeeded.OK" },
+        "correlationId": format!("corr-{op}-{time}"),
+        "properties": { "statusCode": if created { "Created" } else { "OK" } }
+    });
+    if op == "WRITE" && result == "Success" {
+        rec["properties"]["responseBody"] = Value::String(nic.to_string());
+    }
+    rec
+}
+
+/// The shared samples of real Azure records.
+pub fn samples_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/azure"))
+}
+
+/// Every claim in the database as (nic, scope, ip, vm, possible, certain) text, sorted.
+pub async fn claims_table(pool: &PgPool) -> Vec<String> {
+    let mut rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws('|', nic_key, scope, ip::text, vm_key, possible::text, certain::text, detail::text) FROM claims",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.sort();
+    rows
+}
