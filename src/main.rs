@@ -79,6 +79,8 @@ enum Command {
     Status,
     /// Load a small realistic estate with churn, to query at once.
     Demo,
+    /// Print the OpenAPI document (the one committed as openapi/openapi.json).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -180,6 +182,10 @@ async fn main() -> anyhow::Result<()> {
             let pool = store::connect(&url, 2).await?;
             store::migrate(&pool).await?;
             println!("{}", serde_json::to_string_pretty(&store::status(&pool).await?)?);
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", api::openapi_json());
             Ok(())
         }
         Command::Demo => {

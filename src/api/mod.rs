@@ -92,6 +92,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     router().split_for_parts().1
 }
 
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi().to_pretty_json().expect("the OpenAPI document serializes")
+}
+
 /// The whole service as a router: tests and `main` build the same app.
 pub fn app(state: AppState) -> Router {
     let (api, doc) = router().split_for_parts();
