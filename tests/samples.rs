@@ -55,7 +55,7 @@ async fn every_nic_sample_is_accepted(pool: PgPool) {
     assert_eq!(v["owner"]["ip"], "172.20.2.16/28");
     assert_eq!(v["owner"]["nic"]["mac"], "000D3A1BC721");
     // The unattached NIC of ListAll has no MAC and no VM.
-    let (_, h) = app.get("/v1/ips/10.0.0.4/history").await;
+    let (_, h) = app.get("/v1/ips/172.20.2.4/history").await;
     assert!(h["claims"].as_array().unwrap().iter().any(|c| c["vm"].is_null() && c["nic"]["mac"].is_null()), "{h}");
 }
 
