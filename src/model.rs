@@ -308,6 +308,12 @@ impl NicState {
     }
 }
 
+/// A short, stable content digest (128 bits of SHA-256, hex).
+pub fn short_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
 /// A host prefix for a single address.
 pub fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
