@@ -13,7 +13,23 @@ use std::sync::{Arc, RwLock};
 use ipnet::IpNet;
 
 use crate::engine::{self, Answer, Claim, Continuity, Micros};
+use crate::enrich::NicInfo;
 use crate::model::Mac;
+
+/// A claim as the index holds it, with the NIC as enrichment shows it built
+/// once (so an enriched tuple costs no allocation).
+#[derive(Debug)]
+pub struct Entry {
+    pub claim: Claim,
+    pub info: Arc<NicInfo>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Claim;
+    fn deref(&self) -> &Claim {
+        &self.claim
+    }
+}
 
 /// Which claims a lookup considers.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -39,11 +55,11 @@ impl Scope {
 
 #[derive(Default)]
 struct Inner {
-    by_ip: HashMap<IpNet, Vec<Arc<Claim>>>,
+    by_ip: HashMap<IpNet, Vec<Arc<Entry>>>,
     prefix_lens: BTreeSet<(bool, u8)>,
-    by_nic: HashMap<String, Vec<Arc<Claim>>>,
-    by_vm: HashMap<String, Vec<Arc<Claim>>>,
-    by_mac: HashMap<Mac, Vec<Arc<Claim>>>,
+    by_nic: HashMap<String, Vec<Arc<Entry>>>,
+    by_vm: HashMap<String, Vec<Arc<Entry>>>,
+    by_mac: HashMap<Mac, Vec<Arc<Entry>>>,
     claims: usize,
 }
 
@@ -83,7 +99,8 @@ impl Inner {
     }
 
     fn insert(&mut self, c: Claim) {
-        let c = Arc::new(c);
+        let info = Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref()));
+        let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
         self.prefix_lens.insert((k.addr().is_ipv4(), k.prefix_len()));
         self.by_ip.entry(k).or_default().push(c.clone());
@@ -101,7 +118,7 @@ impl Inner {
         self.claims += 1;
     }
 
-    fn claims_of_ip(&self, ip: IpAddr) -> Vec<Arc<Claim>> {
+    fn claims_of_ip(&self, ip: IpAddr) -> Vec<Arc<Entry>> {
         let mut out = Vec::new();
         for &(v4, len) in &self.prefix_lens {
             if v4 != ip.is_ipv4() {
@@ -134,8 +151,8 @@ pub struct Index {
 #[derive(Clone, Debug)]
 pub struct Lookup {
     pub status: engine::Status,
-    pub owner: Option<Arc<Claim>>,
-    pub candidates: Vec<Arc<Claim>>,
+    pub owner: Option<Arc<Entry>>,
+    pub candidates: Vec<Arc<Entry>>,
 }
 
 impl Index {
@@ -214,7 +231,7 @@ impl Index {
     }
 
     /// Every claim on `ip` (including prefixes that contain it) admitted by `scope`.
-    pub fn claims_of_ip(&self, ip: IpAddr, scope: &Scope) -> Vec<Arc<Claim>> {
+    pub fn claims_of_ip(&self, ip: IpAddr, scope: &Scope) -> Vec<Arc<Entry>> {
         let r = self.inner.read().expect("index lock");
         let mut v = r.claims_of_ip(ip);
         v.retain(|c| scope.admits(c));
@@ -234,14 +251,14 @@ impl Index {
         let at_t = answer_owned(&claims, t);
         let at_now = answer_owned(&claims, now);
         let continuity = at_t.owner.as_ref().map(|o| {
-            let refs: Vec<&Claim> = claims.iter().map(|c| c.as_ref()).collect();
-            engine::continuity(o, &refs, t, now)
+            let refs: Vec<&Claim> = claims.iter().map(|c| &c.claim).collect();
+            engine::continuity(&o.claim, &refs, t, now)
         });
         (at_t, at_now, continuity)
     }
 
     /// Every claim of a NIC (by lower-cased id), oldest first.
-    pub fn claims_of_nic(&self, nic_key: &str) -> Vec<Arc<Claim>> {
+    pub fn claims_of_nic(&self, nic_key: &str) -> Vec<Arc<Entry>> {
         let r = self.inner.read().expect("index lock");
         let mut v = r.by_nic.get(nic_key).cloned().unwrap_or_default();
         v.sort_by_key(|c| (c.possible.start, c.certain.start));
@@ -249,7 +266,7 @@ impl Index {
     }
 
     /// Every claim made while the NIC was attached to a VM (by lower-cased id), oldest first.
-    pub fn claims_of_vm(&self, vm_key: &str) -> Vec<Arc<Claim>> {
+    pub fn claims_of_vm(&self, vm_key: &str) -> Vec<Arc<Entry>> {
         let r = self.inner.read().expect("index lock");
         let mut v = r.by_vm.get(vm_key).cloned().unwrap_or_default();
         v.sort_by_key(|c| (c.possible.start, c.certain.start));
@@ -266,12 +283,123 @@ impl Index {
     }
 }
 
-fn answer_owned(claims: &[Arc<Claim>], t: Micros) -> Lookup {
-    let a: Answer<'_> = engine::answer(claims.iter().map(|c| c.as_ref()), t);
-    let find = |c: &Claim| claims.iter().find(|x| std::ptr::eq(x.as_ref(), c)).cloned().expect("answer names an input claim");
+fn answer_owned(claims: &[Arc<Entry>], t: Micros) -> Lookup {
+    let a: Answer<'_> = engine::answer(claims.iter().map(|c| &c.claim), t);
+    let find = |c: &Claim| claims.iter().find(|x| std::ptr::eq(&x.claim, c)).cloned().expect("answer names an input claim");
     Lookup {
         status: a.status,
         owner: a.owner.map(find),
         candidates: a.candidates.into_iter().map(find).collect(),
+    }
+}
+
+// ---- enrichment -------------------------------------------------------------
+
+use crate::enrich::{Attributor, EndAttribution, ScopeHint, Status as EStatus, Via};
+
+fn estatus(s: engine::Status) -> EStatus {
+    match s {
+        engine::Status::Confirmed => EStatus::Confirmed,
+        engine::Status::Probable => EStatus::Probable,
+        engine::Status::Possible => EStatus::Possible,
+        engine::Status::Ambiguous => EStatus::Ambiguous,
+        engine::Status::Unknown => EStatus::Unknown,
+    }
+}
+
+fn bound(m: Micros) -> Option<i64> {
+    (m != engine::NEG_INF && m != engine::POS_INF).then_some(m)
+}
+
+fn from_lookup(l: Lookup, via: Via) -> EndAttribution {
+    let mut a = EndAttribution::unknown(via);
+    a.status = estatus(l.status);
+    if let Some(o) = &l.owner {
+        a.nic = Some(o.info.clone());
+        a.evidence = Some(std::borrow::Cow::Borrowed(o.last.kind.as_str()));
+        a.window = Some((bound(o.possible.start), bound(o.possible.end)));
+    }
+    a.candidates = l.candidates.iter().map(|c| c.info.clone()).collect();
+    a
+}
+
+impl Attributor for Index {
+    fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
+        let r = self.inner.read().expect("index lock");
+        let Some(nics) = r.by_mac.get(mac) else {
+            return EndAttribution::unknown(Via::Mac);
+        };
+        let mut other: Option<Arc<Entry>> = None;
+        for n in nics {
+            let Some(claims) = r.by_nic.get(&n.key.nic) else { continue };
+            let mut live = claims.iter().filter(|c| c.possible.contains(at)).peekable();
+            if live.peek().is_none() {
+                continue;
+            }
+            let live: Vec<&Arc<Entry>> = live.collect();
+            if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
+                // The NIC that logged the flow held the IP: answer as a
+                // lookup of the IP in that NIC's VNet would.
+                let scoped: Vec<Arc<Entry>> = r.claims_of_ip(ip).into_iter().filter(|x| x.key.scope == c.key.scope).collect();
+                let mut a = from_lookup(answer_owned(&scoped, at), Via::Mac);
+                a.ip_held = Some(true);
+                if a.nic.is_none() && a.candidates.is_empty() {
+                    a.nic = Some(c.info.clone());
+                }
+                return a;
+            }
+            other = other.or_else(|| live.first().map(|c| (*c).clone()));
+        }
+        match other {
+            Some(c) => {
+                let mut a = EndAttribution::nic(EStatus::MacMismatch, Via::Mac, c.info.clone());
+                a.ip_held = Some(false);
+                a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
+                a
+            }
+            None => EndAttribution::unknown(Via::Mac),
+        }
+    }
+
+    fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        let all = {
+            let r = self.inner.read().expect("index lock");
+            r.claims_of_ip(ip)
+        };
+        if all.is_empty() {
+            return EndAttribution::unknown(Via::IpAnyScope);
+        }
+        if let Some(v) = &hint.vnet {
+            let scoped: Vec<Arc<Entry>> = all.iter().filter(|c| c.key.scope == *v).cloned().collect();
+            if !scoped.is_empty() {
+                let l = answer_owned(&scoped, at);
+                if l.status != engine::Status::Unknown {
+                    return from_lookup(l, Via::IpInVnet);
+                }
+            }
+        }
+        if let Some(s) = &hint.subscription {
+            let scoped: Vec<Arc<Entry>> = all
+                .iter()
+                .filter(|c| c.nic.segment("subscriptions").is_some_and(|x| x.eq_ignore_ascii_case(s)))
+                .cloned()
+                .collect();
+            if !scoped.is_empty() {
+                let l = answer_owned(&scoped, at);
+                if l.status != engine::Status::Unknown {
+                    return from_lookup(l, Via::IpInSubscription);
+                }
+            }
+        }
+        from_lookup(answer_owned(&all, at), Via::IpAnyScope)
+    }
+
+    fn freshness(&self) -> serde_json::Value {
+        let (seq, at) = self.freshness();
+        serde_json::json!({
+            "sequence": seq,
+            "updated_at": crate::store::to_ts(at),
+            "claims": self.len(),
+        })
     }
 }

@@ -13,8 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorCode, Problem};
 use super::views::{AnswerAt, ClaimView, HistoryView, OwnerAnswer, explain};
 use super::{AppState, JsonBody};
-use crate::engine::{Claim, Micros, Window};
-use crate::index::{Index, Scope};
+use crate::engine::{Micros, Window};
+use std::sync::Arc;
+
+use crate::index::{Entry, Index, Scope};
 use crate::model::ArmId;
 use crate::store::micros;
 
@@ -167,12 +169,12 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
     Ok(Window { start, end })
 }
 
-fn history(subject: String, w: Window, claims: impl IntoIterator<Item = impl AsRef<Claim>>) -> HistoryView {
+fn history(subject: String, w: Window, claims: Vec<Arc<Entry>>) -> HistoryView {
     let mut v: Vec<ClaimView> = Vec::new();
-    let mut cs: Vec<_> = claims.into_iter().filter(|c| c.as_ref().possible.overlaps(&w)).collect();
-    cs.sort_by_key(|c| (c.as_ref().possible.start, c.as_ref().certain.start));
+    let mut cs: Vec<_> = claims.into_iter().filter(|c| c.possible.overlaps(&w)).collect();
+    cs.sort_by_key(|c| (c.possible.start, c.certain.start));
     for c in cs {
-        v.push(ClaimView::from(c.as_ref()));
+        v.push(ClaimView::from(&c.claim));
     }
     HistoryView {
         subject,
@@ -299,7 +301,7 @@ pub async fn vm_ips(
                 let scope = Scope::Vnet(c.key.scope.clone());
                 let ip = c.key.ip.addr();
                 let l = state.index.lookup(ip, t, &scope);
-                let same = |x: &Claim| x.key == c.key && x.possible == c.possible;
+                let same = |x: &Entry| x.key == c.key && x.possible == c.possible;
                 Some(match (&l.owner, l.status) {
                     (Some(o), s) if same(o) => s,
                     _ => crate::engine::Status::Ambiguous,
@@ -309,7 +311,7 @@ pub async fn vm_ips(
         ips.push(VmIp {
             ip: c.key.ip.to_string(),
             status,
-            claim: ClaimView::from(c.as_ref()),
+            claim: ClaimView::from(&c.claim),
         });
     }
     Ok(Json(VmIps {

@@ -148,8 +148,8 @@ impl AnswerAt {
         AnswerAt {
             at: to_ts(at).unwrap_or_default(),
             status: l.status,
-            owner: l.owner.as_deref().map(ClaimView::from),
-            candidates: l.candidates.iter().map(|c| ClaimView::from(c.as_ref())).collect(),
+            owner: l.owner.as_ref().map(|e| ClaimView::from(&e.claim)),
+            candidates: l.candidates.iter().map(|e| ClaimView::from(&e.claim)).collect(),
         }
     }
 }
