@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod azure;
+pub mod collector;
 pub mod demo;
 pub mod engine;
 pub mod index;
@@ -16,5 +17,4 @@ pub mod service;
 pub mod sim;
 pub mod store;
 pub mod sync;
-#[cfg(not(ipwho_core_only))]
 pub mod enrich;

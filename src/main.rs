@@ -81,6 +81,20 @@ enum Command {
     Demo,
     /// Print the OpenAPI document (the one committed as openapi/openapi.json).
     Openapi,
+    /// Enrich flow-log files (or standard input) into NDJSON, one line per tuple.
+    Enrich {
+        /// NSG or VNet flow-log blobs, JSON Lines, or flat tuples; gzip or plain. None: standard input.
+        files: Vec<PathBuf>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// `nsg`, `vnet` or `flat`; default: detected per record.
+        #[arg(long)]
+        format: Option<String>,
+        /// Parse and write without attribution.
+        #[arg(long)]
+        floor: bool,
+    },
 }
 
 #[derive(Args)]
@@ -184,6 +198,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&store::status(&pool).await?)?);
             Ok(())
         }
+        Command::Enrich {
+            files,
+            out,
+            format,
+            floor,
+        } => enrich(&url, files, out, format, floor).await,
         Command::Openapi => {
             println!("{}", api::openapi_json());
             Ok(())
@@ -202,6 +222,50 @@ async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> 
     store::migrate(&pool).await?;
     let index = sync::load(&pool).await?;
     Ok((pool, index))
+}
+
+async fn enrich(
+    url: &str,
+    files: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    format: Option<String>,
+    floor: bool,
+) -> anyhow::Result<()> {
+    use std::io::{BufWriter, Read, Write};
+    let index: Arc<dyn ipwho::enrich::Attributor> = if floor {
+        Arc::new(ipwho::enrich::NoIndex)
+    } else {
+        Arc::new(open(url).await?.1)
+    };
+    let opts = ipwho::enrich::EnrichOptions {
+        format: format
+            .map(|f| f.parse::<ipwho::enrich::Format>().map_err(|e| anyhow::anyhow!("--format: {e}")))
+            .transpose()?,
+        lookups: !floor,
+        ..Default::default()
+    };
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<ipwho::enrich::Summary> {
+        let readers: Vec<Box<dyn Read>> = if files.is_empty() {
+            vec![Box::new(std::io::stdin().lock())]
+        } else {
+            files
+                .iter()
+                .map(|f| {
+                    std::fs::File::open(f)
+                        .map(|x| Box::new(std::io::BufReader::new(x)) as Box<dyn Read>)
+                        .with_context(|| format!("opening {}", f.display()))
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        let w: Box<dyn Write> = match &out {
+            Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        Ok(ipwho::enrich::enrich_readers(readers, BufWriter::with_capacity(1 << 20, w), opts, index)?)
+    })
+    .await??;
+    eprintln!("{}", serde_json::to_string(&summary)?);
+    Ok(())
 }
 
 async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {

@@ -1,0 +1,174 @@
+//! A simple [`Attributor`] over hash maps: NICs with the IPs they held during
+//! a time window. For tests, benchmarks and demos; the service implements
+//! [`Attributor`] over its claims index.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{Attributor, EndAttribution, NicInfo, ScopeHint, Status, Via};
+use crate::model::Mac;
+
+/// Multiply-rotate hashing (keys are IPs and MACs, not attacker-chosen
+/// collisions worth SipHash in a test helper).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type Fast = BuildHasherDefault<FastHasher>;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    nic: Arc<NicInfo>,
+    ips: Vec<IpAddr>,
+    vnet_key: String,
+    subscription: String,
+    from: i64,
+    until: i64,
+    status: Status,
+}
+
+impl Entry {
+    fn covers(&self, at: i64) -> bool {
+        self.from <= at && at < self.until
+    }
+}
+
+/// NICs, each with its MAC and the IPs it held in `[from, until)` (epoch µs).
+#[derive(Debug, Default)]
+pub struct MapAttributor {
+    by_mac: HashMap<Mac, Vec<Entry>, Fast>,
+    by_ip: HashMap<IpAddr, Vec<Entry>, Fast>,
+    freshness: serde_json::Value,
+}
+
+impl MapAttributor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a NIC that held `ips` (in its VNet, `nic.vnet`) from `from` until
+    /// `until`, answering `status` for lookups in that window.
+    pub fn add(
+        &mut self,
+        nic: Arc<NicInfo>,
+        mac: Option<Mac>,
+        ips: &[IpAddr],
+        from: i64,
+        until: i64,
+        status: Status,
+    ) {
+        let vnet_key = nic.vnet.as_deref().unwrap_or("").to_ascii_lowercase();
+        let subscription = crate::model::ArmId::parse(&nic.id)
+            .map(|a| a.subscription())
+            .unwrap_or_default();
+        let e = Entry {
+            nic,
+            ips: ips.to_vec(),
+            vnet_key,
+            subscription,
+            from,
+            until,
+            status,
+        };
+        for ip in ips {
+            self.by_ip.entry(*ip).or_default().push(e.clone());
+        }
+        if let Some(m) = mac {
+            self.by_mac.entry(m).or_default().push(e);
+        }
+    }
+
+    /// What [`Attributor::freshness`] reports.
+    pub fn set_freshness(&mut self, v: serde_json::Value) {
+        self.freshness = v;
+    }
+
+    fn answer(e: &Entry, via: Via) -> EndAttribution {
+        EndAttribution {
+            evidence: Some(Cow::Borrowed("map")),
+            ..EndAttribution::nic(e.status, via, e.nic.clone())
+        }
+    }
+}
+
+impl Attributor for MapAttributor {
+    fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
+        let Some(e) = self
+            .by_mac
+            .get(mac)
+            .and_then(|v| v.iter().find(|e| e.covers(at)))
+        else {
+            return EndAttribution::unknown(Via::Mac);
+        };
+        let held = e.ips.contains(&ip);
+        let mut a = Self::answer(e, Via::Mac);
+        a.ip_held = Some(held);
+        if !held {
+            a.status = Status::MacMismatch;
+        }
+        a
+    }
+
+    fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        let Some(all) = self.by_ip.get(&ip) else {
+            return EndAttribution::unknown(Via::IpAnyScope);
+        };
+        let pick = |via: Via, f: &dyn Fn(&Entry) -> bool| -> Option<EndAttribution> {
+            let mut it = all.iter().filter(|e| e.covers(at) && f(e));
+            let first = it.next()?;
+            if it.next().is_none() {
+                return Some(Self::answer(first, via));
+            }
+            let mut a = EndAttribution::unknown(via);
+            a.status = Status::Ambiguous;
+            a.candidates = all
+                .iter()
+                .filter(|e| e.covers(at) && f(e))
+                .map(|e| e.nic.clone())
+                .collect();
+            Some(a)
+        };
+        if let Some(v) = hint.vnet.as_deref()
+            && let Some(a) = pick(Via::IpInVnet, &|e| e.vnet_key == v)
+        {
+            return a;
+        }
+        if let Some(s) = hint.subscription.as_deref()
+            && let Some(a) = pick(Via::IpInSubscription, &|e| e.subscription == s)
+        {
+            return a;
+        }
+        pick(Via::IpAnyScope, &|_| true).unwrap_or_else(|| EndAttribution::unknown(Via::IpAnyScope))
+    }
+
+    fn freshness(&self) -> serde_json::Value {
+        self.freshness.clone()
+    }
+}

@@ -1,0 +1,436 @@
+//! Flow-log enrichment: Azure flow logs in, every tuple out as one NDJSON line
+//! with both ends attributed to a NIC and VM at the tuple's own time.
+//!
+//! # Pipeline
+//!
+//! bytes ─▶ gzip? ─▶ [`frame`](self) (one record at a time) ─▶ [`Decoder`]
+//! (serde per record, tuple by tuple) ─▶ attribution through an
+//! [`Attributor`] ─▶ hand-rolled NDJSON writer ─▶ output chunks.
+//!
+//! Memory stays bounded: input is read in chunks and only the record being
+//! framed is kept; output leaves in chunks of [`EnrichOptions::chunk_bytes`]
+//! through a bounded channel ([`enrich_stream`]) or a writer
+//! ([`enrich_reader`]). Floor mode ([`EnrichOptions::floor`]) runs the same
+//! path with no lookups, for benchmarks.
+//!
+//! # Inputs (detected from content, or forced with [`EnrichOptions::format`])
+//!
+//! - NSG flow-log blobs `{"records":[...]}`, version 1 (8-field tuples) and 2
+//!   (13 fields; empty counters on begin and deny tuples);
+//! - VNet flow-log blobs (`flowLogVersion` 4, epoch milliseconds, numeric
+//!   protocol, state `D` = deny, encryption field);
+//! - the same records as JSON Lines, a bare record, or a top-level array;
+//! - flat JSON Lines: `{"time", "src_ip", "dst_ip"}` required; `src_port`,
+//!   `dst_port`, `protocol` (`tcp`/`T`/`6`), `direction` (`inbound`/`I`/...),
+//!   and the hints `mac`, `vnet` (VNet id) and `subscription` optional; `time`
+//!   is RFC 3339 or epoch s/ms/µs/ns; every other field passes through;
+//! - any of these gzip-compressed (detected by the gzip magic bytes).
+//!
+//! # Output schema (one JSON object per line)
+//!
+//! A tuple line (fields absent when unknown; ECS names where ECS has one):
+//!
+//! ```text
+//! {
+//!   "@timestamp": "2018-11-13T12:00:02Z",      // tuple time, RFC 3339 UTC (ms/µs when present)
+//!   "event": {"action": "allow"|"deny", "outcome": "success"|"failure"},
+//!   "network": {"transport": "tcp"|"udp"|"icmp"|"ipv6-icmp"|"<number>",
+//!               "iana_number": "6", "direction": "inbound"|"outbound",
+//!               "packets": 2, "bytes": 132},  // sums of both directions
+//!   "source": {"ip": "10.5.16.4", "port": 59932,
+//!              "packets": 1, "bytes": 66,     // source -> destination
+//!              "ipwho": IPWHO},
+//!   "destination": {"ip": ..., "port": ..., "packets": ..., "bytes": ..., // destination -> source
+//!                   "ipwho": IPWHO},
+//!   "azure": {"flowlog": {
+//!       "state": "begin"|"continue"|"end"|"deny", "encryption": "NX",
+//!       "record": 0, "tuple": 3,              // record index in the input, tuple index in the record
+//!       "format": "nsg"|"vnet"|"flat", "version": 2,
+//!       "rule": "DefaultRule_AllowInternetOutBound", "mac": "000D3AF87856",
+//!       "nsg_id": "...", "flow_log_id": "...", "target_id": "...", "acl_id": "..."}},
+//!   ...                                        // flat input: the other input fields, untouched
+//! }
+//!
+//! IPWHO = {
+//!   "status": "confirmed"|"probable"|"possible"|"ambiguous"|"unknown"|"mac_mismatch",
+//!   "via": "mac"|"ip_in_vnet"|"ip_in_subscription"|"ip_any_scope"|"not_looked_up",
+//!   "ip_held": true|false,                     // capturing side resolved by MAC: did that NIC hold the IP
+//!   "nic": {"id": "...", "name": "..."},
+//!   "vm": {"id": "...", "name": "...", "resource_group": "...", "subscription": "..."},
+//!   "vnet": "...",                             // VNet id
+//!   "evidence": "snapshot"|...,                // what the answer rests on (index-defined)
+//!   "window": {"from": "...", "until": "..."}, // the claim window behind the answer, when known
+//!   "candidates": [{"nic": "...", "vm": "...", "vnet": "..."}]   // ambiguous only
+//! }
+//! ```
+//!
+//! `ipwho` blocks are absent in floor mode. The capturing side (source for
+//! outbound, destination for inbound) is resolved by the record's MAC first
+//! (`via: "mac"`), by IP when the index does not know the MAC; the other side
+//! by IP in the scope of the capturing NIC's VNet, else of the record
+//! (`targetResourceID`'s VNet, the subscription of the NSG or flow log), and
+//! the index falls back to all scopes (`ip_any_scope`, `ambiguous` with
+//! candidates when several VNets had the IP). IPs outside the index's space
+//! ([`Attributor::may_hold`]; by default public addresses) answer `unknown`
+//! with `via: "not_looked_up"` without a lookup.
+//!
+//! Flat input: input keys that collide with the top-level keys above
+//! (`@timestamp`, `event`, `network`, `source`, `destination`, `azure`) are
+//! kept under `"ipwho.input"` instead, so no key appears twice.
+//!
+//! An error line: `{"ipwho.error": {"record": 0, "tuple": 5, "line": 1,
+//! "path": "properties.flows[0].flows[0].flowTuples[5]", "reason": "...",
+//! "input": "<the tuple>"}}` (see [`ErrorItem`]).
+//!
+//! The last line: `{"ipwho.summary": {...}}` (see [`Summary`]): counts of
+//! records and tuples in, out and rejected, per-status counts for each end,
+//! the first errors, whether the input was read to its end, and the index's
+//! freshness ([`Attributor::freshness`]).
+
+mod frame;
+mod map;
+mod output;
+mod pipeline;
+mod record;
+mod stream;
+mod tuple;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ArmId, Mac};
+
+pub use map::MapAttributor;
+pub use pipeline::{enrich_reader, enrich_readers};
+pub use record::{
+    DEFAULT_MAX_RECORD_BYTES, DecodeStats, Decoded, Decoder, ErrorItem, FLAT_KEYS, FlatExtras,
+    FlowContext, Format,
+};
+pub use stream::{enrich_stream, enrich_stream_with_summary};
+pub use tuple::{
+    Counters, Decision, Direction, FlowState, FlowTuple, Protocol, TupleError, epoch_to_micros,
+    parse_ip, parse_nsg_tuple, parse_vnet_tuple, rfc3339,
+};
+
+/// How sure an attribution is (see the attribution model), plus
+/// `mac_mismatch`: the NIC that logged the flow (by MAC) did not hold the
+/// tuple's IP at that time by the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Confirmed,
+    Probable,
+    Possible,
+    Ambiguous,
+    Unknown,
+    MacMismatch,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Confirmed => "confirmed",
+            Status::Probable => "probable",
+            Status::Possible => "possible",
+            Status::Ambiguous => "ambiguous",
+            Status::Unknown => "unknown",
+            Status::MacMismatch => "mac_mismatch",
+        }
+    }
+}
+
+/// How an end was resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// By the MAC of the NIC that logged the flow.
+    Mac,
+    /// By IP, within the VNet of the scope hint.
+    IpInVnet,
+    /// By IP, within the subscription of the scope hint.
+    IpInSubscription,
+    /// By IP, across all scopes (the hint found nothing or there was none).
+    IpAnyScope,
+    /// Not looked up: outside the index's address space (public IPs).
+    NotLookedUp,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Mac => "mac",
+            Via::IpInVnet => "ip_in_vnet",
+            Via::IpInSubscription => "ip_in_subscription",
+            Via::IpAnyScope => "ip_any_scope",
+            Via::NotLookedUp => "not_looked_up",
+        }
+    }
+}
+
+/// A NIC as enrichment shows it. Ids keep their display casing. An index
+/// keeps one `Arc<NicInfo>` per NIC state and hands out clones, so an answer
+/// costs no allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicInfo {
+    /// The NIC's ARM id.
+    pub id: String,
+    pub name: String,
+    pub vm_id: Option<String>,
+    pub vm_name: Option<String>,
+    pub vm_resource_group: Option<String>,
+    pub vm_subscription: Option<String>,
+    /// The VNet of the NIC's ip configurations (ARM id).
+    pub vnet: Option<String>,
+}
+
+impl NicInfo {
+    /// Fills names, resource group and subscription from the ids.
+    pub fn new(nic: &ArmId, vm: Option<&ArmId>, vnet: Option<&ArmId>) -> Self {
+        NicInfo {
+            id: nic.as_str().to_string(),
+            name: nic.name().to_string(),
+            vm_id: vm.map(|v| v.as_str().to_string()),
+            vm_name: vm.map(|v| v.name().to_string()),
+            vm_resource_group: vm.and_then(|v| v.resource_group()).map(str::to_string),
+            vm_subscription: vm.map(|v| v.subscription()),
+            vnet: vnet.map(|v| v.as_str().to_string()),
+        }
+    }
+}
+
+/// The attribution of one end of a tuple.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndAttribution {
+    pub status: Status,
+    pub via: Via,
+    /// The NIC named by the answer (for `mac_mismatch`: the NIC with the MAC).
+    /// `None` for `unknown` and `ambiguous`.
+    pub nic: Option<Arc<NicInfo>>,
+    /// Capturing side resolved by MAC: whether that NIC held the tuple's IP.
+    pub ip_held: Option<bool>,
+    /// What the answer rests on, e.g. `snapshot`, `event`, `complete_snapshot`.
+    pub evidence: Option<Cow<'static, str>>,
+    /// The window of the claim behind the answer (epoch µs), when known.
+    pub window: Option<(Option<i64>, Option<i64>)>,
+    /// `ambiguous`: the NICs that may have had the IP.
+    pub candidates: Vec<Arc<NicInfo>>,
+}
+
+impl EndAttribution {
+    /// Nothing known.
+    pub fn unknown(via: Via) -> Self {
+        EndAttribution {
+            status: Status::Unknown,
+            via,
+            nic: None,
+            ip_held: None,
+            evidence: None,
+            window: None,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// An answer naming one NIC.
+    pub fn nic(status: Status, via: Via, nic: Arc<NicInfo>) -> Self {
+        EndAttribution {
+            nic: Some(nic),
+            status,
+            ..Self::unknown(via)
+        }
+    }
+}
+
+/// The scope a record implies, for lookups by IP. All ids lower-case.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScopeHint {
+    /// VNet id: the capturing NIC's VNet, else the VNet (or subnet's VNet)
+    /// the VNet flow log targets, else the flat input's `vnet`.
+    pub vnet: Option<String>,
+    /// Subscription GUID: of the target, the NSG or the flow log, or the flat
+    /// input's `subscription`.
+    pub subscription: Option<String>,
+    /// VNet flow logs: `targetResourceID` (a VNet, subnet or NIC id).
+    pub target: Option<String>,
+    /// NSG flow logs: the NSG id.
+    pub nsg: Option<String>,
+}
+
+/// The lookups enrichment needs; the in-memory claims index implements it.
+pub trait Attributor: Send + Sync + 'static {
+    /// Capturing side: the NIC with this MAC at this time, and whether it held
+    /// `ip` then. `Status::Unknown` with no NIC when no NIC had the MAC (the
+    /// caller then falls back to [`Attributor::remote`]); the NIC's status
+    /// with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
+    /// with the NIC and `ip_held: Some(false)` when it did not.
+    fn local(&self, mac: &Mac, ip: IpAddr, at_micros: i64) -> EndAttribution;
+
+    /// The other side (or both sides when no MAC): by IP within the scope
+    /// hint, falling back to all scopes; `ambiguous` with candidates when
+    /// several scopes had the IP. Sets `via` to the scope that answered.
+    fn remote(&self, ip: IpAddr, at_micros: i64, hint: &ScopeHint) -> EndAttribution;
+
+    /// How current the index is (e.g. change sequence and time of the last
+    /// update); reported in the summary line.
+    fn freshness(&self) -> serde_json::Value;
+
+    /// Whether `ip` can be in the index at all. IPs for which this is false
+    /// answer `unknown` / `not_looked_up` without a lookup. The default is
+    /// [`is_private`]; an index holding claims on other addresses (a VNet
+    /// with a public address space) should answer from its prefixes.
+    fn may_hold(&self, ip: IpAddr) -> bool {
+        is_private(ip)
+    }
+}
+
+/// An [`Attributor`] that knows nothing (every end `unknown`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoIndex;
+
+impl Attributor for NoIndex {
+    fn local(&self, _: &Mac, _: IpAddr, _: i64) -> EndAttribution {
+        EndAttribution::unknown(Via::Mac)
+    }
+    fn remote(&self, _: IpAddr, _: i64, _: &ScopeHint) -> EndAttribution {
+        EndAttribution::unknown(Via::IpAnyScope)
+    }
+    fn freshness(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// Address space a VNet may use: RFC 1918, shared address space
+/// (100.64.0.0/10), IPv6 unique-local (fc00::/7) and link-local.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            o[0] == 10
+                || (o[0] == 172 && (16..32).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 168)
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 169 && o[1] == 254)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Options of one enrichment run.
+#[derive(Clone, Debug)]
+pub struct EnrichOptions {
+    /// `None`: detect each record's format from its content.
+    pub format: Option<Format>,
+    /// `false`: floor mode, parse and write with no lookups (no `ipwho` blocks).
+    pub lookups: bool,
+    /// Output leaves in chunks of about this size (default 256 KiB).
+    pub chunk_bytes: usize,
+    /// Input is read in chunks of this size (default 256 KiB).
+    pub read_bytes: usize,
+    /// Records larger than this are reported and skipped (default 64 MiB).
+    pub max_record_bytes: usize,
+    /// How many errors the summary lists (default 100; all are counted).
+    pub max_errors_listed: usize,
+    /// Write an `ipwho.error` line for each error (default true).
+    pub error_lines: bool,
+    /// [`enrich_stream`]: output chunks queued for a slow reader (default 4),
+    /// and input chunks queued ahead of the parser (default 8).
+    pub queue_chunks: usize,
+}
+
+impl Default for EnrichOptions {
+    fn default() -> Self {
+        EnrichOptions {
+            format: None,
+            lookups: true,
+            chunk_bytes: 256 << 10,
+            read_bytes: 256 << 10,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_errors_listed: 100,
+            error_lines: true,
+            queue_chunks: 4,
+        }
+    }
+}
+
+impl EnrichOptions {
+    /// Floor mode: the same code path with no lookups.
+    pub fn floor() -> Self {
+        EnrichOptions {
+            lookups: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// Tuples per status, for one end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    pub confirmed: u64,
+    pub probable: u64,
+    pub possible: u64,
+    pub ambiguous: u64,
+    pub unknown: u64,
+    pub mac_mismatch: u64,
+    /// Of `unknown`: not looked up (outside the index's address space).
+    pub not_looked_up: u64,
+}
+
+impl StatusCounts {
+    pub(crate) fn add(&mut self, a: &EndAttribution) {
+        match a.status {
+            Status::Confirmed => self.confirmed += 1,
+            Status::Probable => self.probable += 1,
+            Status::Possible => self.possible += 1,
+            Status::Ambiguous => self.ambiguous += 1,
+            Status::Unknown => self.unknown += 1,
+            Status::MacMismatch => self.mac_mismatch += 1,
+        }
+        if a.via == Via::NotLookedUp {
+            self.not_looked_up += 1;
+        }
+    }
+}
+
+/// Records per detected format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatCounts {
+    pub nsg: u64,
+    pub vnet: u64,
+    pub flat: u64,
+}
+
+/// The body of the final `{"ipwho.summary": {...}}` line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// The input was read to its end (false: a read or decompression error
+    /// stopped it; the error is listed).
+    pub complete: bool,
+    /// Lookups were made (false in floor mode).
+    pub lookups: bool,
+    /// Records seen (good or bad), and those rejected whole.
+    pub records_in: u64,
+    pub records_rejected: u64,
+    /// Tuples seen (good or bad), written, and rejected.
+    pub tuples_in: u64,
+    pub tuples_out: u64,
+    pub tuples_rejected: u64,
+    pub formats: FormatCounts,
+    /// Per-status counts of the source and destination ends.
+    pub source: StatusCounts,
+    pub destination: StatusCounts,
+    /// All errors (tuples, records, input); the first `max_errors_listed`
+    /// are in `errors`.
+    pub errors_total: u64,
+    pub errors: Vec<ErrorItem>,
+    /// [`Attributor::freshness`] at the end of the run (null in floor mode).
+    pub index: serde_json::Value,
+    pub elapsed_ms: u64,
+}

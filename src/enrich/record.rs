@@ -1,0 +1,1121 @@
+//! Records to tuples: NSG flow-log records (v1/v2), VNet flow-log records
+//! (v4) and flat JSON objects, each parsed once with serde (borrowing from the
+//! record's bytes) and walked tuple by tuple.
+//!
+//! The [`Decoder`] joins this to the framing of [`super::frame`]: bytes in,
+//! [`Decoded`] items out through a callback, with the same code path for the
+//! enrichment pipeline, its floor mode and anyone who only wants the tuples.
+//! A bad tuple is an [`ErrorItem`] and the rest of its record goes on; a bad
+//! record is an [`ErrorItem`] and the rest of the input goes on.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, Read};
+use std::marker::PhantomData;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::ScopeHint;
+use super::frame::{Frame, Framer};
+use super::tuple::{self, Direction, FlowTuple, Protocol};
+use crate::model::{ArmId, Mac};
+
+/// The record formats the decoder understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// NSG flow logs, `properties.flows[].flows[].flowTuples` (version 1 or 2).
+    Nsg,
+    /// VNet flow logs, `flowRecords.flows[].flowGroups[].flowTuples` (version 4).
+    Vnet,
+    /// One already-parsed tuple per object: `{time, src_ip, dst_ip, ...}`.
+    Flat,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Nsg => "nsg",
+            Format::Vnet => "vnet",
+            Format::Flat => "flat",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "nsg" => Ok(Format::Nsg),
+            "vnet" => Ok(Format::Vnet),
+            "flat" => Ok(Format::Flat),
+            other => Err(format!(
+                "unknown format {other:?}: expected nsg, vnet or flat"
+            )),
+        }
+    }
+}
+
+/// What the tuples of one flow group share: where they come from and how to
+/// scope their lookups.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowContext<'a> {
+    pub format: Format,
+    /// `properties.Version` (NSG) or `flowLogVersion` (VNet).
+    pub version: Option<u32>,
+    /// Index of the record in the input, from 0, across envelopes and lines.
+    pub record_index: u64,
+    /// Line of the input where the record starts, from 1.
+    pub line: u64,
+    /// The record's own `time` (when Azure wrote it), as given.
+    pub record_time: Option<&'a str>,
+    /// NSG flow logs: the NSG's `resourceId`, as given (upper case).
+    pub resource_id: Option<&'a str>,
+    /// VNet flow logs: `flowLogResourceID`, as given.
+    pub flow_log_id: Option<&'a str>,
+    /// VNet flow logs: `targetResourceID` (VNet, subnet or NIC), as given.
+    pub target_id: Option<&'a str>,
+    /// VNet flow logs: `aclID` of the flow (a GUID).
+    pub acl_id: Option<&'a str>,
+    /// The rule that matched.
+    pub rule: Option<&'a str>,
+    /// The MAC of the NIC that logged the flow, normalised.
+    pub mac: Option<&'a Mac>,
+    /// Scope implied by the record (target VNet, NSG or flow-log subscription).
+    pub scope: &'a ScopeHint,
+    /// Flat input only: the fields that pass through.
+    pub flat: Option<&'a FlatExtras<'a>>,
+    /// Changes with every flow group, so writers can cache what a group shares.
+    pub group_id: u64,
+}
+
+/// Flat input: the fields of the object that ipwho does not interpret, in
+/// their original order and spelling, to be written back untouched.
+#[derive(Debug, Default)]
+pub struct FlatExtras<'a> {
+    pub passthrough: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// A malformed tuple, record or stretch of input. Serialised as the body of
+/// an `{"ipwho.error": {...}}` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorItem {
+    /// Index of the record (0-based, across the whole input); absent when the
+    /// error is outside any record (garbage between records, a truncated
+    /// envelope).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+    /// Index of the tuple within its record (0-based, in document order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuple: Option<u32>,
+    /// Input line where the record (or the problem) starts, from 1.
+    pub line: u64,
+    /// JSON path of the bad element within the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub reason: String,
+    /// The offending tuple string (first 200 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+}
+
+/// One item out of the decoder.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    Tuple(&'a FlowContext<'a>, &'a FlowTuple<'a>),
+    Error(ErrorItem),
+}
+
+/// Counters of the decoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecodeStats {
+    /// Records seen, good or bad.
+    pub records_in: u64,
+    pub records_rejected: u64,
+    /// Tuples seen, good or bad.
+    pub tuples_in: u64,
+    pub tuples_rejected: u64,
+    pub nsg_records: u64,
+    pub vnet_records: u64,
+    pub flat_records: u64,
+    /// Errors outside any record (garbage at top level, truncated envelope).
+    pub input_errors: u64,
+}
+
+// ---------------------------------------------------------------------------
+// serde shapes (borrowing)
+
+/// A string that borrows from the input when it has no escapes.
+#[derive(Debug)]
+pub(crate) struct Str<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// A tuple array element: a string, or anything else (reported, not fatal).
+enum TupleItem<'a> {
+    Str(Cow<'a, str>),
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TupleItem<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TupleItem<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a flow tuple")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TupleItem::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TupleItem::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(TupleItem::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(TupleItem::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(TupleItem::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(TupleItem::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(TupleItem::Other("a number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(TupleItem::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TupleItem::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TupleItem::Other("an object"))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A version number given as a number or a string; anything else is `None`.
+struct Loose(Option<u32>);
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <&RawValue>::deserialize(d)?;
+        let s = v.get().trim_matches('"');
+        Ok(Loose(
+            tuple::parse_u64(s.as_bytes()).and_then(|n| u32::try_from(n).ok()),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(borrow, default)]
+    time: Option<Str<'a>>,
+    #[serde(
+        borrow,
+        default,
+        rename = "resourceId",
+        alias = "resourceid",
+        alias = "resourceID"
+    )]
+    resource_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    properties: Option<NsgProperties<'a>>,
+    #[serde(default, rename = "flowLogVersion")]
+    flow_log_version: Option<Loose>,
+    #[serde(borrow, default, rename = "macAddress")]
+    mac_address: Option<Str<'a>>,
+    #[serde(
+        borrow,
+        default,
+        rename = "flowLogResourceID",
+        alias = "flowLogResourceId"
+    )]
+    flow_log_id: Option<Str<'a>>,
+    #[serde(
+        borrow,
+        default,
+        rename = "targetResourceID",
+        alias = "targetResourceId"
+    )]
+    target_id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "flowRecords")]
+    flow_records: Option<VnetFlowRecords<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NsgProperties<'a> {
+    #[serde(default, rename = "Version", alias = "version")]
+    version: Option<Loose>,
+    #[serde(borrow, default)]
+    flows: Option<Vec<NsgRule<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct NsgRule<'a> {
+    #[serde(borrow, default)]
+    rule: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    flows: Option<Vec<NsgFlow<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct NsgFlow<'a> {
+    #[serde(borrow, default)]
+    mac: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "flowTuples")]
+    flow_tuples: Option<Vec<TupleItem<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct VnetFlowRecords<'a> {
+    #[serde(borrow, default)]
+    flows: Option<Vec<VnetFlow<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct VnetFlow<'a> {
+    #[serde(borrow, default, rename = "aclID", alias = "aclId")]
+    acl_id: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "flowGroups")]
+    flow_groups: Option<Vec<VnetGroup<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct VnetGroup<'a> {
+    #[serde(borrow, default)]
+    rule: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "flowTuples")]
+    flow_tuples: Option<Vec<TupleItem<'a>>>,
+}
+
+/// A flat object as its fields, in order, values unparsed.
+struct FlatMap<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FlatMap<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = FlatMap<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(16);
+                while let Some((k, val)) = a.next_entry::<Str<'a>, &'a RawValue>()? {
+                    v.push((k.0, val));
+                }
+                Ok(FlatMap(v))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// The keys of flat input that ipwho interprets; all others pass through.
+pub const FLAT_KEYS: &[&str] = &[
+    "time",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "protocol",
+    "direction",
+    "mac",
+    "vnet",
+    "subscription",
+];
+
+// ---------------------------------------------------------------------------
+// the decoder
+
+/// Bytes in, tuples and errors out. Feed it with [`Decoder::feed`] (or let
+/// [`Decoder::decode_reader`] read), then call [`Decoder::finish`].
+pub struct Decoder {
+    framer: Framer,
+    rec: RecordDecoder,
+}
+
+struct ScopeCache {
+    key: (String, String, String),
+    hint: ScopeHint,
+}
+
+struct RecordDecoder {
+    format: Option<Format>,
+    last: Format,
+    stats: DecodeStats,
+    group_id: u64,
+    scope: ScopeCache,
+    mac_cache: Option<(String, Option<Mac>)>,
+    empty_scope: ScopeHint,
+}
+
+/// Default largest record accepted (bigger ones are reported and skipped
+/// without being buffered).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 << 20;
+
+impl Decoder {
+    /// `format`: `None` to detect each record's format from its content.
+    pub fn new(format: Option<Format>) -> Self {
+        Self::with_max_record(format, DEFAULT_MAX_RECORD_BYTES)
+    }
+
+    pub fn with_max_record(format: Option<Format>, max_record_bytes: usize) -> Self {
+        Decoder {
+            framer: Framer::new(max_record_bytes),
+            rec: RecordDecoder {
+                format,
+                last: format.unwrap_or(Format::Nsg),
+                stats: DecodeStats::default(),
+                group_id: 0,
+                scope: ScopeCache {
+                    key: Default::default(),
+                    hint: ScopeHint::default(),
+                },
+                mac_cache: None,
+                empty_scope: ScopeHint::default(),
+            },
+        }
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        let mut s = self.rec.stats;
+        s.records_in = self.framer.records_seen();
+        s
+    }
+
+    /// Decodes a chunk of input; complete records go to `f` at once.
+    pub fn feed<F>(&mut self, data: &[u8], f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.framer.feed(data);
+        self.drain(f)
+    }
+
+    /// End of input: decodes what is pending and reports a truncated record
+    /// or envelope.
+    pub fn finish<F>(&mut self, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.framer.finish();
+        self.drain(f)?;
+        if let Some(Frame::Error {
+            index,
+            line,
+            reason,
+        }) = self.framer.eof_frame()
+        {
+            self.rec.frame_error(index, line, reason, f)?;
+        }
+        Ok(())
+    }
+
+    /// Starts another input (the next file): framing restarts, indices and
+    /// counters go on.
+    pub fn next_input(&mut self) {
+        self.framer.reset_input();
+    }
+
+    /// Reads `r` to the end in `chunk`-byte reads, decoding as it goes, then
+    /// finishes. Read errors are returned after the records before them were
+    /// decoded.
+    pub fn decode_reader<R, F>(&mut self, mut r: R, chunk: usize, f: &mut F) -> io::Result<()>
+    where
+        R: Read,
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        loop {
+            let n = self.read_from(&mut r, chunk)?;
+            if n == 0 {
+                break;
+            }
+            self.drain(f)?;
+        }
+        self.finish(f)
+    }
+
+    pub(crate) fn read_from<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        chunk: usize,
+    ) -> io::Result<usize> {
+        self.framer.read_from(r, chunk)
+    }
+
+    /// Decodes every record complete in the buffer.
+    pub(crate) fn drain<F>(&mut self, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        let Decoder { framer, rec } = self;
+        while let Some(frame) = framer.next_frame() {
+            match frame {
+                Frame::Record { bytes, index, line } => rec.record(bytes, index, line, f)?,
+                Frame::Error {
+                    index,
+                    line,
+                    reason,
+                } => rec.frame_error(index, line, reason, f)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.len() <= 200 {
+        return s.to_string();
+    }
+    let mut end = 200;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn build_scope(resource_id: &str, flow_log_id: &str, target_id: &str) -> ScopeHint {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_ascii_lowercase());
+    let target = ArmId::parse(target_id).ok();
+    let subscription = [target_id, resource_id, flow_log_id]
+        .iter()
+        .filter_map(|s| ArmId::parse(s).ok())
+        .map(|a| a.subscription())
+        .find(|s| !s.is_empty());
+    ScopeHint {
+        vnet: target
+            .as_ref()
+            .and_then(|t| t.truncate_after("virtualNetworks"))
+            .map(|v| v.key().to_string()),
+        subscription,
+        target: non_empty(target_id),
+        nsg: non_empty(resource_id),
+    }
+}
+
+impl RecordDecoder {
+    fn frame_error<F>(
+        &mut self,
+        index: Option<u64>,
+        line: u64,
+        reason: &str,
+        f: &mut F,
+    ) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        if index.is_some() {
+            self.stats.records_rejected += 1;
+        } else {
+            self.stats.input_errors += 1;
+        }
+        f(Decoded::Error(ErrorItem {
+            record: index,
+            tuple: None,
+            line,
+            path: None,
+            reason: reason.to_string(),
+            input: None,
+        }))
+    }
+
+    fn reject<F>(&mut self, index: u64, line: u64, reason: String, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.stats.records_rejected += 1;
+        f(Decoded::Error(ErrorItem {
+            record: Some(index),
+            tuple: None,
+            line,
+            path: None,
+            reason,
+            input: None,
+        }))
+    }
+
+    fn record<F>(&mut self, bytes: &[u8], index: u64, line: u64, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        let try_flat_first = match self.format {
+            Some(Format::Flat) => true,
+            Some(_) => false,
+            None => self.last == Format::Flat,
+        };
+        if try_flat_first {
+            match serde_json::from_slice::<FlatMap>(bytes) {
+                Ok(map) => {
+                    let looks_flat = map.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip");
+                    if looks_flat || self.format == Some(Format::Flat) {
+                        return self.flat(map, index, line, f);
+                    }
+                }
+                Err(e) => {
+                    if self.format == Some(Format::Flat) {
+                        return self.reject(index, line, format!("invalid JSON: {e}"), f);
+                    }
+                }
+            }
+        }
+        let rec: RawRecord = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => return self.reject(index, line, format!("invalid record: {e}"), f),
+        };
+        let is_vnet = rec.flow_records.is_some() || rec.flow_log_version.is_some();
+        let is_nsg = rec.properties.as_ref().is_some_and(|p| p.flows.is_some());
+        let kind = match self.format {
+            Some(Format::Vnet) if is_vnet => Format::Vnet,
+            Some(Format::Nsg) if is_nsg => Format::Nsg,
+            Some(forced) => {
+                return self.reject(
+                    index,
+                    line,
+                    format!("not a {} flow-log record (format forced)", forced.as_str()),
+                    f,
+                );
+            }
+            None if is_vnet => Format::Vnet,
+            None if is_nsg => Format::Nsg,
+            None => {
+                if !try_flat_first
+                    && let Ok(map) = serde_json::from_slice::<FlatMap>(bytes)
+                    && map.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip")
+                {
+                    return self.flat(map, index, line, f);
+                }
+                return self.reject(
+                    index,
+                    line,
+                    "not a flow-log record: expected properties.flows (NSG), flowRecords (VNet) or src_ip/dst_ip (flat)".into(),
+                    f,
+                );
+            }
+        };
+        self.last = kind;
+        let s = |o: &Option<Str>| o.as_ref().map(|s| s.0.as_ref()).unwrap_or("").to_string();
+        let key_matches = {
+            let k = &self.scope.key;
+            let eq = |o: &Option<Str>, v: &str| o.as_ref().map(|s| s.0.as_ref()).unwrap_or("") == v;
+            eq(&rec.resource_id, &k.0) && eq(&rec.flow_log_id, &k.1) && eq(&rec.target_id, &k.2)
+        };
+        if !key_matches {
+            let key = (s(&rec.resource_id), s(&rec.flow_log_id), s(&rec.target_id));
+            self.scope.hint = build_scope(&key.0, &key.1, &key.2);
+            self.scope.key = key;
+        }
+        match kind {
+            Format::Nsg => self.nsg(&rec, index, line, f),
+            _ => self.vnet(&rec, index, line, f),
+        }
+    }
+
+    /// Parses a MAC (cached: consecutive groups usually share it); an invalid
+    /// one is reported and the group goes on without it.
+    fn mac<F>(
+        &mut self,
+        raw: Option<&Str>,
+        index: u64,
+        line: u64,
+        path: &dyn Fn() -> String,
+        f: &mut F,
+    ) -> io::Result<Option<Mac>>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        let Some(raw) = raw.map(|s| s.0.as_ref()).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if let Some((r, m)) = &self.mac_cache
+            && r == raw
+        {
+            return Ok(m.clone());
+        }
+        let m = Mac::parse(raw).ok();
+        self.mac_cache = Some((raw.to_string(), m.clone()));
+        if m.is_none() {
+            f(Decoded::Error(ErrorItem {
+                record: Some(index),
+                tuple: None,
+                line,
+                path: Some(path()),
+                reason: "invalid MAC address (expected 12 hex digits); the group's tuples are attributed by IP only".into(),
+                input: Some(clip(raw)),
+            }))?;
+        }
+        Ok(m)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tuples<F>(
+        &mut self,
+        ctx: &FlowContext<'_>,
+        items: &[TupleItem<'_>],
+        ti: &mut u32,
+        path: &dyn Fn(usize) -> String,
+        parse: for<'s> fn(&'s str, u32) -> Result<FlowTuple<'s>, tuple::TupleError>,
+        f: &mut F,
+    ) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        for (k, item) in items.iter().enumerate() {
+            self.stats.tuples_in += 1;
+            let idx = *ti;
+            *ti = ti.saturating_add(1);
+            let (reason, input) = match item {
+                TupleItem::Str(s) => match parse(s, idx) {
+                    Ok(t) => {
+                        f(Decoded::Tuple(ctx, &t))?;
+                        continue;
+                    }
+                    Err(e) => (e.0, Some(clip(s))),
+                },
+                TupleItem::Other(what) => (format!("tuple is {what}, not a string"), None),
+            };
+            self.stats.tuples_rejected += 1;
+            f(Decoded::Error(ErrorItem {
+                record: Some(ctx.record_index),
+                tuple: Some(idx),
+                line: ctx.line,
+                path: Some(path(k)),
+                reason,
+                input,
+            }))?;
+        }
+        Ok(())
+    }
+
+    fn nsg<F>(&mut self, rec: &RawRecord<'_>, index: u64, line: u64, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.stats.nsg_records += 1;
+        let Some(props) = rec.properties.as_ref() else {
+            return Ok(());
+        };
+        let version = props.version.as_ref().and_then(|v| v.0);
+        let scope = std::mem::take(&mut self.scope.hint);
+        let mut ti = 0u32;
+        let mut res = Ok(());
+        'outer: for (ri, rule) in props.flows.iter().flatten().enumerate() {
+            for (fi, flow) in rule.flows.iter().flatten().enumerate() {
+                let mac_path = || format!("properties.flows[{ri}].flows[{fi}].mac");
+                let mac = match self.mac(flow.mac.as_ref(), index, line, &mac_path, f) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        res = Err(e);
+                        break 'outer;
+                    }
+                };
+                self.group_id += 1;
+                let ctx = FlowContext {
+                    format: Format::Nsg,
+                    version,
+                    record_index: index,
+                    line,
+                    record_time: rec.time.as_ref().map(|s| s.0.as_ref()),
+                    resource_id: rec.resource_id.as_ref().map(|s| s.0.as_ref()),
+                    flow_log_id: None,
+                    target_id: None,
+                    acl_id: None,
+                    rule: rule.rule.as_ref().map(|s| s.0.as_ref()),
+                    mac: mac.as_ref(),
+                    scope: &scope,
+                    flat: None,
+                    group_id: self.group_id,
+                };
+                let path = |k: usize| format!("properties.flows[{ri}].flows[{fi}].flowTuples[{k}]");
+                let items = flow.flow_tuples.as_deref().unwrap_or(&[]);
+                if let Err(e) = self.tuples(&ctx, items, &mut ti, &path, tuple::parse_nsg_tuple, f)
+                {
+                    res = Err(e);
+                    break 'outer;
+                }
+            }
+        }
+        self.scope.hint = scope;
+        res
+    }
+
+    fn vnet<F>(&mut self, rec: &RawRecord<'_>, index: u64, line: u64, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.stats.vnet_records += 1;
+        let version = rec.flow_log_version.as_ref().and_then(|v| v.0);
+        let mac = self.mac(
+            rec.mac_address.as_ref(),
+            index,
+            line,
+            &|| "macAddress".to_string(),
+            f,
+        )?;
+        let scope = std::mem::take(&mut self.scope.hint);
+        let mut ti = 0u32;
+        let mut res = Ok(());
+        let flows = rec
+            .flow_records
+            .as_ref()
+            .and_then(|r| r.flows.as_deref())
+            .unwrap_or(&[]);
+        'outer: for (fi, flow) in flows.iter().enumerate() {
+            for (gi, group) in flow.flow_groups.iter().flatten().enumerate() {
+                self.group_id += 1;
+                let ctx = FlowContext {
+                    format: Format::Vnet,
+                    version,
+                    record_index: index,
+                    line,
+                    record_time: rec.time.as_ref().map(|s| s.0.as_ref()),
+                    resource_id: None,
+                    flow_log_id: rec.flow_log_id.as_ref().map(|s| s.0.as_ref()),
+                    target_id: rec.target_id.as_ref().map(|s| s.0.as_ref()),
+                    acl_id: flow.acl_id.as_ref().map(|s| s.0.as_ref()),
+                    rule: group.rule.as_ref().map(|s| s.0.as_ref()),
+                    mac: mac.as_ref(),
+                    scope: &scope,
+                    flat: None,
+                    group_id: self.group_id,
+                };
+                let path =
+                    |k: usize| format!("flowRecords.flows[{fi}].flowGroups[{gi}].flowTuples[{k}]");
+                let items = group.flow_tuples.as_deref().unwrap_or(&[]);
+                if let Err(e) = self.tuples(&ctx, items, &mut ti, &path, tuple::parse_vnet_tuple, f)
+                {
+                    res = Err(e);
+                    break 'outer;
+                }
+            }
+        }
+        self.scope.hint = scope;
+        res
+    }
+
+    fn flat<F>(&mut self, map: FlatMap<'_>, index: u64, line: u64, f: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Decoded<'_>) -> io::Result<()>,
+    {
+        self.stats.flat_records += 1;
+        self.last = Format::Flat;
+        self.stats.tuples_in += 1;
+        let mut extras = FlatExtras {
+            passthrough: Vec::with_capacity(map.0.len()),
+        };
+        let mut time = None;
+        let (mut src, mut dst, mut sport, mut dport, mut proto, mut dir) =
+            (None, None, None, None, None, None);
+        let (mut mac_raw, mut vnet, mut sub) = (None, None, None);
+        let mut problems: Vec<String> = Vec::new();
+        fn bad(problems: &mut Vec<String>, k: &str, v: &RawValue, what: &str) {
+            problems.push(format!("{k}: invalid {what} {}", clip(v.get())));
+        }
+        for (k, v) in map.0 {
+            let text = scalar_text(v);
+            match k.as_ref() {
+                "time" => match text
+                    .as_deref()
+                    .and_then(|t| parse_time(t, v.get().starts_with('"')))
+                {
+                    Some(t) => time = Some(t),
+                    None => bad(
+                        &mut problems,
+                        &k,
+                        v,
+                        "time (RFC 3339 or epoch seconds/ms/µs)",
+                    ),
+                },
+                "src_ip" | "dst_ip" => match text.as_deref().and_then(tuple::parse_ip) {
+                    Some(ip) if k == "src_ip" => src = Some(ip),
+                    Some(ip) => dst = Some(ip),
+                    None => bad(&mut problems, &k, v, "IP address"),
+                },
+                "src_port" | "dst_port" => {
+                    let p = match text.as_deref() {
+                        None => None,
+                        Some(t) => match tuple::parse_u64(t.as_bytes()) {
+                            Some(n) if n <= u16::MAX as u64 => Some(n as u16),
+                            _ => {
+                                bad(&mut problems, &k, v, "port");
+                                None
+                            }
+                        },
+                    };
+                    if k == "src_port" {
+                        sport = p
+                    } else {
+                        dport = p
+                    }
+                }
+                "protocol" => {
+                    if let Some(t) = text.as_deref() {
+                        match Protocol::parse(t) {
+                            Some(p) => proto = Some(p),
+                            None => bad(&mut problems, &k, v, "protocol"),
+                        }
+                    }
+                }
+                "direction" => {
+                    if let Some(t) = text.as_deref() {
+                        match parse_direction(t) {
+                            Some(d) => dir = Some(d),
+                            None => bad(&mut problems, &k, v, "direction (inbound/outbound, I/O)"),
+                        }
+                    }
+                }
+                "mac" => mac_raw = text.map(|t| Str(Cow::Owned(t.into_owned()))),
+                "vnet" => vnet = text.map(|t| t.to_ascii_lowercase()),
+                "subscription" => sub = text.map(|t| t.to_ascii_lowercase()),
+                _ => extras.passthrough.push((k, v)),
+            }
+        }
+        let missing: Vec<&str> = [
+            ("time", time.is_none()),
+            ("src_ip", src.is_none()),
+            ("dst_ip", dst.is_none()),
+        ]
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(n, _)| *n)
+        .collect();
+        if !problems.is_empty() || !missing.is_empty() {
+            if !missing.is_empty() {
+                problems.push(format!("missing {}", missing.join(", ")));
+            }
+            self.stats.tuples_rejected += 1;
+            return self.reject(
+                index,
+                line,
+                format!("flat record: {}", problems.join("; ")),
+                f,
+            );
+        }
+        let mac = self.mac(mac_raw.as_ref(), index, line, &|| "mac".to_string(), f)?;
+        let scope = ScopeHint {
+            vnet: vnet.map(|v| {
+                ArmId::parse(&v)
+                    .ok()
+                    .and_then(|a| a.truncate_after("virtualNetworks"))
+                    .map(|a| a.key().to_string())
+                    .unwrap_or(v)
+            }),
+            subscription: sub.map(|s| ArmId::parse(&s).map(|a| a.subscription()).unwrap_or(s)),
+            ..ScopeHint::default()
+        };
+        self.group_id += 1;
+        let ctx = FlowContext {
+            format: Format::Flat,
+            version: None,
+            record_index: index,
+            line,
+            record_time: None,
+            resource_id: None,
+            flow_log_id: None,
+            target_id: None,
+            acl_id: None,
+            rule: None,
+            mac: mac.as_ref(),
+            scope: if scope == ScopeHint::default() {
+                &self.empty_scope
+            } else {
+                &scope
+            },
+            flat: Some(&extras),
+            group_id: self.group_id,
+        };
+        let t = FlowTuple {
+            time_micros: time.unwrap_or_default(),
+            src_ip: src.expect("checked above"),
+            dst_ip: dst.expect("checked above"),
+            src_port: sport,
+            dst_port: dport,
+            protocol: proto,
+            direction: dir,
+            decision: None,
+            state: None,
+            encryption: None,
+            counters: Default::default(),
+            tuple_index: 0,
+        };
+        f(Decoded::Tuple(&ctx, &t))
+    }
+}
+
+/// A flat value as text: strings unescaped, numbers as written, `null` as
+/// `None`; objects and arrays as their JSON.
+fn scalar_text(v: &RawValue) -> Option<Cow<'_, str>> {
+    let raw = v.get();
+    if raw.starts_with('"') {
+        serde_json::from_str::<Str>(raw).ok().map(|s| s.0)
+    } else if raw == "null" {
+        None
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
+}
+
+fn parse_direction(t: &str) -> Option<Direction> {
+    let l = t.to_ascii_lowercase();
+    match l.as_str() {
+        "i" | "in" | "inbound" | "ingress" => Some(Direction::Inbound),
+        "o" | "out" | "outbound" | "egress" => Some(Direction::Outbound),
+        _ => None,
+    }
+}
+
+/// RFC 3339 text, or an epoch number (seconds, ms, µs or ns by magnitude,
+/// fractions allowed) given as a number or a string of digits.
+fn parse_time(t: &str, quoted: bool) -> Option<i64> {
+    if let Some(n) = tuple::parse_u64(t.as_bytes()) {
+        return tuple::epoch_to_micros(n);
+    }
+    if !quoted || t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let v: f64 = t.parse().ok()?;
+        if !(v.is_finite() && v >= 0.0) {
+            return None;
+        }
+        let micros = if v < 1e11 {
+            v * 1e6
+        } else if v < 1e14 {
+            v * 1e3
+        } else if v < 1e17 {
+            v
+        } else {
+            v / 1e3
+        };
+        let m = micros.round() as i64;
+        return (m / 1_000_000 <= tuple::MAX_EPOCH_SECS).then_some(m);
+    }
+    let dt = chrono::DateTime::parse_from_rfc3339(t).ok()?;
+    let m = dt.timestamp_micros();
+    (0..=tuple::MAX_EPOCH_SECS * 1_000_000 + 999_999)
+        .contains(&m)
+        .then_some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(input: &[u8], format: Option<Format>) -> (Vec<String>, Vec<ErrorItem>, DecodeStats) {
+        let mut d = Decoder::new(format);
+        let mut tuples = Vec::new();
+        let mut errors = Vec::new();
+        let mut f = |item: Decoded<'_>| {
+            match item {
+                Decoded::Tuple(c, t) => tuples.push(format!(
+                    "{}:{}:{}:{}:{}",
+                    c.record_index,
+                    t.tuple_index,
+                    c.mac.map(|m| m.as_str()).unwrap_or("-"),
+                    t.src_ip,
+                    c.rule.unwrap_or("-")
+                )),
+                Decoded::Error(e) => errors.push(e),
+            }
+            Ok(())
+        };
+        d.feed(input, &mut f).unwrap();
+        d.finish(&mut f).unwrap();
+        (tuples, errors, d.stats())
+    }
+
+    #[test]
+    fn garbage_tuple_is_reported_alone() {
+        let rec = r#"{"records":[{"resourceId":"/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/N","properties":{"Version":2,"flows":[{"rule":"R","flows":[{"mac":"000d3af87856","flowTuples":["1542110377,10.5.16.4,13.67.143.118,59831,443,T,O,A,B,,,,","garbage,tuple",7,"1542110379,10.5.16.4,13.67.143.117,59932,443,T,O,A,E,1,66,1,66"]}]}]}}]}"#;
+        let (t, e, s) = collect(rec.as_bytes(), None);
+        assert_eq!(
+            t,
+            vec![
+                "0:0:000D3AF87856:10.5.16.4:R",
+                "0:3:000D3AF87856:10.5.16.4:R"
+            ]
+        );
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].record, e[0].tuple), (Some(0), Some(1)));
+        assert_eq!(
+            e[0].path.as_deref(),
+            Some("properties.flows[0].flows[0].flowTuples[1]")
+        );
+        assert_eq!(e[0].input.as_deref(), Some("garbage,tuple"));
+        assert_eq!((e[1].record, e[1].tuple), (Some(0), Some(2)));
+        assert_eq!(s.tuples_in, 4);
+        assert_eq!(s.tuples_rejected, 2);
+        assert_eq!(s.records_rejected, 0);
+    }
+
+    #[test]
+    fn bad_record_does_not_stop_the_rest() {
+        let input = b"{\"records\":[{\"properties\":{\"flows\":5}},{\"x\":1},{\"properties\":{\"Version\":1,\"flows\":[{\"rule\":\"r\",\"flows\":[{\"mac\":\"nope\",\"flowTuples\":[\"1,10.0.0.1,10.0.0.2,1,2,T,I,A\"]}]}]}}]}";
+        let (t, e, s) = collect(input, None);
+        assert_eq!(t, vec!["2:0:-:10.0.0.1:r"]);
+        assert_eq!(
+            e.iter().map(|e| e.record).collect::<Vec<_>>(),
+            vec![Some(0), Some(1), Some(2)]
+        );
+        assert!(e[2].reason.contains("MAC"));
+        assert_eq!(s.records_in, 3);
+        assert_eq!(s.records_rejected, 2);
+    }
+
+    #[test]
+    fn flat_lines_and_forced_format() {
+        let input = b"{\"time\":\"2024-01-02T03:04:05.5Z\",\"src_ip\":\"10.0.0.4\",\"dst_ip\":\"1.2.3.4\",\"k\":[1, 2.50]}\n{\"time\":1700000000123,\"src_ip\":\"10.0.0.5\"}\n";
+        let (t, e, s) = collect(input, None);
+        assert_eq!(t, vec!["0:0:-:10.0.0.4:-"]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].reason.contains("missing dst_ip"), "{}", e[0].reason);
+        assert_eq!(s.flat_records, 2);
+        let (t, e, _) = collect(input, Some(Format::Nsg));
+        assert!(t.is_empty());
+        assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn times_in_flat_form() {
+        assert_eq!(parse_time("1700000000", false), Some(1_700_000_000_000_000));
+        assert_eq!(
+            parse_time("1700000000.5", false),
+            Some(1_700_000_000_500_000)
+        );
+        assert_eq!(
+            parse_time("2018-11-13T12:00:35.3899262Z", true),
+            Some(1_542_110_435_389_926)
+        );
+        assert_eq!(parse_time("yesterday", true), None);
+        assert_eq!(parse_time("-5", false), None);
+    }
+}
