@@ -102,11 +102,10 @@ impl ArmId {
     /// `virtualNetworks` is the VNet id.
     pub fn truncate_after(&self, name: &str) -> Option<ArmId> {
         let mut end = 0usize;
-        let mut it = self.raw.split('/').peekable();
         let mut found = false;
         // Walk segments while tracking the byte offset.
         let mut offset = 0usize;
-        while let Some(seg) = it.next() {
+        for seg in self.raw.split('/') {
             offset += seg.len();
             if found {
                 end = offset;
@@ -191,13 +190,13 @@ impl Mac {
             return Err(MacError);
         };
         for (i, &b) in bytes.iter().enumerate() {
-            if let Some(sep) = sep {
-                if i % 3 == 2 {
-                    if b != sep {
-                        return Err(MacError);
-                    }
-                    continue;
+            if let Some(sep) = sep
+                && i % 3 == 2
+            {
+                if b != sep {
+                    return Err(MacError);
                 }
+                continue;
             }
             if !b.is_ascii_hexdigit() {
                 return Err(MacError);
@@ -328,7 +327,10 @@ mod tests {
         let a = ArmId::parse("/SUBSCRIPTIONS/ABC/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.NETWORK/NETWORKINTERFACES/NIC1").unwrap();
         let b = ArmId::parse("/subscriptions/abc/resourceGroups/rg1/providers/Microsoft.Network/networkInterfaces/nic1").unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.as_str(), "/SUBSCRIPTIONS/ABC/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.NETWORK/NETWORKINTERFACES/NIC1");
+        assert_eq!(
+            a.as_str(),
+            "/SUBSCRIPTIONS/ABC/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.NETWORK/NETWORKINTERFACES/NIC1"
+        );
         assert_eq!(a.subscription(), "abc");
         assert_eq!(b.resource_group(), Some("rg1"));
         assert_eq!(b.name(), "nic1");
@@ -341,16 +343,30 @@ mod tests {
     fn vnet_is_the_subnet_cut_after_virtual_networks() {
         let s = ArmId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet1/subnets/default").unwrap();
         let v = s.truncate_after("virtualNetworks").unwrap();
-        assert_eq!(v.as_str(), "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet1");
+        assert_eq!(
+            v.as_str(),
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet1"
+        );
         assert!(s.truncate_after("networkInterfaces").is_none());
     }
 
     #[test]
     fn macs_normalise() {
-        for s in ["000D3AF87856", "00-0D-3A-F8-78-56", "00:0d:3a:f8:78:56", "000d3aF87856"] {
+        for s in [
+            "000D3AF87856",
+            "00-0D-3A-F8-78-56",
+            "00:0d:3a:f8:78:56",
+            "000d3aF87856",
+        ] {
             assert_eq!(Mac::parse(s).unwrap().as_str(), "000D3AF87856", "{s}");
         }
-        for s in ["000D124564789", "00-0D-3A-F8-78", "00-0D:3A-F8-78-56", "GG0D3AF87856", ""] {
+        for s in [
+            "000D124564789",
+            "00-0D-3A-F8-78",
+            "00-0D:3A-F8-78-56",
+            "GG0D3AF87856",
+            "",
+        ] {
             assert!(Mac::parse(s).is_err(), "{s}");
         }
     }

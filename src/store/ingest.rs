@@ -9,14 +9,14 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
+use super::micros;
 use super::recompute::{ClaimChanges, load_completes, load_runs, recompute, save_runs};
 use super::runs::Runs;
-use super::micros;
 use crate::azure::activity::{ActivityChange, ActivityEvent};
 use crate::model::NicState;
 
 /// The advisory lock every ingest holds: one writer at a time, across replicas.
-const INGEST_LOCK: i64 = 0x1_9_0_5_1d;
+const INGEST_LOCK: i64 = 0x1905_1d00;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,11 +89,17 @@ pub struct ActivityReport {
 }
 
 async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(INGEST_LOCK).execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INGEST_LOCK)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-async fn upsert_nics_and_states(conn: &mut PgConnection, states: &[&NicState]) -> sqlx::Result<Vec<String>> {
+async fn upsert_nics_and_states(
+    conn: &mut PgConnection,
+    states: &[&NicState],
+) -> sqlx::Result<Vec<String>> {
     let mut seen = HashSet::new();
     let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
     let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
@@ -134,15 +140,19 @@ async fn upsert_nics_and_states(conn: &mut PgConnection, states: &[&NicState]) -
 
 /// Stores one snapshot page (and finishes the snapshot on its last page).
 /// Posting the same page again changes nothing.
-pub async fn ingest_snapshot_page(pool: &PgPool, page: &SnapshotPage) -> Result<(PageReport, ClaimChanges), StoreError> {
+pub async fn ingest_snapshot_page(
+    pool: &PgPool,
+    page: &SnapshotPage,
+) -> Result<(PageReport, ClaimChanges), StoreError> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let meta = &page.meta;
-    let row: Option<(DateTime<Utc>, Vec<String>, bool, bool)> =
-        sqlx::query_as("SELECT taken_at, subscriptions, claimed_complete, finished FROM snapshots WHERE id = $1")
-            .bind(&meta.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(DateTime<Utc>, Vec<String>, bool, bool)> = sqlx::query_as(
+        "SELECT taken_at, subscriptions, claimed_complete, finished FROM snapshots WHERE id = $1",
+    )
+    .bind(&meta.id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let finished = match row {
         None => {
             sqlx::query(
@@ -164,16 +174,28 @@ pub async fn ingest_snapshot_page(pool: &PgPool, page: &SnapshotPage) -> Result<
                 now,
             };
             if taken_at != meta.taken_at {
-                return Err(mismatch("taken_at", taken_at.to_rfc3339(), meta.taken_at.to_rfc3339()));
+                return Err(mismatch(
+                    "taken_at",
+                    taken_at.to_rfc3339(),
+                    meta.taken_at.to_rfc3339(),
+                ));
             }
             let (mut a, mut b) = (subs.clone(), meta.subscriptions.clone());
             a.sort();
             b.sort();
             if a != b {
-                return Err(mismatch("subscriptions", subs.join(","), meta.subscriptions.join(",")));
+                return Err(mismatch(
+                    "subscriptions",
+                    subs.join(","),
+                    meta.subscriptions.join(","),
+                ));
             }
             if complete != meta.complete {
-                return Err(mismatch("complete", complete.to_string(), meta.complete.to_string()));
+                return Err(mismatch(
+                    "complete",
+                    complete.to_string(),
+                    meta.complete.to_string(),
+                ));
             }
             finished
         }
@@ -222,12 +244,18 @@ pub async fn ingest_snapshot_page(pool: &PgPool, page: &SnapshotPage) -> Result<
             let slot = match index_of.get(&key) {
                 Some(&i) => i,
                 None => {
-                    changed.push((key.clone(), Runs::new(loaded.remove(&key).unwrap_or_default())));
+                    changed.push((
+                        key.clone(),
+                        Runs::new(loaded.remove(&key).unwrap_or_default()),
+                    ));
                     index_of.insert(key.clone(), changed.len() - 1);
                     changed.len() - 1
                 }
             };
-            let c = completes.get(&nic.id.subscription()).map(Vec::as_slice).unwrap_or(&[]);
+            let c = completes
+                .get(&nic.id.subscription())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             changed[slot].1.observe(t, &meta.id, fp, c);
         }
         changed.retain(|(_, r)| !r.deleted.is_empty() || r.runs.iter().any(|x| x.dirty));
@@ -272,7 +300,10 @@ async fn effective_meta(conn: &mut PgConnection, id: &str) -> sqlx::Result<Snaps
 }
 
 /// Finishes a snapshot posted page by page. Idempotent; an unknown id is `Ok(None)`.
-pub async fn finish_snapshot(pool: &PgPool, id: &str) -> Result<Option<(PageReport, ClaimChanges)>, StoreError> {
+pub async fn finish_snapshot(
+    pool: &PgPool,
+    id: &str,
+) -> Result<Option<(PageReport, ClaimChanges)>, StoreError> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let finished: Option<bool> = sqlx::query_scalar("SELECT finished FROM snapshots WHERE id = $1")
@@ -292,10 +323,11 @@ pub async fn finish_snapshot(pool: &PgPool, id: &str) -> Result<Option<(PageRepo
     if !finished {
         report.absent_nics_affected = finish(&mut tx, &meta, &mut changes).await?;
     }
-    let reason: Option<String> = sqlx::query_scalar("SELECT partial_reason FROM snapshots WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let reason: Option<String> =
+        sqlx::query_scalar("SELECT partial_reason FROM snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     report.complete = meta.complete;
     report.partial_reason = reason;
     tx.commit().await?;
@@ -308,7 +340,11 @@ pub async fn finish_snapshot(pool: &PgPool, id: &str) -> Result<Option<(PageRepo
 /// Marks the snapshot finished; when complete, every NIC of its scope that
 /// it did not list gets the absence as evidence (runs spanning it are split,
 /// claims bounded by it recomputed). Returns how many such NICs changed.
-async fn finish(conn: &mut PgConnection, meta: &SnapshotMeta, changes: &mut ClaimChanges) -> sqlx::Result<usize> {
+async fn finish(
+    conn: &mut PgConnection,
+    meta: &SnapshotMeta,
+    changes: &mut ClaimChanges,
+) -> sqlx::Result<usize> {
     sqlx::query(
         "UPDATE snapshots SET finished = true, finished_at = now(),
                 nics = (SELECT count(*) FROM snapshot_members WHERE snapshot_id = $1)
@@ -336,18 +372,23 @@ async fn finish(conn: &mut PgConnection, meta: &SnapshotMeta, changes: &mut Clai
         .await?;
         if !nics.is_empty() {
             let completes = load_completes(conn, &meta.subscriptions).await?;
-            let subs: HashMap<String, String> =
-                sqlx::query_as::<_, (String, String)>("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
-                    .bind(&nics)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .into_iter()
-                    .collect();
+            let subs: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+                "SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)",
+            )
+            .bind(&nics)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
             let mut loaded = load_runs(conn, &nics).await?;
             let mut split: Vec<(String, Runs)> = Vec::new();
             for nic in &nics {
                 let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
-                let c = subs.get(nic).and_then(|s| completes.get(s)).map(Vec::as_slice).unwrap_or(&[]);
+                let c = subs
+                    .get(nic)
+                    .and_then(|s| completes.get(s))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
                 if runs.absent_at(micros(t), c) {
                     split.push((nic.clone(), runs));
                 }
@@ -366,7 +407,10 @@ async fn finish(conn: &mut PgConnection, meta: &SnapshotMeta, changes: &mut Clai
 }
 
 /// Stores Activity Log events (each once) and recomputes the NICs they concern.
-pub async fn ingest_activity(pool: &PgPool, events: &[ActivityEvent]) -> Result<(ActivityReport, ClaimChanges), StoreError> {
+pub async fn ingest_activity(
+    pool: &PgPool,
+    events: &[ActivityEvent],
+) -> Result<(ActivityReport, ClaimChanges), StoreError> {
     let mut report = ActivityReport::default();
     if events.is_empty() {
         return Ok((report, ClaimChanges::default()));

@@ -32,13 +32,17 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     };
     let admin = opts.clone().database("postgres");
     let mut conn = admin.connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it in between.
             Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {}
@@ -68,16 +72,19 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Whether every embedded migration has been applied.
 pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-        .fetch_all(pool)
-        .await
-        .unwrap_or_default();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 
 /// Every claim, for loading the in-memory index.
 pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
-    let rows: Vec<sqlx::types::Json<Claim>> = sqlx::query_scalar("SELECT detail FROM claims").fetch_all(pool).await?;
+    let rows: Vec<sqlx::types::Json<Claim>> = sqlx::query_scalar("SELECT detail FROM claims")
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(|j| j.0).collect())
 }
 
@@ -116,7 +123,21 @@ pub struct SnapshotInfo {
     pub recorded_at: DateTime<Utc>,
     pub nics: i32,
     pub finished: bool,
+    /// Why the snapshot counts as partial (null when complete, or when the
+    /// poster did not claim it complete).
+    pub partial_reason: Option<String>,
 }
+
+type SnapshotRow = (String, DateTime<Utc>, DateTime<Utc>, i32, bool, Option<String>);
+type ConflictDbRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
 
 /// Per-subscription coverage and freshness.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
@@ -131,10 +152,11 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             .bind(&sub)
             .fetch_one(pool)
             .await?;
-        let (claims,): (i64,) = sqlx::query_as("SELECT count(*) FROM claims WHERE subscription = $1")
-            .bind(&sub)
-            .fetch_one(pool)
-            .await?;
+        let (claims,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM claims WHERE subscription = $1")
+                .bind(&sub)
+                .fetch_one(pool)
+                .await?;
         let (open_conflicts,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM conflicts c JOIN nics n ON n.nic_key = c.nic_a WHERE n.subscription = $1",
         )
@@ -142,8 +164,8 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
         .fetch_one(pool)
         .await?;
         let snap = |complete: bool| {
-            sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>, i32, bool)>(
-                "SELECT id, taken_at, recorded_at, nics, finished FROM snapshots
+            sqlx::query_as::<_, SnapshotRow>(
+                "SELECT id, taken_at, recorded_at, nics, finished, partial_reason FROM snapshots
                  WHERE $1 = ANY(subscriptions) AND (complete AND finished) = $2
                  ORDER BY taken_at DESC LIMIT 1",
             )
@@ -151,13 +173,14 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             .bind(complete)
             .fetch_optional(pool)
         };
-        let to_info = |r: Option<(String, DateTime<Utc>, DateTime<Utc>, i32, bool)>| {
-            r.map(|(id, taken_at, recorded_at, nics, finished)| SnapshotInfo {
+        let to_info = |r: Option<SnapshotRow>| {
+            r.map(|(id, taken_at, recorded_at, nics, finished, partial_reason)| SnapshotInfo {
                 id,
                 taken_at,
                 recorded_at,
                 nics,
                 finished,
+                partial_reason,
             })
         };
         let last_complete_snapshot = to_info(snap(true).await?);
@@ -177,7 +200,8 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             last_complete_snapshot,
             last_partial_snapshot,
             newest_activity_event: ev.map(|e| e.0),
-            newest_activity_lag_seconds: ev.map(|(at, rec)| (rec - at).num_milliseconds() as f64 / 1000.0),
+            newest_activity_lag_seconds: ev
+                .map(|(at, rec)| (rec - at).num_milliseconds() as f64 / 1000.0),
         });
     }
     Ok(out)
@@ -196,7 +220,7 @@ pub struct ConflictRow {
 }
 
 pub async fn conflicts(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<ConflictRow>> {
-    let rows: Vec<(String, String, String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>)> =
+    let rows: Vec<ConflictDbRow> =
         sqlx::query_as(
             "SELECT scope, host(ip) || '/' || masklen(ip), nic_a, nic_b, lower(overlap), upper(overlap), recorded_at
              FROM conflicts ORDER BY recorded_at DESC, id DESC LIMIT $1",
@@ -206,14 +230,16 @@ pub async fn conflicts(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<Conflict
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(scope, ip, nic_a, nic_b, overlap_start, overlap_end, recorded_at)| ConflictRow {
-            scope,
-            ip,
-            nic_a,
-            nic_b,
-            overlap_start,
-            overlap_end,
-            recorded_at,
-        })
+        .map(
+            |(scope, ip, nic_a, nic_b, overlap_start, overlap_end, recorded_at)| ConflictRow {
+                scope,
+                ip,
+                nic_a,
+                nic_b,
+                overlap_start,
+                overlap_end,
+                recorded_at,
+            },
+        )
         .collect())
 }

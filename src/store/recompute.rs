@@ -38,8 +38,19 @@ impl ClaimChanges {
 }
 
 /// Loads the runs of `nics`, keyed by NIC.
-pub(super) async fn load_runs(conn: &mut PgConnection, nics: &[String]) -> sqlx::Result<HashMap<String, Vec<Run>>> {
-    type Row = (i64, String, String, DateTime<Utc>, String, DateTime<Utc>, String);
+pub(super) async fn load_runs(
+    conn: &mut PgConnection,
+    nics: &[String],
+) -> sqlx::Result<HashMap<String, Vec<Run>>> {
+    type Row = (
+        i64,
+        String,
+        String,
+        DateTime<Utc>,
+        String,
+        DateTime<Utc>,
+        String,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot
          FROM observations WHERE nic_key = ANY($1)",
@@ -63,10 +74,15 @@ pub(super) async fn load_runs(conn: &mut PgConnection, nics: &[String]) -> sqlx:
 }
 
 /// Writes back changed runs: deletes, updates of loaded runs, inserts of new ones.
-pub(super) async fn save_runs(conn: &mut PgConnection, nic: &[(String, super::runs::Runs)]) -> sqlx::Result<()> {
+pub(super) async fn save_runs(
+    conn: &mut PgConnection,
+    nic: &[(String, super::runs::Runs)],
+) -> sqlx::Result<()> {
     let mut del: Vec<i64> = Vec::new();
-    let (mut u_id, mut u_fa, mut u_fs, mut u_la, mut u_ls) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut i_nic, mut i_fp, mut i_fa, mut i_fs, mut i_la, mut i_ls) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut u_id, mut u_fa, mut u_fs, mut u_la, mut u_ls) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut i_nic, mut i_fp, mut i_fa, mut i_fs, mut i_la, mut i_ls) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (key, runs) in nic {
         del.extend(&runs.deleted);
         for r in runs.runs.iter().filter(|r| r.dirty) {
@@ -90,7 +106,10 @@ pub(super) async fn save_runs(conn: &mut PgConnection, nic: &[(String, super::ru
         }
     }
     if !del.is_empty() {
-        sqlx::query("DELETE FROM observations WHERE id = ANY($1)").bind(&del).execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM observations WHERE id = ANY($1)")
+            .bind(&del)
+            .execute(&mut *conn)
+            .await?;
     }
     if !u_id.is_empty() {
         sqlx::query(
@@ -136,26 +155,40 @@ pub(super) async fn load_completes(
     .bind(subscriptions)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out: HashMap<String, Vec<CompleteSnapshot>> = subscriptions.iter().map(|s| (s.clone(), Vec::new())).collect();
+    let mut out: HashMap<String, Vec<CompleteSnapshot>> = subscriptions
+        .iter()
+        .map(|s| (s.clone(), Vec::new()))
+        .collect();
     for (sub, at, id) in rows {
-        out.entry(sub).or_default().push(CompleteSnapshot { at: micros(at), id });
+        out.entry(sub)
+            .or_default()
+            .push(CompleteSnapshot { at: micros(at), id });
     }
     Ok(out)
 }
 
 /// Recomputes the claims of `nics` from all their evidence and writes the
 /// difference to `claims` and `conflicts`.
-pub(super) async fn recompute(conn: &mut PgConnection, nics: &[String]) -> sqlx::Result<ClaimChanges> {
+pub(super) async fn recompute(
+    conn: &mut PgConnection,
+    nics: &[String],
+) -> sqlx::Result<ClaimChanges> {
     let mut changes = ClaimChanges::default();
     if nics.is_empty() {
         return Ok(changes);
     }
-    let subs: Vec<(String, String)> = sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
-        .bind(nics)
-        .fetch_all(&mut *conn)
-        .await?;
+    let subs: Vec<(String, String)> =
+        sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
+            .bind(nics)
+            .fetch_all(&mut *conn)
+            .await?;
     let sub_of: HashMap<String, String> = subs.into_iter().collect();
-    let mut sub_list: Vec<String> = sub_of.values().cloned().collect::<HashSet<_>>().into_iter().collect();
+    let mut sub_list: Vec<String> = sub_of
+        .values()
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     sub_list.sort();
     let completes = load_completes(conn, &sub_list).await?;
     let mut runs = load_runs(conn, nics).await?;
@@ -191,7 +224,16 @@ pub(super) async fn recompute(conn: &mut PgConnection, nics: &[String]) -> sqlx:
 
     // Existing claims, by identity.
     type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
-    let existing: Vec<(i64, String, String, IpNet, String, Option<DateTime<Utc>>, String)> = sqlx::query_as(
+    type Existing = (
+        i64,
+        String,
+        String,
+        IpNet,
+        String,
+        Option<DateTime<Utc>>,
+        String,
+    );
+    let existing: Vec<Existing> = sqlx::query_as(
         "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE nic_key = ANY($1)",
     )
     .bind(nics)
@@ -206,7 +248,8 @@ pub(super) async fn recompute(conn: &mut PgConnection, nics: &[String]) -> sqlx:
     let mut unchanged: HashSet<String> = HashSet::new();
     let (mut u_id, mut u_plo, mut u_phi, mut u_clo, mut u_chi, mut u_dig, mut u_det) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut i_nic, mut i_scope, mut i_ip, mut i_vm, mut i_sub) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut i_nic, mut i_scope, mut i_ip, mut i_vm, mut i_sub) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let (mut i_plo, mut i_phi, mut i_clo, mut i_chi, mut i_dig, mut i_det) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for nic in nics {
@@ -273,7 +316,10 @@ pub(super) async fn recompute(conn: &mut PgConnection, nics: &[String]) -> sqlx:
     changes.updated = u_id.len();
     changes.inserted = i_nic.len();
     if !del.is_empty() {
-        sqlx::query("DELETE FROM claims WHERE id = ANY($1)").bind(&del).execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM claims WHERE id = ANY($1)")
+            .bind(&del)
+            .execute(&mut *conn)
+            .await?;
     }
     if !u_id.is_empty() {
         sqlx::query(

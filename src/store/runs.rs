@@ -58,9 +58,19 @@ impl Runs {
     /// Records that a snapshot taken at `t` listed the NIC with state `fp`.
     /// `completes` are the finished complete snapshots of the NIC's
     /// subscription, sorted. Returns whether anything changed.
-    pub fn observe(&mut self, t: Micros, snapshot: &str, fp: &str, completes: &[CompleteSnapshot]) -> bool {
+    pub fn observe(
+        &mut self,
+        t: Micros,
+        snapshot: &str,
+        fp: &str,
+        completes: &[CompleteSnapshot],
+    ) -> bool {
         // Inside an existing run?
-        if let Some(i) = self.runs.iter().position(|r| r.first_at <= t && t <= r.last_at) {
+        if let Some(i) = self
+            .runs
+            .iter()
+            .position(|r| r.first_at <= t && t <= r.last_at)
+        {
             if self.runs[i].fingerprint == fp {
                 return false;
             }
@@ -70,13 +80,18 @@ impl Runs {
         }
         let prev = self.runs.iter().rposition(|r| r.last_at < t);
         let next = self.runs.iter().position(|r| r.first_at > t);
-        let joins_prev =
-            prev.filter(|&p| self.runs[p].fingerprint == fp && completes_in(completes, self.runs[p].last_at, t).is_empty());
-        let joins_next =
-            next.filter(|&n| self.runs[n].fingerprint == fp && completes_in(completes, t, self.runs[n].first_at).is_empty());
+        let joins_prev = prev.filter(|&p| {
+            self.runs[p].fingerprint == fp
+                && completes_in(completes, self.runs[p].last_at, t).is_empty()
+        });
+        let joins_next = next.filter(|&n| {
+            self.runs[n].fingerprint == fp
+                && completes_in(completes, t, self.runs[n].first_at).is_empty()
+        });
         match (joins_prev, joins_next) {
             (Some(p), Some(n)) => {
-                let (last_at, last_snapshot) = (self.runs[n].last_at, self.runs[n].last_snapshot.clone());
+                let (last_at, last_snapshot) =
+                    (self.runs[n].last_at, self.runs[n].last_snapshot.clone());
                 let removed = self.runs.remove(n);
                 self.deleted.extend(removed.id);
                 let r = &mut self.runs[p];
@@ -104,7 +119,11 @@ impl Runs {
     /// Records that a finished complete snapshot at `t` did not list the NIC:
     /// a run spanning `t` is split around it. Returns whether anything changed.
     pub fn absent_at(&mut self, t: Micros, completes: &[CompleteSnapshot]) -> bool {
-        match self.runs.iter().position(|r| r.first_at < t && t < r.last_at) {
+        match self
+            .runs
+            .iter()
+            .position(|r| r.first_at < t && t < r.last_at)
+        {
             Some(i) => {
                 self.split(i, t, completes);
                 true
@@ -138,7 +157,9 @@ impl Runs {
         let after = completes_in(completes, t, r.last_at).first();
         let mut pieces = Vec::new();
         if r.first_at < t {
-            let (at, id) = before.map_or((r.first_at, r.first_snapshot.clone()), |c| (c.at, c.id.clone()));
+            let (at, id) = before.map_or((r.first_at, r.first_snapshot.clone()), |c| {
+                (c.at, c.id.clone())
+            });
             pieces.push(Run {
                 id: r.id,
                 last_at: at,
@@ -148,7 +169,9 @@ impl Runs {
             });
         }
         if r.last_at > t {
-            let (at, id) = after.map_or((r.last_at, r.last_snapshot.clone()), |c| (c.at, c.id.clone()));
+            let (at, id) = after.map_or((r.last_at, r.last_snapshot.clone()), |c| {
+                (c.at, c.id.clone())
+            });
             pieces.push(Run {
                 id: if pieces.is_empty() { r.id } else { None },
                 first_at: at,
@@ -192,13 +215,18 @@ pub fn assemble_evidence<'a>(
         observation: Observation::Present(s.clone()),
     };
     for r in runs {
-        let Some(s) = state_of(&r.fingerprint) else { continue };
+        let Some(s) = state_of(&r.fingerprint) else {
+            continue;
+        };
         out.push(snap(r.first_at, &r.first_snapshot, s));
         if r.last_at != r.first_at {
             out.push(snap(r.last_at, &r.last_snapshot, s));
         }
         // Events inside a run: the run's own points nearest to each event.
-        for e in events.iter().filter(|e| r.first_at < e.at && e.at < r.last_at) {
+        for e in events
+            .iter()
+            .filter(|e| r.first_at < e.at && e.at < r.last_at)
+        {
             if let Some(c) = completes_in(completes, r.first_at, e.at).last() {
                 out.push(snap(c.at, &c.id, s));
             }
@@ -210,7 +238,11 @@ pub fn assemble_evidence<'a>(
     for e in events {
         out.push(Evidence {
             at: e.at,
-            kind: if e.state.is_some() { EvidenceKind::ActivityWrite } else { EvidenceKind::ActivityDelete },
+            kind: if e.state.is_some() {
+                EvidenceKind::ActivityWrite
+            } else {
+                EvidenceKind::ActivityDelete
+            },
             id: e.key.clone(),
             created: e.created,
             observation: match &e.state {
@@ -260,7 +292,12 @@ mod tests {
     use super::*;
 
     fn completes(ts: &[Micros]) -> Vec<CompleteSnapshot> {
-        ts.iter().map(|t| CompleteSnapshot { at: *t, id: format!("s{t}") }).collect()
+        ts.iter()
+            .map(|t| CompleteSnapshot {
+                at: *t,
+                id: format!("s{t}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -282,7 +319,11 @@ mod tests {
         let mut r = Runs::default();
         r.observe(30, "s30", "A", &c);
         r.observe(10, "s10", "A", &c);
-        assert_eq!(r.runs.len(), 2, "s20 is complete and between them: not yet proven");
+        assert_eq!(
+            r.runs.len(),
+            2,
+            "s20 is complete and between them: not yet proven"
+        );
         r.observe(20, "s20", "A", &c);
         assert_eq!(r.runs.len(), 1);
         assert_eq!((r.runs[0].first_at, r.runs[0].last_at), (10, 30));
@@ -301,7 +342,11 @@ mod tests {
             dirty: false,
         }]);
         assert!(r.absent_at(30, &c));
-        let spans: Vec<_> = r.runs.iter().map(|x| (x.first_at, x.last_at, x.id)).collect();
+        let spans: Vec<_> = r
+            .runs
+            .iter()
+            .map(|x| (x.first_at, x.last_at, x.id))
+            .collect();
         assert_eq!(spans, vec![(10, 20, Some(7)), (40, 50, None)]);
         assert!(!r.absent_at(30, &c));
     }
@@ -314,14 +359,21 @@ mod tests {
             r.observe(t, &format!("s{t}"), "A", &c);
         }
         r.observe(25, "p25", "B", &c);
-        let spans: Vec<_> = r.runs.iter().map(|x| (x.first_at, x.last_at, x.fingerprint.as_str())).collect();
+        let spans: Vec<_> = r
+            .runs
+            .iter()
+            .map(|x| (x.first_at, x.last_at, x.fingerprint.as_str()))
+            .collect();
         assert_eq!(spans, vec![(10, 20, "A"), (25, 25, "B"), (30, 30, "A")]);
     }
 
     #[test]
     fn absences_come_from_complete_snapshots_outside_runs() {
         let s = NicState {
-            id: crate::model::ArmId::parse("/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/networkInterfaces/n").unwrap(),
+            id: crate::model::ArmId::parse(
+                "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/networkInterfaces/n",
+            )
+            .unwrap(),
             name: "n".into(),
             mac: None,
             vm: None,
@@ -343,7 +395,14 @@ mod tests {
         use EvidenceKind::*;
         assert_eq!(
             got,
-            vec![(10, SnapshotAbsence), (20, SnapshotAbsence), (30, Snapshot), (40, Snapshot), (50, SnapshotAbsence), (60, SnapshotAbsence)]
+            vec![
+                (10, SnapshotAbsence),
+                (20, SnapshotAbsence),
+                (30, Snapshot),
+                (40, Snapshot),
+                (50, SnapshotAbsence),
+                (60, SnapshotAbsence)
+            ]
         );
     }
 }
