@@ -42,8 +42,15 @@ fn v4(s: usize, i: usize, k: usize) -> String {
 fn nic(sub: &str, s: usize, i: usize, ip_shift: usize) -> Value {
     let base = format!("/subscriptions/{sub}/resourceGroups/rg-{}", i / 5000);
     let id = format!("{base}/providers/Microsoft.Network/networkInterfaces/nic-{i}");
-    let vnet = format!("/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet-{}", i / 1000);
-    let ips = [v4(s, i + ip_shift, 0), v4(s, i + ip_shift, 1), format!("fd00:{s}::{:x}", i + ip_shift)];
+    let vnet = format!(
+        "/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet-{}",
+        i / 1000
+    );
+    let ips = [
+        v4(s, i + ip_shift, 0),
+        v4(s, i + ip_shift, 1),
+        format!("fd00:{s}::{:x}:{:x}", (i + ip_shift) >> 16, (i + ip_shift) & 0xffff),
+    ];
     let configs: Vec<Value> = ips
         .iter()
         .enumerate()
@@ -66,24 +73,49 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Value {
     let status = r.status();
     let v: Value = r.json().await.expect("json");
     assert!(status.is_success(), "{url}: {status} {v}");
+    assert!(v["rejected"].as_array().is_none_or(|a| a.is_empty()), "{url}: rejected records: {v}");
     v
 }
 
 async fn counts(pool: &PgPool) -> String {
     let mut out = Vec::new();
-    for t in ["snapshots", "nic_states", "observations", "activity_events", "claims", "claim_changes"] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}"))).fetch_one(pool).await.unwrap();
+    for t in [
+        "snapshots",
+        "nic_states",
+        "observations",
+        "activity_events",
+        "claims",
+        "claim_changes",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+            .fetch_one(pool)
+            .await
+            .unwrap();
         out.push(format!("{t}={n}"));
     }
-    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(pool).await.unwrap();
+    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     out.push(format!("db={} MiB", size / (1024 * 1024)));
     out.join(" ")
 }
 
-async fn post_snapshot(client: &reqwest::Client, base: &str, id: &str, at: &str, sub: &str, s: usize, n: usize, shift: usize) -> Duration {
+async fn post_snapshot(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    at: &str,
+    sub: &str,
+    s: usize,
+    n: usize,
+    shift: usize,
+) -> Duration {
     let pages: Vec<String> = (0..n.div_ceil(PAGE))
         .map(|p| {
-            let nics: Vec<Value> = (p * PAGE..((p + 1) * PAGE).min(n)).map(|i| nic(sub, s, i, shift)).collect();
+            let nics: Vec<Value> = (p * PAGE..((p + 1) * PAGE).min(n))
+                .map(|i| nic(sub, s, i, shift))
+                .collect();
             json!({"snapshot_id": id, "taken_at": at, "subscriptions": [sub], "complete": true,
                    "last_page": (p + 1) * PAGE >= n, "value": nics})
             .to_string()
@@ -109,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
     let n = arg("--nics", 100_000);
     let n2 = arg("--nics2", 250_000);
     let duration = arg("--seconds", 10);
-    let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let url = {
         let mut u = admin.rsplitn(2, '/').nth(1).unwrap_or(&admin).to_string();
         u.push_str("/ipwho_bench");
@@ -117,7 +150,9 @@ async fn main() -> anyhow::Result<()> {
     };
     {
         let pool = ipwho::store::connect(&admin, 1).await?;
-        sqlx::query("DROP DATABASE IF EXISTS ipwho_bench WITH (FORCE)").execute(&pool).await?;
+        sqlx::query("DROP DATABASE IF EXISTS ipwho_bench WITH (FORCE)")
+            .execute(&pool)
+            .await?;
     }
     let pool = ipwho::store::connect(&url, 8).await?;
     ipwho::store::migrate(&pool).await?;
@@ -133,15 +168,29 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { ipwho::api::serve(listener, state, std::future::pending()).await });
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(900)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()?;
 
     println!("# ipwho core benchmark: {n} NICs x 3 IPs, pages of {PAGE}");
     let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
-    println!("complete snapshot, first post:       {:>8.2} s   {}", d.as_secs_f64(), counts(&pool).await);
+    println!(
+        "complete snapshot, first post:       {:>8.2} s   {}",
+        d.as_secs_f64(),
+        counts(&pool).await
+    );
     let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
-    println!("same snapshot posted again:          {:>8.2} s   {}", d.as_secs_f64(), counts(&pool).await);
+    println!(
+        "same snapshot posted again:          {:>8.2} s   {}",
+        d.as_secs_f64(),
+        counts(&pool).await
+    );
     let d = post_snapshot(&client, &base, "bench-s1-t1", T1, SUB1, 1, n, 0).await;
-    println!("new snapshot, unchanged estate:      {:>8.2} s   {}", d.as_secs_f64(), counts(&pool).await);
+    println!(
+        "new snapshot, unchanged estate:      {:>8.2} s   {}",
+        d.as_secs_f64(),
+        counts(&pool).await
+    );
 
     // 100,000 Activity Log events: for half the NICs an update that moves
     // the first IP, then a delete; posted as Event Hub batches of 10,000.
@@ -161,16 +210,28 @@ async fn main() -> anyhow::Result<()> {
             [w, d]
         })
         .collect();
-    let batches: Vec<String> = events.chunks(10_000).map(|c| json!({"records": c}).to_string()).collect();
+    let batches: Vec<String> = events
+        .chunks(10_000)
+        .map(|c| json!({"records": c}).to_string())
+        .collect();
     let t = Instant::now();
     for b in batches {
         post(&client, &format!("{base}/v1/activity"), b).await;
     }
-    println!("{:>6} Activity Log events:          {:>8.2} s   {}", events.len(), t.elapsed().as_secs_f64(), counts(&pool).await);
+    println!(
+        "{:>6} Activity Log events:          {:>8.2} s   {}",
+        events.len(),
+        t.elapsed().as_secs_f64(),
+        counts(&pool).await
+    );
     drop(events);
 
     let d = post_snapshot(&client, &base, "bench-s2-t0", T0, SUB2, 2, n2, 0).await;
-    println!("second subscription, {n2} NICs:   {:>8.2} s   {}", d.as_secs_f64(), counts(&pool).await);
+    println!(
+        "second subscription, {n2} NICs:   {:>8.2} s   {}",
+        d.as_secs_f64(),
+        counts(&pool).await
+    );
     println!("claims in memory: {}", index.len());
 
     // Lookups under concurrency 32, from wrk in a separate process.
@@ -192,7 +253,11 @@ async fn main() -> anyhow::Result<()> {
             let text = String::from_utf8_lossy(&o.stdout);
             println!("\n## GET /v1/ips/{{ip}}/owner, wrk -t2 -c32 -d{duration}s");
             for l in text.lines().filter(|l| {
-                l.contains("Requests/sec") || l.contains(" 50%") || l.contains(" 99%") || l.contains("requests in") || l.contains("Non-2xx")
+                l.contains("Requests/sec")
+                    || l.contains(" 50%")
+                    || l.contains(" 99%")
+                    || l.contains("requests in")
+                    || l.contains("Non-2xx")
             }) {
                 println!("  {}", l.trim());
             }
@@ -206,7 +271,20 @@ async fn main() -> anyhow::Result<()> {
     let f = std::env::temp_dir().join("ipwho-bench.sql");
     std::fs::write(&f, sql)?;
     let out = std::process::Command::new("pgbench")
-        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-c", "32", "-j", "2", "-T", &duration.to_string(), "-f"])
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-c",
+            "32",
+            "-j",
+            "2",
+            "-T",
+            &duration.to_string(),
+            "-f",
+        ])
         .arg(&f)
         .arg("ipwho_bench")
         .output();
@@ -214,7 +292,10 @@ async fn main() -> anyhow::Result<()> {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);
             println!("\n## the same lookup as SQL, pgbench -c 32 -j 2 -T {duration}");
-            for l in text.lines().filter(|l| l.starts_with("tps") || l.starts_with("latency average")) {
+            for l in text
+                .lines()
+                .filter(|l| l.starts_with("tps") || l.starts_with("latency average"))
+            {
                 println!("  {l}");
             }
         }

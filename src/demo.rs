@@ -34,7 +34,10 @@ struct Nic {
 
 fn nic_json(n: &Nic) -> Value {
     let base = format!("/subscriptions/{}/resourceGroups/{}", n.sub, n.rg);
-    let id = format!("{base}/providers/Microsoft.Network/networkInterfaces/{}", n.name);
+    let id = format!(
+        "{base}/providers/Microsoft.Network/networkInterfaces/{}",
+        n.name
+    );
     json!({
         "name": n.name,
         "id": id,
@@ -83,7 +86,10 @@ fn event(op: &str, at: DateTime<Utc>, nic: &Nic, created: bool, body: Option<&Va
 
 /// Loads the demo estate; returns a summary with queries to try.
 pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
-    let day = Utc.with_ymd_and_hms(2025, 6, 2, 0, 0, 0).single().expect("valid date");
+    let day = Utc
+        .with_ymd_and_hms(2025, 6, 2, 0, 0, 0)
+        .single()
+        .expect("valid date");
     let at = |h: i64, m: i64| day + Duration::hours(h) + Duration::minutes(m);
     let prod = |name, ip, mac, vm| Nic {
         sub: PROD,
@@ -159,7 +165,13 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
         event("WRITE", at(8, 10), &web, true, Some(&nic_json(&web))),
         event("WRITE", at(8, 20), &batch, true, Some(&nic_json(&batch))),
         event("DELETE", at(10, 5), &batch, false, None),
-        event("WRITE", at(11, 15), &db_new, false, Some(&nic_json(&db_new))),
+        event(
+            "WRITE",
+            at(11, 15),
+            &db_new,
+            false,
+            Some(&nic_json(&db_new)),
+        ),
         event("WRITE", at(12, 30), &api, true, Some(&nic_json(&api))),
     ];
     let body = json!({ "records": records }).to_string();

@@ -69,7 +69,9 @@ fn ip_key(ip: &IpNet) -> IpNet {
 
 impl Inner {
     fn remove_nic(&mut self, nic: &str) {
-        let Some(old) = self.by_nic.remove(nic) else { return };
+        let Some(old) = self.by_nic.remove(nic) else {
+            return;
+        };
         self.claims -= old.len();
         for c in old {
             let k = ip_key(&c.key.ip);
@@ -102,10 +104,14 @@ impl Inner {
         let info = Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref()));
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
-        self.prefix_lens.insert((k.addr().is_ipv4(), k.prefix_len()));
+        self.prefix_lens
+            .insert((k.addr().is_ipv4(), k.prefix_len()));
         self.by_ip.entry(k).or_default().push(c.clone());
         if !c.key.vm.is_empty() {
-            self.by_vm.entry(c.key.vm.clone()).or_default().push(c.clone());
+            self.by_vm
+                .entry(c.key.vm.clone())
+                .or_default()
+                .push(c.clone());
         }
         if let Some(m) = &c.mac {
             let v = self.by_mac.entry(m.clone()).or_default();
@@ -124,7 +130,9 @@ impl Inner {
             if v4 != ip.is_ipv4() {
                 continue;
             }
-            let Ok(net) = IpNet::new(ip, len) else { continue };
+            let Ok(net) = IpNet::new(ip, len) else {
+                continue;
+            };
             if let Some(v) = self.by_ip.get(&net.trunc()) {
                 out.extend(v.iter().cloned());
             }
@@ -175,7 +183,8 @@ impl Index {
 
     fn touch(&self) {
         self.seq.fetch_add(1, Ordering::Relaxed);
-        self.updated_at.store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
+        self.updated_at
+            .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
     }
 
     /// Replaces the claims of each NIC with its newly derived set.
@@ -227,7 +236,10 @@ impl Index {
 
     /// Update sequence number and time of the last update (micros).
     pub fn freshness(&self) -> (u64, Micros) {
-        (self.seq.load(Ordering::Relaxed), self.updated_at.load(Ordering::Relaxed))
+        (
+            self.seq.load(Ordering::Relaxed),
+            self.updated_at.load(Ordering::Relaxed),
+        )
     }
 
     /// Every claim on `ip` (including prefixes that contain it) admitted by `scope`.
@@ -246,7 +258,13 @@ impl Index {
 
     /// The owner at `t`, the owner at `now`, and whether the same NIC held
     /// the IP from `t` to `now`.
-    pub fn lookup_with_now(&self, ip: IpAddr, t: Micros, now: Micros, scope: &Scope) -> (Lookup, Lookup, Option<Continuity>) {
+    pub fn lookup_with_now(
+        &self,
+        ip: IpAddr,
+        t: Micros,
+        now: Micros,
+        scope: &Scope,
+    ) -> (Lookup, Lookup, Option<Continuity>) {
         let claims = self.claims_of_ip(ip, scope);
         let at_t = answer_owned(&claims, t);
         let at_now = answer_owned(&claims, now);
@@ -285,7 +303,13 @@ impl Index {
 
 fn answer_owned(claims: &[Arc<Entry>], t: Micros) -> Lookup {
     let a: Answer<'_> = engine::answer(claims.iter().map(|c| &c.claim), t);
-    let find = |c: &Claim| claims.iter().find(|x| std::ptr::eq(&x.claim, c)).cloned().expect("answer names an input claim");
+    let find = |c: &Claim| {
+        claims
+            .iter()
+            .find(|x| std::ptr::eq(&x.claim, c))
+            .cloned()
+            .expect("answer names an input claim")
+    };
     Lookup {
         status: a.status,
         owner: a.owner.map(find),
@@ -331,7 +355,9 @@ impl Attributor for Index {
         };
         let mut other: Option<Arc<Entry>> = None;
         for n in nics {
-            let Some(claims) = r.by_nic.get(&n.key.nic) else { continue };
+            let Some(claims) = r.by_nic.get(&n.key.nic) else {
+                continue;
+            };
             let mut live = claims.iter().filter(|c| c.possible.contains(at)).peekable();
             if live.peek().is_none() {
                 continue;
@@ -340,7 +366,11 @@ impl Attributor for Index {
             if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
                 // The NIC that logged the flow held the IP: answer as a
                 // lookup of the IP in that NIC's VNet would.
-                let scoped: Vec<Arc<Entry>> = r.claims_of_ip(ip).into_iter().filter(|x| x.key.scope == c.key.scope).collect();
+                let scoped: Vec<Arc<Entry>> = r
+                    .claims_of_ip(ip)
+                    .into_iter()
+                    .filter(|x| x.key.scope == c.key.scope)
+                    .collect();
                 let mut a = from_lookup(answer_owned(&scoped, at), Via::Mac);
                 a.ip_held = Some(true);
                 if a.nic.is_none() && a.candidates.is_empty() {
@@ -370,7 +400,8 @@ impl Attributor for Index {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
         if let Some(v) = &hint.vnet {
-            let scoped: Vec<Arc<Entry>> = all.iter().filter(|c| c.key.scope == *v).cloned().collect();
+            let scoped: Vec<Arc<Entry>> =
+                all.iter().filter(|c| c.key.scope == *v).cloned().collect();
             if !scoped.is_empty() {
                 let l = answer_owned(&scoped, at);
                 if l.status != engine::Status::Unknown {
@@ -381,7 +412,11 @@ impl Attributor for Index {
         if let Some(s) = &hint.subscription {
             let scoped: Vec<Arc<Entry>> = all
                 .iter()
-                .filter(|c| c.nic.segment("subscriptions").is_some_and(|x| x.eq_ignore_ascii_case(s)))
+                .filter(|c| {
+                    c.nic
+                        .segment("subscriptions")
+                        .is_some_and(|x| x.eq_ignore_ascii_case(s))
+                })
                 .cloned()
                 .collect();
             if !scoped.is_empty() {

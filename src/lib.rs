@@ -10,11 +10,10 @@ pub mod azure;
 pub mod collector;
 pub mod demo;
 pub mod engine;
+pub mod enrich;
 pub mod index;
 pub mod model;
 pub mod service;
-#[cfg(not(ipwho_core_only))]
 pub mod sim;
 pub mod store;
 pub mod sync;
-pub mod enrich;

@@ -11,10 +11,14 @@ use clap::{Args, Parser, Subcommand};
 use ipwho::api::lookup::{self, ScopeParams};
 use ipwho::api::{self, AppState, Limits};
 use ipwho::service::{self, SnapshotParams};
-use ipwho::{demo, store, sync};
+use ipwho::{collector, demo, store, sync};
 
 #[derive(Parser)]
-#[command(name = "ipwho", version, about = "Which NIC, and so which VM, owned private IP X at time T?")]
+#[command(
+    name = "ipwho",
+    version,
+    about = "Which NIC, and so which VM, owned private IP X at time T?"
+)]
 struct Cli {
     #[command(flatten)]
     db: DbArgs,
@@ -77,6 +81,8 @@ enum Command {
     },
     /// Coverage and freshness per subscription.
     Status,
+    /// Take one complete snapshot of each subscription from Azure Resource Manager and ingest it.
+    Collect(collector::CollectArgs),
     /// Load a small realistic estate with churn, to query at once.
     Demo,
     /// Print the OpenAPI document (the one committed as openapi/openapi.json).
@@ -114,6 +120,9 @@ struct ServeArgs {
     /// Database connections.
     #[arg(long, env = "IPWHO_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
+    /// The built-in collector: with `--subscription`, collect every `--collect-every-minutes`.
+    #[command(flatten)]
+    collect: collector::CollectArgs,
 }
 
 #[derive(Subcommand)]
@@ -138,7 +147,9 @@ enum IngestCommand {
 
 fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -173,7 +184,8 @@ async fn main() -> anyhow::Result<()> {
                 subnet: None,
                 subscription,
             };
-            let answer = lookup::owner_answer(&index, &ip, at.as_deref(), &scope).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let answer = lookup::owner_answer(&index, &ip, at.as_deref(), &scope)
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -183,8 +195,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::History { ip, from, to, json } => {
             let (_, index) = open(&url).await?;
-            let h = lookup::ip_history_for(&index, &ip, from.as_deref(), to.as_deref(), &ScopeParams::default())
-                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let h = lookup::ip_history_for(
+                &index,
+                &ip,
+                from.as_deref(),
+                to.as_deref(),
+                &ScopeParams::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
@@ -192,10 +210,20 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Collect(args) => {
+            let cfg = collector::CollectorConfig::from_env(&args)?;
+            let (pool, index) = open(&url).await?;
+            let reports = collector::collect_once(&pool, &index, &cfg).await?;
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+            Ok(())
+        }
         Command::Status => {
             let pool = store::connect(&url, 2).await?;
             store::migrate(&pool).await?;
-            println!("{}", serde_json::to_string_pretty(&store::status(&pool).await?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&store::status(&pool).await?)?
+            );
             Ok(())
         }
         Command::Enrich {
@@ -218,7 +246,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
-    let pool = store::connect(url, 4).await.with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    let pool = store::connect(url, 4)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
     let index = sync::load(&pool).await?;
     Ok((pool, index))
@@ -239,7 +269,10 @@ async fn enrich(
     };
     let opts = ipwho::enrich::EnrichOptions {
         format: format
-            .map(|f| f.parse::<ipwho::enrich::Format>().map_err(|e| anyhow::anyhow!("--format: {e}")))
+            .map(|f| {
+                f.parse::<ipwho::enrich::Format>()
+                    .map_err(|e| anyhow::anyhow!("--format: {e}"))
+            })
             .transpose()?,
         lookups: !floor,
         ..Default::default()
@@ -258,10 +291,17 @@ async fn enrich(
                 .collect::<anyhow::Result<_>>()?
         };
         let w: Box<dyn Write> = match &out {
-            Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+            Some(p) => Box::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            ),
             None => Box::new(std::io::stdout().lock()),
         };
-        Ok(ipwho::enrich::enrich_readers(readers, BufWriter::with_capacity(1 << 20, w), opts, index)?)
+        Ok(ipwho::enrich::enrich_readers(
+            readers,
+            BufWriter::with_capacity(1 << 20, w),
+            opts,
+            index,
+        )?)
     })
     .await??;
     eprintln!("{}", serde_json::to_string(&summary)?);
@@ -315,7 +355,12 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let index = Arc::new(sync::load(&pool).await?);
     tracing::info!(claims = index.len(), "claims loaded");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(sync::follow(pool.clone(), index.clone(), Duration::from_secs(5), stop_rx.clone()));
+    let follower = tokio::spawn(sync::follow(
+        pool.clone(),
+        index.clone(),
+        Duration::from_secs(5),
+        stop_rx.clone(),
+    ));
     let pruner = {
         let pool = pool.clone();
         let mut stop = stop_rx.clone();
@@ -332,6 +377,13 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         })
+    };
+    let collector_task = if args.collect.subscriptions.is_empty() {
+        None
+    } else {
+        let cfg = collector::CollectorConfig::from_env(&args.collect)?;
+        tracing::info!(subscriptions = cfg.subscriptions.len(), every_minutes = args.collect.collect_every_minutes, "collector scheduled");
+        Some(tokio::spawn(collector::run_schedule(pool.clone(), index.clone(), cfg, stop_rx.clone())))
     };
     let state = AppState {
         pool: pool.clone(),
@@ -350,6 +402,9 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = follower.await;
     let _ = pruner.await;
+    if let Some(c) = collector_task {
+        let _ = c.await;
+    }
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -110,30 +110,62 @@ pub struct IgnoredView {
 }
 
 fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool) -> String {
-    let text = format!("{}|{}|{}", taken_at.timestamp_micros(), subs.join(","), complete);
-    format!("snap-{}", &crate::model::short_digest(text.as_bytes())[..20])
+    let text = format!(
+        "{}|{}|{}",
+        taken_at.timestamp_micros(),
+        subs.join(","),
+        complete
+    );
+    format!(
+        "snap-{}",
+        &crate::model::short_digest(text.as_bytes())[..20]
+    )
 }
 
 fn nics_of(body: &Value) -> Option<&Vec<Value>> {
     match body {
         Value::Array(a) => Some(a),
-        Value::Object(o) => ["value", "nics", "data"].iter().find_map(|k| o.get(*k).and_then(Value::as_array)),
+        Value::Object(o) => ["value", "nics", "data"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_array)),
         _ => None,
     }
 }
 
 /// Parses and stores one snapshot page, then updates `index`.
-pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: SnapshotParams) -> Result<SnapshotResponse, ApiError> {
+pub async fn ingest_snapshot(
+    pool: &PgPool,
+    index: &Index,
+    body: &[u8],
+    query: SnapshotParams,
+) -> Result<SnapshotResponse, ApiError> {
     let body: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad(ErrorCode::InvalidBody, "body", format!("snapshot body is not JSON: {e}"))
+        ApiError::bad(
+            ErrorCode::InvalidBody,
+            "body",
+            format!("snapshot body is not JSON: {e}"),
+        )
     })?;
     let from_body: SnapshotParams = match &body {
         Value::Object(o) => {
-            const META: [&str; 5] = ["snapshot_id", "taken_at", "subscriptions", "complete", "last_page"];
-            let meta: serde_json::Map<String, Value> =
-                o.iter().filter(|(k, _)| META.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            const META: [&str; 5] = [
+                "snapshot_id",
+                "taken_at",
+                "subscriptions",
+                "complete",
+                "last_page",
+            ];
+            let meta: serde_json::Map<String, Value> = o
+                .iter()
+                .filter(|(k, _)| META.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             serde_json::from_value(Value::Object(meta)).map_err(|e| {
-                ApiError::bad(ErrorCode::InvalidBody, "body", format!("snapshot metadata: {e}"))
+                ApiError::bad(
+                    ErrorCode::InvalidBody,
+                    "body",
+                    format!("snapshot metadata: {e}"),
+                )
             })?
         }
         _ => SnapshotParams::default(),
@@ -146,10 +178,18 @@ pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: S
         )
     })?;
     let taken_at = from_body.taken_at.or(query.taken_at).ok_or_else(|| {
-        ApiError::bad(ErrorCode::InvalidParameter, "taken_at", "taken_at is required: when the listing was taken")
+        ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "taken_at",
+            "taken_at is required: when the listing was taken",
+        )
     })?;
     let taken_at = crate::azure::time::parse_time(&taken_at).map_err(|e| {
-        ApiError::bad(ErrorCode::InvalidTime, "taken_at", format!("taken_at {taken_at:?}: {e}"))
+        ApiError::bad(
+            ErrorCode::InvalidTime,
+            "taken_at",
+            format!("taken_at {taken_at:?}: {e}"),
+        )
     })?;
     let complete = from_body.complete.or(query.complete).unwrap_or(false);
     let last_page = from_body.last_page.or(query.last_page).unwrap_or(true);
@@ -169,7 +209,12 @@ pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: S
     let subscriptions: Vec<String> = match from_body.subscriptions.or(query.subscriptions) {
         Some(s) => s
             .iter()
-            .map(|x| x.trim().trim_start_matches("/subscriptions/").trim_matches('/').to_ascii_lowercase())
+            .map(|x| {
+                x.trim()
+                    .trim_start_matches("/subscriptions/")
+                    .trim_matches('/')
+                    .to_ascii_lowercase()
+            })
             .filter(|x| !x.is_empty())
             .collect(),
         None if complete => {
@@ -185,7 +230,11 @@ pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: S
     subscriptions.sort();
     subscriptions.dedup();
     if subscriptions.is_empty() {
-        return Err(ApiError::bad(ErrorCode::InvalidParameter, "subscriptions", "no subscription given"));
+        return Err(ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "subscriptions",
+            "no subscription given",
+        ));
     }
     let mut accepted = Vec::with_capacity(parsed.len());
     for (i, s) in parsed {
@@ -222,7 +271,13 @@ pub async fn ingest_snapshot(pool: &PgPool, index: &Index, body: &[u8], query: S
     let received = nics.len();
     let (report, changes) = store::ingest_snapshot_page(pool, &page).await?;
     index.apply(changes).await;
-    Ok(snapshot_response(report, taken_at, subscriptions, received, rejected))
+    Ok(snapshot_response(
+        report,
+        taken_at,
+        subscriptions,
+        received,
+        rejected,
+    ))
 }
 
 fn snapshot_response(
@@ -251,7 +306,11 @@ fn snapshot_response(
 }
 
 /// Finishes a multi-page snapshot, then updates `index`.
-pub async fn finish_snapshot(pool: &PgPool, index: &Index, id: &str) -> Result<SnapshotResponse, ApiError> {
+pub async fn finish_snapshot(
+    pool: &PgPool,
+    index: &Index,
+    id: &str,
+) -> Result<SnapshotResponse, ApiError> {
     let (report, changes) = store::finish_snapshot(pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no snapshot with id {id:?}")))?;
@@ -261,11 +320,21 @@ pub async fn finish_snapshot(pool: &PgPool, index: &Index, id: &str) -> Result<S
             .bind(id)
             .fetch_one(pool)
             .await?;
-    Ok(snapshot_response(report, taken_at, subscriptions, 0, Vec::new()))
+    Ok(snapshot_response(
+        report,
+        taken_at,
+        subscriptions,
+        0,
+        Vec::new(),
+    ))
 }
 
 /// Parses and stores a batch of Activity Log records, then updates `index`.
-pub async fn ingest_activity(pool: &PgPool, index: &Index, body: &[u8]) -> Result<ActivityResponse, ApiError> {
+pub async fn ingest_activity(
+    pool: &PgPool,
+    index: &Index,
+    body: &[u8],
+) -> Result<ActivityResponse, ApiError> {
     let outcomes = parse_activity(body);
     let records = outcomes.len();
     let mut events = Vec::new();
@@ -274,8 +343,18 @@ pub async fn ingest_activity(pool: &PgPool, index: &Index, body: &[u8]) -> Resul
     for o in outcomes {
         match o {
             ActivityOutcome::Accepted(e) => events.push(e),
-            ActivityOutcome::Ignored { reason, .. } => *ignored.entry(reason.as_str()).or_default() += 1,
-            ActivityOutcome::Rejected { index, field, reason } => rejected.push(RejectedView { index, field, reason }),
+            ActivityOutcome::Ignored { reason, .. } => {
+                *ignored.entry(reason.as_str()).or_default() += 1
+            }
+            ActivityOutcome::Rejected {
+                index,
+                field,
+                reason,
+            } => rejected.push(RejectedView {
+                index,
+                field,
+                reason,
+            }),
         }
     }
     let (report, changes) = store::ingest_activity(pool, &events).await?;

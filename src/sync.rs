@@ -17,7 +17,9 @@ use crate::index::Index;
 pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
     // Read the feed position first: changes committed while loading are
     // replayed by the next catch-up (replaying is harmless).
-    let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes").fetch_one(pool).await?;
+    let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
+        .fetch_one(pool)
+        .await?;
     let index = Index::from_claims(crate::store::load_claims(pool).await?);
     *index.applied_seq.lock().await = seq;
     Ok(index)
@@ -28,7 +30,9 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
 pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     let mut applied = index.applied_seq.lock().await;
     let (min, max): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes").fetch_one(pool).await?;
+        sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes")
+            .fetch_one(pool)
+            .await?;
     let Some(max) = max else { return Ok(0) };
     if max <= *applied {
         return Ok(0);
@@ -53,11 +57,13 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     .bind(max)
     .fetch_all(pool)
     .await?;
-    let rows: Vec<(String, Json<Claim>)> = sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
-        .bind(&nics)
-        .fetch_all(pool)
-        .await?;
-    let mut by_nic: HashMap<String, Vec<Claim>> = nics.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let rows: Vec<(String, Json<Claim>)> =
+        sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
+            .bind(&nics)
+            .fetch_all(pool)
+            .await?;
+    let mut by_nic: HashMap<String, Vec<Claim>> =
+        nics.iter().map(|n| (n.clone(), Vec::new())).collect();
     for (n, c) in rows {
         by_nic.entry(n).or_default().push(c.0);
     }
@@ -69,7 +75,12 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
 
 /// Follows the change feed until `shutdown`: on every notification, and
 /// every `poll` in case one was missed.
-pub async fn follow(pool: PgPool, index: std::sync::Arc<Index>, poll: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn follow(
+    pool: PgPool,
+    index: std::sync::Arc<Index>,
+    poll: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut listener = match PgListener::connect_with(&pool).await {
         Ok(mut l) => match l.listen("ipwho_claims").await {
             Ok(()) => Some(l),
@@ -111,9 +122,11 @@ pub async fn follow(pool: PgPool, index: std::sync::Arc<Index>, poll: Duration, 
 /// Deletes change-feed entries older than `keep`.
 pub async fn prune(pool: &PgPool, keep: Duration) -> anyhow::Result<u64> {
     let secs = keep.as_secs_f64();
-    let r = sqlx::query("DELETE FROM claim_changes WHERE changed_at < now() - make_interval(secs => $1)")
-        .bind(secs)
-        .execute(pool)
-        .await?;
+    let r = sqlx::query(
+        "DELETE FROM claim_changes WHERE changed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?;
     Ok(r.rows_affected())
 }

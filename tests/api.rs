@@ -26,27 +26,47 @@ async fn snapshots_answer_lookups_and_reposting_changes_nothing(pool: PgPool) {
     assert_eq!(r["claims_inserted"], 3);
 
     let (status, nic_name, v) = app.owner("10.0.0.4", T0, "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("confirmed", Some("nic-a")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-a"))
+    );
     assert_eq!(v["owner"]["vm"]["name"], "vm-a");
     assert_eq!(v["owner"]["nic"]["subscription"], SUB1);
     assert_eq!(v["owner"]["evidence"][0]["kind"], "snapshot");
     // After the last sighting, nothing has ended the claim: probable.
     let (status, nic_name, v) = app.owner("10.0.0.4", T2, "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("probable", Some("nic-a")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("probable", Some("nic-a"))
+    );
     assert_eq!(v["held_continuously"], "probably");
     let (status, nic_name, _) = app.owner("fd00::5", T0, "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("confirmed", Some("nic-b")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-b"))
+    );
     let (status, _, v) = app.owner("10.0.0.9", T0, "").await;
     assert_eq!(status, "unknown");
     assert!(v["owner"].is_null());
 
-    let before = (app.count("observations").await, app.count("claims").await, app.count("nic_states").await);
+    let before = (
+        app.count("observations").await,
+        app.count("claims").await,
+        app.count("nic_states").await,
+    );
     let table = claims_table(&app.pool).await;
     let (code, r) = app.post_json("/v1/snapshots", &body).await;
     assert_eq!(code, 200);
     assert_eq!(r["changed"], 0);
-    assert_eq!((r["claims_inserted"].as_u64(), r["claims_updated"].as_u64()), (Some(0), Some(0)));
-    let after = (app.count("observations").await, app.count("claims").await, app.count("nic_states").await);
+    assert_eq!(
+        (r["claims_inserted"].as_u64(), r["claims_updated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let after = (
+        app.count("observations").await,
+        app.count("claims").await,
+        app.count("nic_states").await,
+    );
     assert_eq!(before, after);
     assert_eq!(table, claims_table(&app.pool).await);
 }
@@ -56,24 +76,48 @@ async fn a_complete_snapshot_ends_the_claims_of_missing_nics(pool: PgPool) {
     let app = TestApp::start(pool).await;
     let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
     let keep = nic(SUB1, "vnet1", "nic-keep", &["10.0.0.8"], None);
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a.clone(), keep.clone()])).await;
-    app.post_json("/v1/snapshots", &snapshot(T1, &[SUB1], true, vec![a.clone(), keep.clone()])).await;
+    app.post_json(
+        "/v1/snapshots",
+        &snapshot(T0, &[SUB1], true, vec![a.clone(), keep.clone()]),
+    )
+    .await;
+    app.post_json(
+        "/v1/snapshots",
+        &snapshot(T1, &[SUB1], true, vec![a.clone(), keep.clone()]),
+    )
+    .await;
     // nic-a is gone at T2; a partial snapshot without it says nothing.
-    let (_, r) = app.post_json("/v1/snapshots", &snapshot(T2, &[SUB1], false, vec![keep.clone()])).await;
+    let (_, r) = app
+        .post_json(
+            "/v1/snapshots",
+            &snapshot(T2, &[SUB1], false, vec![keep.clone()]),
+        )
+        .await;
     assert_eq!(r["complete"], false);
     let (status, _, _) = app.owner("10.0.0.4", T3, "").await;
     assert_eq!(status, "probable", "a partial snapshot ends no claim");
-    let (_, r) = app.post_json("/v1/snapshots", &snapshot(T3, &[SUB1], true, vec![keep.clone()])).await;
+    let (_, r) = app
+        .post_json(
+            "/v1/snapshots",
+            &snapshot(T3, &[SUB1], true, vec![keep.clone()]),
+        )
+        .await;
     assert_eq!(r["absent_nics_affected"], 1, "{r}");
     let (status, _, _) = app.owner("10.0.0.4", T1, "").await;
     assert_eq!(status, "confirmed");
     // Between the last sighting and the snapshot without it: possible, with the gap's bounds.
     let (status, nic_name, v) = app.owner("10.0.0.4", T2, "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("possible", Some("nic-a")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("possible", Some("nic-a"))
+    );
     assert_eq!(v["owner"]["possible"]["end"], "2025-03-01T10:45:00Z");
     assert_eq!(v["held_continuously"], "unknown");
     let (status, _, v) = app.owner("10.0.0.4", T3, "").await;
-    assert_eq!(status, "unknown", "settled: after the complete snapshot that ended every claim");
+    assert_eq!(
+        status, "unknown",
+        "settled: after the complete snapshot that ended every claim"
+    );
     assert_eq!(v["now"]["status"], "unknown");
     // The storage holds two runs of observations at most, not one row per sighting.
     assert_eq!(app.count("observations").await, 2);
@@ -85,7 +129,11 @@ async fn a_multi_page_snapshot_counts_as_complete_only_when_done(pool: PgPool) {
     let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], None);
     let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], None);
     let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.6"], None);
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a.clone(), b.clone(), c.clone()])).await;
+    app.post_json(
+        "/v1/snapshots",
+        &snapshot(T0, &[SUB1], true, vec![a.clone(), b.clone(), c.clone()]),
+    )
+    .await;
     // Two pages at T1 without nic-c: nothing is ended until the snapshot is done.
     let page = |nics: Vec<Value>| {
         let mut p = snapshot(T1, &[SUB1], true, nics);
@@ -121,7 +169,8 @@ async fn a_multi_page_snapshot_counts_as_complete_only_when_done(pool: PgPool) {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn activity_events_fix_the_ends_and_ignore_the_rest(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    // nic-a is not attached to a VM: its delete fixes the end exactly.
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], None);
     let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.4"], Some("vm-b"));
     let records = json!({"records": [
         activity("WRITE", "2025-03-01T10:00:00.1234567Z", &a, "Start", true),
@@ -133,17 +182,31 @@ async fn activity_events_fix_the_ends_and_ignore_the_rest(pool: PgPool) {
     ]});
     let (code, r) = app.post_json("/v1/activity", &records).await;
     assert_eq!(code, 200, "{r}");
-    assert_eq!((r["records"].as_u64(), r["accepted"].as_u64()), (Some(5), Some(3)));
+    assert_eq!(
+        (r["records"].as_u64(), r["accepted"].as_u64()),
+        (Some(5), Some(3))
+    );
     let ignored: Vec<(String, u64)> = r["ignored"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["reason"].as_str().unwrap().to_string(), x["count"].as_u64().unwrap()))
+        .map(|x| {
+            (
+                x["reason"].as_str().unwrap().to_string(),
+                x["count"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(ignored, vec![("not_succeeded".into(), 1), ("other_operation".into(), 1)]);
+    assert_eq!(
+        ignored,
+        vec![("not_succeeded".into(), 1), ("other_operation".into(), 1)]
+    );
 
     let (status, nic_name, v) = app.owner("10.0.0.4", "2025-03-01T10:59:59Z", "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("confirmed", Some("nic-a")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-a"))
+    );
     assert_eq!(v["owner"]["certain"]["end"], "2025-03-01T11:00:00Z");
     assert_eq!(v["owner"]["end_exact"], true);
     assert_eq!(v["held_continuously"], "no");
@@ -152,14 +215,25 @@ async fn activity_events_fix_the_ends_and_ignore_the_rest(pool: PgPool) {
     let (status, _, _) = app.owner("10.0.0.4", "2025-03-01T11:00:10Z", "").await;
     assert_eq!(status, "unknown");
     let (status, nic_name, _) = app.owner("10.0.0.4", "2025-03-01T11:00:30Z", "").await;
-    assert_eq!((status.as_str(), nic_name.as_deref()), ("confirmed", Some("nic-b")));
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-b"))
+    );
 
     // The same events again, as JSON Lines with a garbage line: duplicates, one rejection.
-    let lines: Vec<String> = records["records"].as_array().unwrap().iter().map(|r| r.to_string()).collect();
+    let lines: Vec<String> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     let body = format!("{}\n{{not json\n{}\n", lines[1], lines[2]);
     let (code, r) = app.post("/v1/activity", body).await;
     assert_eq!(code, 200, "{r}");
-    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
     assert_eq!(r["rejected"][0]["index"], 1);
     assert_eq!(app.count("activity_events").await, 3);
 }
@@ -172,17 +246,78 @@ async fn arrival_order_never_changes_the_claims(pool: PgPool) {
     let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], None);
     let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.4"], None);
     let posts: Vec<(&str, Value)> = vec![
-        ("/v1/snapshots", snapshot("2025-03-01T10:00:00Z", &[SUB1], true, vec![a.clone(), b.clone()])),
-        ("/v1/snapshots", snapshot("2025-03-01T10:15:00Z", &[SUB1], true, vec![a2.clone(), b.clone()])),
-        ("/v1/snapshots", snapshot("2025-03-01T10:30:00Z", &[SUB1], true, vec![b.clone()])),
-        ("/v1/snapshots", snapshot("2025-03-01T10:45:00Z", &[SUB1], true, vec![b.clone(), c.clone()])),
-        ("/v1/snapshots", snapshot("2025-03-01T10:20:00Z", &[SUB1], false, vec![a2.clone()])),
-        ("/v1/activity", json!([activity("DELETE", "2025-03-01T10:25:00Z", &a, "Success", false)])),
-        ("/v1/activity", json!([activity("WRITE", "2025-03-01T10:40:00Z", &c, "Success", true)])),
-        ("/v1/activity", json!([activity("WRITE", "2025-03-01T10:05:00Z", &a2, "Success", false)])),
+        (
+            "/v1/snapshots",
+            snapshot(
+                "2025-03-01T10:00:00Z",
+                &[SUB1],
+                true,
+                vec![a.clone(), b.clone()],
+            ),
+        ),
+        (
+            "/v1/snapshots",
+            snapshot(
+                "2025-03-01T10:15:00Z",
+                &[SUB1],
+                true,
+                vec![a2.clone(), b.clone()],
+            ),
+        ),
+        (
+            "/v1/snapshots",
+            snapshot("2025-03-01T10:30:00Z", &[SUB1], true, vec![b.clone()]),
+        ),
+        (
+            "/v1/snapshots",
+            snapshot(
+                "2025-03-01T10:45:00Z",
+                &[SUB1],
+                true,
+                vec![b.clone(), c.clone()],
+            ),
+        ),
+        (
+            "/v1/snapshots",
+            snapshot("2025-03-01T10:20:00Z", &[SUB1], false, vec![a2.clone()]),
+        ),
+        (
+            "/v1/activity",
+            json!([activity(
+                "DELETE",
+                "2025-03-01T10:25:00Z",
+                &a,
+                "Success",
+                false
+            )]),
+        ),
+        (
+            "/v1/activity",
+            json!([activity(
+                "WRITE",
+                "2025-03-01T10:40:00Z",
+                &c,
+                "Success",
+                true
+            )]),
+        ),
+        (
+            "/v1/activity",
+            json!([activity(
+                "WRITE",
+                "2025-03-01T10:05:00Z",
+                &a2,
+                "Success",
+                false
+            )]),
+        ),
     ];
     let mut tables = Vec::new();
-    for order in [vec![0, 1, 2, 3, 4, 5, 6, 7], vec![7, 6, 5, 4, 3, 2, 1, 0], vec![3, 0, 5, 2, 7, 1, 4, 6]] {
+    for order in [
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        vec![7, 6, 5, 4, 3, 2, 1, 0],
+        vec![3, 0, 5, 2, 7, 1, 4, 6],
+    ] {
         sqlx::query("TRUNCATE snapshots, snapshot_members, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
             .execute(&app.pool)
             .await
@@ -202,10 +337,22 @@ async fn arrival_order_never_changes_the_claims(pool: PgPool) {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn storage_grows_with_change_not_repetition(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    let nics: Vec<Value> = (0..50).map(|i| nic(SUB1, "vnet1", &format!("nic-{i}"), &[&format!("10.0.1.{i}")], Some("vm"))).collect();
+    let nics: Vec<Value> = (0..50)
+        .map(|i| {
+            nic(
+                SUB1,
+                "vnet1",
+                &format!("nic-{i}"),
+                &[&format!("10.0.1.{i}")],
+                Some("vm"),
+            )
+        })
+        .collect();
     for k in 0..20 {
         let t = format!("2025-03-01T{:02}:{:02}:00Z", 10 + k / 4, (k % 4) * 15);
-        let (code, r) = app.post_json("/v1/snapshots", &snapshot(&t, &[SUB1], true, nics.clone())).await;
+        let (code, r) = app
+            .post_json("/v1/snapshots", &snapshot(&t, &[SUB1], true, nics.clone()))
+            .await;
         assert_eq!(code, 200, "{r}");
     }
     assert_eq!(app.count("snapshots").await, 20);
@@ -223,16 +370,31 @@ async fn the_same_ip_in_two_vnets_is_ambiguous_until_scoped(pool: PgPool) {
     let app = TestApp::start(pool).await;
     let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
     let b = nic(SUB2, "vnet2", "nic-b", &["10.0.0.4"], Some("vm-b"));
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a])).await;
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB2], true, vec![b])).await;
+    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a]))
+        .await;
+    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB2], true, vec![b]))
+        .await;
     let (status, _, v) = app.owner("10.0.0.4", T0, "").await;
     assert_eq!(status, "ambiguous");
     assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
-    let (status, name, _) = app.owner("10.0.0.4", T0, &format!("&subscription={SUB2}")).await;
-    assert_eq!((status.as_str(), name.as_deref()), ("confirmed", Some("nic-b")));
-    let vnet = format!("/SUBSCRIPTIONS/{}/RESOURCEGROUPS/NET/PROVIDERS/MICROSOFT.NETWORK/VIRTUALNETWORKS/VNET1", SUB1.to_uppercase());
-    let (status, name, _) = app.owner("10.0.0.4", T0, &format!("&vnet={}", urlencode(&vnet))).await;
-    assert_eq!((status.as_str(), name.as_deref()), ("confirmed", Some("nic-a")));
+    let (status, name, _) = app
+        .owner("10.0.0.4", T0, &format!("&subscription={SUB2}"))
+        .await;
+    assert_eq!(
+        (status.as_str(), name.as_deref()),
+        ("confirmed", Some("nic-b"))
+    );
+    let vnet = format!(
+        "/SUBSCRIPTIONS/{}/RESOURCEGROUPS/NET/PROVIDERS/MICROSOFT.NETWORK/VIRTUALNETWORKS/VNET1",
+        SUB1.to_uppercase()
+    );
+    let (status, name, _) = app
+        .owner("10.0.0.4", T0, &format!("&vnet={}", urlencode(&vnet)))
+        .await;
+    assert_eq!(
+        (status.as_str(), name.as_deref()),
+        ("confirmed", Some("nic-a"))
+    );
 }
 
 fn urlencode(s: &str) -> String {
@@ -247,23 +409,49 @@ fn urlencode(s: &str) -> String {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn reverse_views_list_what_a_nic_and_a_vm_held(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4", "10.0.0.14"], Some("vm-a"));
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a.clone()])).await;
+    let a = nic(
+        SUB1,
+        "vnet1",
+        "nic-a",
+        &["10.0.0.4", "10.0.0.14"],
+        Some("vm-a"),
+    );
+    app.post_json(
+        "/v1/snapshots",
+        &snapshot(T0, &[SUB1], true, vec![a.clone()]),
+    )
+    .await;
     let id = a["id"].as_str().unwrap().to_uppercase();
-    let (code, v) = app.get(&format!("/v1/nics/{}/history", urlencode(&id))).await;
+    let (code, v) = app
+        .get(&format!("/v1/nics/{}/history", urlencode(&id)))
+        .await;
     assert_eq!(code, 200, "{v}");
-    let ips: Vec<&str> = v["claims"].as_array().unwrap().iter().map(|c| c["ip"].as_str().unwrap()).collect();
+    let ips: Vec<&str> = v["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ip"].as_str().unwrap())
+        .collect();
     assert_eq!(ips.len(), 2);
     assert!(ips.contains(&"10.0.0.4/32") && ips.contains(&"10.0.0.14/32"));
     let vm = a["properties"]["virtualMachine"]["id"].as_str().unwrap();
-    let (code, v) = app.get(&format!("/v1/vms/{}/ips?at={T0}", urlencode(vm))).await;
+    let (code, v) = app
+        .get(&format!("/v1/vms/{}/ips?at={T0}", urlencode(vm)))
+        .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["ips"].as_array().unwrap().len(), 2);
     assert_eq!(v["ips"][0]["status"], "confirmed");
-    let (code, v) = app.get(&format!("/v1/ips/10.0.0.4/history?from={T0}&to={T3}")).await;
+    let (code, v) = app
+        .get(&format!("/v1/ips/10.0.0.4/history?from={T0}&to={T3}"))
+        .await;
     assert_eq!(code, 200);
     assert_eq!(v["claims"].as_array().unwrap().len(), 1);
-    let (code, v) = app.get(&format!("/v1/nics/{}/history", urlencode("/subscriptions/x/nope"))).await;
+    let (code, v) = app
+        .get(&format!(
+            "/v1/nics/{}/history",
+            urlencode("/subscriptions/x/nope")
+        ))
+        .await;
     assert_eq!((code, v["code"].as_str()), (404, Some("not_found")));
 }
 
@@ -275,18 +463,37 @@ async fn bad_input_gets_a_specific_error(pool: PgPool) {
         ..Default::default()
     };
     let app = TestApp::start_with(pool, limits).await;
-    let (code, v) = app.get("/v1/ips/10.0.0.300/owner?at=2025-01-01T00:00:00Z").await;
-    assert_eq!((code, v["code"].as_str(), v["parameter"].as_str()), (400, Some("invalid_ip"), Some("ip")));
+    let (code, v) = app
+        .get("/v1/ips/10.0.0.300/owner?at=2025-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str(), v["parameter"].as_str()),
+        (400, Some("invalid_ip"), Some("ip"))
+    );
     let (code, v) = app.get("/v1/ips/10.0.0.3/owner?at=yesterday").await;
-    assert_eq!((code, v["code"].as_str(), v["parameter"].as_str()), (400, Some("invalid_time"), Some("at")));
+    assert_eq!(
+        (code, v["code"].as_str(), v["parameter"].as_str()),
+        (400, Some("invalid_time"), Some("at"))
+    );
     let (code, v) = app.get("/v1/ips/10.0.0.3/owner?vnet=notanid").await;
-    assert_eq!((code, v["code"].as_str(), v["parameter"].as_str()), (400, Some("invalid_parameter"), Some("vnet")));
+    assert_eq!(
+        (code, v["code"].as_str(), v["parameter"].as_str()),
+        (400, Some("invalid_parameter"), Some("vnet"))
+    );
     let (code, v) = app.post("/v1/snapshots", "x".repeat(5000)).await;
     assert_eq!((code, v["code"].as_str()), (413, Some("body_too_large")));
     let (code, v) = app.post_json("/v1/snapshots", &json!({"value": []})).await;
     assert_eq!((code, v["parameter"].as_str()), (400, Some("taken_at")));
-    let (code, v) = app.post_json("/v1/snapshots", &json!({"taken_at": T0, "complete": true, "value": []})).await;
-    assert_eq!((code, v["parameter"].as_str()), (400, Some("subscriptions")));
+    let (code, v) = app
+        .post_json(
+            "/v1/snapshots",
+            &json!({"taken_at": T0, "complete": true, "value": []}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["parameter"].as_str()),
+        (400, Some("subscriptions"))
+    );
     let (code, v) = app.post("/v1/lookups", "{\"lookups\": 5}").await;
     assert_eq!((code, v["code"].as_str()), (400, Some("invalid_body")));
     let four = json!({"lookups": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}]});
@@ -301,21 +508,39 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
     let app = TestApp::start(pool).await;
     let good = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], None);
     let mut bad = nic(SUB1, "vnet1", "nic-bad", &["10.0.0.5"], None);
-    bad["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"] = json!("10.0.0.500");
+    bad["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"] =
+        json!("10.0.0.500");
     let outside = nic(SUB2, "vnet9", "nic-outside", &["10.0.0.6"], None);
     let (code, r) = app
-        .post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![good, bad, outside]))
+        .post_json(
+            "/v1/snapshots",
+            &snapshot(T0, &[SUB1], true, vec![good, bad, outside]),
+        )
         .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["accepted"], 1);
     let rej = r["rejected"].as_array().unwrap();
     assert_eq!(rej.len(), 2);
     assert_eq!(rej[0]["index"], 1);
-    assert!(rej[0]["field"].as_str().unwrap().contains("privateIPAddress"), "{r}");
-    assert_eq!((rej[1]["index"].as_u64(), rej[1]["field"].as_str()), (Some(2), Some("id")));
+    assert!(
+        rej[0]["field"]
+            .as_str()
+            .unwrap()
+            .contains("privateIPAddress"),
+        "{r}"
+    );
+    assert_eq!(
+        (rej[1]["index"].as_u64(), rej[1]["field"].as_str()),
+        (Some(2), Some("id"))
+    );
     // A complete snapshot it could not fully read is held partial: it ends nothing.
     assert_eq!(r["complete"], false);
-    assert!(r["partial_reason"].as_str().unwrap().contains("2 NIC record"));
+    assert!(
+        r["partial_reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 NIC record")
+    );
     let (status, _, _) = app.owner("10.0.0.4", T0, "").await;
     assert_eq!(status, "confirmed");
 
@@ -333,7 +558,16 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn health_readiness_status_and_docs(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![nic(SUB1, "v", "n", &["10.1.0.1"], None)])).await;
+    app.post_json(
+        "/v1/snapshots",
+        &snapshot(
+            T0,
+            &[SUB1],
+            true,
+            vec![nic(SUB1, "v", "n", &["10.1.0.1"], None)],
+        ),
+    )
+    .await;
     let (code, v) = app.get("/healthz").await;
     assert_eq!((code, v["status"].as_str()), (200, Some("ok")));
     let (code, v) = app.get("/readyz").await;
@@ -341,7 +575,10 @@ async fn health_readiness_status_and_docs(pool: PgPool) {
     let (code, v) = app.get("/v1/status").await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["subscriptions"][0]["subscription"], SUB1);
-    assert_eq!(v["subscriptions"][0]["last_complete_snapshot"]["taken_at"], "2025-03-01T10:00:00Z");
+    assert_eq!(
+        v["subscriptions"][0]["last_complete_snapshot"]["taken_at"],
+        "2025-03-01T10:00:00Z"
+    );
     let (code, v) = app.get("/openapi.json").await;
     assert_eq!(code, 200);
     assert!(v["paths"]["/v1/ips/{ip}/owner"].is_object());
@@ -355,16 +592,29 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     let app = TestApp::start(pool.clone()).await;
     // Another process (a second replica, or `ipwho ingest`) writes to the same database.
     let other = ipwho::index::Index::new();
-    let body = snapshot(T0, &[SUB1], true, vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)]);
-    ipwho::service::ingest_snapshot(&pool, &other, body.to_string().as_bytes(), Default::default())
-        .await
-        .unwrap();
+    let body = snapshot(
+        T0,
+        &[SUB1],
+        true,
+        vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
+    );
+    ipwho::service::ingest_snapshot(
+        &pool,
+        &other,
+        body.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (status, _, _) = app.owner("10.2.0.1", T0, "").await;
     assert_eq!(status, "unknown", "not seen before catching up");
     let n = ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap();
     assert_eq!(n, 1);
     let (status, name, _) = app.owner("10.2.0.1", T0, "").await;
-    assert_eq!((status.as_str(), name.as_deref()), ("confirmed", Some("nic-x")));
+    assert_eq!(
+        (status.as_str(), name.as_deref()),
+        ("confirmed", Some("nic-x"))
+    );
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
@@ -373,19 +623,45 @@ async fn the_demo_estate_answers_as_its_story_says(pool: PgPool) {
     ipwho::demo::load(&pool, &index).await.unwrap();
     let before = claims_table(&pool).await;
     ipwho::demo::load(&pool, &index).await.unwrap();
-    assert_eq!(before, claims_table(&pool).await, "loading twice changes nothing");
+    assert_eq!(
+        before,
+        claims_table(&pool).await,
+        "loading twice changes nothing"
+    );
     let app = TestApp::start(pool).await;
     let prod = format!("&subscription={}", ipwho::demo::PROD);
     for (ip, at, extra, want, who) in [
-        ("10.0.0.5", "2025-06-02T09:00:00Z", "", "confirmed", Some("batch-07-nic")),
+        (
+            "10.0.0.5",
+            "2025-06-02T09:00:00Z",
+            "",
+            "confirmed",
+            Some("batch-07-nic"),
+        ),
         ("10.0.0.5", "2025-06-02T11:00:00Z", "", "unknown", None),
-        ("10.0.0.5", "2025-06-02T13:00:00Z", "", "confirmed", Some("api-02-nic")),
+        (
+            "10.0.0.5",
+            "2025-06-02T13:00:00Z",
+            "",
+            "confirmed",
+            Some("api-02-nic"),
+        ),
         ("10.0.0.6", "2025-06-02T10:30:00Z", "", "ambiguous", None),
         ("10.0.0.4", "2025-06-02T12:00:00Z", "", "ambiguous", None),
-        ("10.0.0.4", "2025-06-02T12:00:00Z", prod.as_str(), "confirmed", Some("web-01-nic")),
+        (
+            "10.0.0.4",
+            "2025-06-02T12:00:00Z",
+            prod.as_str(),
+            "confirmed",
+            Some("web-01-nic"),
+        ),
     ] {
         let (status, name, v) = app.owner(ip, at, extra).await;
-        assert_eq!((status.as_str(), name.as_deref()), (want, who), "{ip} at {at}: {v}");
+        assert_eq!(
+            (status.as_str(), name.as_deref()),
+            (want, who),
+            "{ip} at {at}: {v}"
+        );
     }
     let (_, _, v) = app.owner("10.0.0.7", "2025-06-02T12:00:00Z", "").await;
     assert_eq!(v["owner"]["vm"]["name"], "db-new");

@@ -12,7 +12,10 @@ use sqlx::PgPool;
 fn lines(body: &[u8]) -> Vec<Value> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("not JSON: {e}: {}", String::from_utf8_lossy(l))))
+        .map(|l| {
+            serde_json::from_slice(l)
+                .unwrap_or_else(|e| panic!("not JSON: {e}: {}", String::from_utf8_lossy(l)))
+        })
         .collect()
 }
 
@@ -22,9 +25,19 @@ async fn estate(app: &TestApp) {
     let b = nic(SUB1, "vnet1", "db-nic", &["10.5.16.5"], Some("db-vm"));
     let other = nic(SUB2, "vnet2", "elsewhere-nic", &["10.5.16.5"], Some("x-vm"));
     for t in ["2018-11-13T11:50:00Z", "2018-11-13T12:10:00Z"] {
-        let (code, r) = app.post_json("/v1/snapshots", &snapshot(t, &[SUB1], true, vec![a.clone(), b.clone()])).await;
+        let (code, r) = app
+            .post_json(
+                "/v1/snapshots",
+                &snapshot(t, &[SUB1], true, vec![a.clone(), b.clone()]),
+            )
+            .await;
         assert_eq!(code, 200, "{r}");
-        let (code, r) = app.post_json("/v1/snapshots", &snapshot(t, &[SUB2], true, vec![other.clone()])).await;
+        let (code, r) = app
+            .post_json(
+                "/v1/snapshots",
+                &snapshot(t, &[SUB2], true, vec![other.clone()]),
+            )
+            .await;
         assert_eq!(code, 200, "{r}");
     }
 }
@@ -49,7 +62,13 @@ fn nsg_blob() -> Value {
 async fn both_ends_are_attributed_and_a_bad_tuple_is_reported(pool: PgPool) {
     let app = TestApp::start(pool).await;
     estate(&app).await;
-    let r = app.http.post(app.url("/v1/enrich")).body(nsg_blob().to_string()).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/enrich"))
+        .body(nsg_blob().to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let out = lines(&r.bytes().await.unwrap());
@@ -71,13 +90,26 @@ async fn both_ends_are_attributed_and_a_bad_tuple_is_reported(pool: PgPool) {
     assert_eq!(inbound["source"]["ipwho"]["status"], "unknown");
     assert_eq!(inbound["source"]["ipwho"]["via"], "not_looked_up");
     assert_eq!(inbound["destination"]["ipwho"]["nic"]["name"], "web-nic");
-    assert!(inbound["source"].get("packets").is_none(), "empty counters are absent, not 0: {inbound}");
+    assert!(
+        inbound["source"].get("packets").is_none(),
+        "empty counters are absent, not 0: {inbound}"
+    );
 
     assert_eq!(out[2]["ipwho.error"]["tuple"], 2, "{}", out[2]);
-    assert_eq!(out[3]["destination"]["ipwho"]["status"], "unknown", "nobody had 10.5.16.99");
+    assert_eq!(
+        out[3]["destination"]["ipwho"]["status"], "unknown",
+        "nobody had 10.5.16.99"
+    );
 
     let s = &out[4]["ipwho.summary"];
-    assert_eq!((s["tuples_in"].as_u64(), s["tuples_out"].as_u64(), s["tuples_rejected"].as_u64()), (Some(4), Some(3), Some(1)));
+    assert_eq!(
+        (
+            s["tuples_in"].as_u64(),
+            s["tuples_out"].as_u64(),
+            s["tuples_rejected"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1))
+    );
     assert_eq!(s["source"]["confirmed"], 2);
     assert!(s["index"]["sequence"].as_u64().unwrap() > 0);
 }
@@ -101,7 +133,9 @@ async fn gzip_in_and_out(pool: PgPool) {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-encoding"], "gzip");
     let mut plain = Vec::new();
-    flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..]).read_to_end(&mut plain).unwrap();
+    flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..])
+        .read_to_end(&mut plain)
+        .unwrap();
     let out = lines(&plain);
     assert_eq!(out[0]["source"]["ipwho"]["nic"]["name"], "web-nic");
     assert!(out.last().unwrap().get("ipwho.summary").is_some());
@@ -118,14 +152,24 @@ async fn every_flow_log_sample_enriches(pool: PgPool) {
         "elastic-integrations__azure_network_watcher_vnet__test-vnet.log",
     ] {
         let body = std::fs::read(samples_dir().join(f)).unwrap();
-        let r = app.http.post(app.url("/v1/enrich")).body(body).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/enrich"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{f}");
         let out = lines(&r.bytes().await.unwrap());
         let s = &out.last().unwrap()["ipwho.summary"];
         assert!(s["tuples_out"].as_u64().unwrap() > 0, "{f}: {s}");
         assert_eq!(s["tuples_rejected"], 0, "{f}: {s}");
         assert_eq!(s["records_rejected"], 0, "{f}: {s}");
-        assert_eq!(out.len() as u64, s["tuples_out"].as_u64().unwrap() + 1, "{f}");
+        assert_eq!(
+            out.len() as u64,
+            s["tuples_out"].as_u64().unwrap() + 1,
+            "{f}"
+        );
     }
     let (code, v) = app.post("/v1/enrich?format=bogus", "{}").await;
     assert_eq!((code, v["parameter"].as_str()), (400, Some("format")));

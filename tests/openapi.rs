@@ -18,8 +18,13 @@ fn every_path_declares_its_errors() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
-            assert!(responses.contains_key("200"), "{method} {path} documents its answer");
-            let takes_input = path.contains('{') || op.get("parameters").is_some() || op.get("requestBody").is_some();
+            assert!(
+                responses.contains_key("200"),
+                "{method} {path} documents its answer"
+            );
+            let takes_input = path.contains('{')
+                || op.get("parameters").is_some()
+                || op.get("requestBody").is_some();
             if takes_input && !path.starts_with("/readyz") {
                 assert!(
                     responses.keys().any(|k| k.starts_with('4')),

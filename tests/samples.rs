@@ -44,7 +44,9 @@ async fn every_nic_sample_is_accepted(pool: PgPool) {
     assert!(total >= 4);
     // The Get example's second ip configuration is a /28 prefix: any address in it answers.
     // The 2025-05-01 List example has the same prefix in another subscription's VNet.
-    let (code, v) = app.get("/v1/ips/172.20.2.20/owner?at=2025-07-01T00:01:00Z").await;
+    let (code, v) = app
+        .get("/v1/ips/172.20.2.20/owner?at=2025-07-01T00:01:00Z")
+        .await;
     assert_eq!(code, 200);
     assert_eq!(v["status"], "ambiguous", "{v}");
     let (code, v) = app
@@ -56,7 +58,14 @@ async fn every_nic_sample_is_accepted(pool: PgPool) {
     assert_eq!(v["owner"]["nic"]["mac"], "000D3A1BC721");
     // The unattached NIC of ListAll has no MAC and no VM.
     let (_, h) = app.get("/v1/ips/172.20.2.4/history").await;
-    assert!(h["claims"].as_array().unwrap().iter().any(|c| c["vm"].is_null() && c["nic"]["mac"].is_null()), "{h}");
+    assert!(
+        h["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["vm"].is_null() && c["nic"]["mac"].is_null()),
+        "{h}"
+    );
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
@@ -71,10 +80,22 @@ async fn every_activity_log_sample_is_accounted_for(pool: PgPool) {
     for f in files {
         let (code, r) = app.post("/v1/activity", read(f)).await;
         assert_eq!(code, 200, "{f}: {r}");
-        let ignored: u64 = r["ignored"].as_array().unwrap().iter().map(|x| x["count"].as_u64().unwrap()).sum();
+        let ignored: u64 = r["ignored"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["count"].as_u64().unwrap())
+            .sum();
         let rejected = r["rejected"].as_array().unwrap().len() as u64;
-        let accounted = r["accepted"].as_u64().unwrap() + r["duplicates"].as_u64().unwrap() + ignored + rejected;
-        assert_eq!(Some(accounted), r["records"].as_u64(), "{f}: every record accounted for: {r}");
+        let accounted = r["accepted"].as_u64().unwrap()
+            + r["duplicates"].as_u64().unwrap()
+            + ignored
+            + rejected;
+        assert_eq!(
+            Some(accounted),
+            r["records"].as_u64(),
+            "{f}: every record accounted for: {r}"
+        );
         assert!(r["records"].as_u64().unwrap() >= 1, "{f}");
         // None of these real records is a NIC write or delete.
         assert_eq!(r["accepted"], 0, "{f}: {r}");

@@ -47,11 +47,19 @@ pub struct EnrichParams {
         (status = 400, description = "Unknown format", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub async fn enrich(State(state): State<AppState>, Query(q): Query<EnrichParams>, req: Request) -> Result<Response, ApiError> {
+pub async fn enrich(
+    State(state): State<AppState>,
+    Query(q): Query<EnrichParams>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let format = match q.format.as_deref().map(str::trim) {
         None | Some("") | Some("auto") => None,
         Some(f) => Some(f.parse::<Format>().map_err(|_| {
-            ApiError::bad(ErrorCode::InvalidParameter, "format", format!("format {f:?}: expected nsg, vnet or flat"))
+            ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "format",
+                format!("format {f:?}: expected nsg, vnet or flat"),
+            )
         })?),
     };
     let opts = EnrichOptions {
@@ -63,8 +71,11 @@ pub async fn enrich(State(state): State<AppState>, Query(q): Query<EnrichParams>
     let attributor: Arc<dyn Attributor> = state.index.clone();
     let out = enrich_stream(req.into_body().into_data_stream(), opts, attributor);
     let mut res = Response::new(Body::from_stream(out));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-    res.headers_mut().insert("x-ipwho-index-sequence", HeaderValue::from(seq));
+        .insert("x-ipwho-index-sequence", HeaderValue::from(seq));
     Ok(res)
 }

@@ -87,7 +87,11 @@ impl ApiError {
     /// Logs the cause and answers a generic 500.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error; see the service log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error; see the service log",
+        )
     }
 }
 
@@ -96,7 +100,11 @@ impl From<sqlx::Error> for ApiError {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::error!(error = %e, "database unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "database unavailable")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "database unavailable",
+                )
             }
             other => ApiError::internal(other),
         }
@@ -128,15 +136,21 @@ impl IntoResponse for ApiError {
             .unwrap_or_default();
         let body = Problem {
             kind: format!("urn:ipwho:error:{code}"),
-            title: self.status.canonical_reason().unwrap_or("error").to_string(),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_string(),
             status: self.status.as_u16(),
             code: self.code,
             detail: self.detail,
             parameter: self.parameter,
         };
         let mut res = (self.status, Json(body)).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         res
     }
 }

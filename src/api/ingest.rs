@@ -37,7 +37,9 @@ pub async fn snapshots(
     req: Request,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
-    Ok(Json(service::ingest_snapshot(&state.pool, &state.index, &body, q).await?))
+    Ok(Json(
+        service::ingest_snapshot(&state.pool, &state.index, &body, q).await?,
+    ))
 }
 
 /// Finish a snapshot posted page by page (same as a page with `last_page: true`). Idempotent.
@@ -51,8 +53,13 @@ pub async fn snapshots(
         (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub async fn snapshot_done(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SnapshotResponse>, ApiError> {
-    Ok(Json(service::finish_snapshot(&state.pool, &state.index, &id).await?))
+pub async fn snapshot_done(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SnapshotResponse>, ApiError> {
+    Ok(Json(
+        service::finish_snapshot(&state.pool, &state.index, &id).await?,
+    ))
 }
 
 /// Post Activity Log records.
@@ -73,7 +80,12 @@ pub async fn snapshot_done(State(state): State<AppState>, Path(id): Path<String>
         (status = 413, description = "Body over the configured limit", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub async fn activity(State(state): State<AppState>, req: Request) -> Result<Json<ActivityResponse>, ApiError> {
+pub async fn activity(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<ActivityResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
-    Ok(Json(service::ingest_activity(&state.pool, &state.index, &body).await?))
+    Ok(Json(
+        service::ingest_activity(&state.pool, &state.index, &body).await?,
+    ))
 }

@@ -22,7 +22,11 @@ use crate::store::micros;
 
 pub(super) fn parse_ip(s: &str, parameter: &str) -> Result<IpAddr, ApiError> {
     s.trim().parse::<IpAddr>().map_err(|_| {
-        ApiError::bad(ErrorCode::InvalidIp, parameter, format!("{parameter} {s:?} is not an IPv4 or IPv6 address"))
+        ApiError::bad(
+            ErrorCode::InvalidIp,
+            parameter,
+            format!("{parameter} {s:?} is not an IPv4 or IPv6 address"),
+        )
     })
 }
 
@@ -40,7 +44,13 @@ pub(super) fn parse_at(s: Option<&str>, parameter: &str) -> Result<Micros, ApiEr
 }
 
 fn parse_id(s: &str, parameter: &str) -> Result<ArmId, ApiError> {
-    ArmId::parse(s).map_err(|e| ApiError::bad(ErrorCode::InvalidParameter, parameter, format!("{parameter}: {e}")))
+    ArmId::parse(s).map_err(|e| {
+        ApiError::bad(
+            ErrorCode::InvalidParameter,
+            parameter,
+            format!("{parameter}: {e}"),
+        )
+    })
 }
 
 /// Scope parameters shared by lookups.
@@ -56,7 +66,10 @@ pub struct ScopeParams {
 
 impl ScopeParams {
     pub(super) fn scope(&self) -> Result<Scope, ApiError> {
-        let given = [&self.vnet, &self.subnet, &self.subscription].iter().filter(|x| x.is_some()).count();
+        let given = [&self.vnet, &self.subnet, &self.subscription]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
         if given > 1 {
             return Err(ApiError::bad(
                 ErrorCode::InvalidParameter,
@@ -67,21 +80,37 @@ impl ScopeParams {
         if let Some(v) = &self.vnet {
             let id = parse_id(v, "vnet")?;
             let vnet = id.truncate_after("virtualNetworks").ok_or_else(|| {
-                ApiError::bad(ErrorCode::InvalidParameter, "vnet", "vnet must be a virtualNetworks resource id")
+                ApiError::bad(
+                    ErrorCode::InvalidParameter,
+                    "vnet",
+                    "vnet must be a virtualNetworks resource id",
+                )
             })?;
             return Ok(Scope::Vnet(vnet.key().to_string()));
         }
         if let Some(s) = &self.subnet {
             let id = parse_id(s, "subnet")?;
             let vnet = id.truncate_after("virtualNetworks").ok_or_else(|| {
-                ApiError::bad(ErrorCode::InvalidParameter, "subnet", "subnet must be a virtualNetworks/<vnet>/subnets/<name> id")
+                ApiError::bad(
+                    ErrorCode::InvalidParameter,
+                    "subnet",
+                    "subnet must be a virtualNetworks/<vnet>/subnets/<name> id",
+                )
             })?;
             return Ok(Scope::Vnet(vnet.key().to_string()));
         }
         if let Some(s) = &self.subscription {
-            let s = s.trim().trim_start_matches("/subscriptions/").trim_matches('/').to_ascii_lowercase();
+            let s = s
+                .trim()
+                .trim_start_matches("/subscriptions/")
+                .trim_matches('/')
+                .to_ascii_lowercase();
             if s.is_empty() || s.contains('/') {
-                return Err(ApiError::bad(ErrorCode::InvalidParameter, "subscription", "subscription must be a subscription id"));
+                return Err(ApiError::bad(
+                    ErrorCode::InvalidParameter,
+                    "subscription",
+                    "subscription must be a subscription id",
+                ));
             }
             return Ok(Scope::Subscription(s));
         }
@@ -89,7 +118,10 @@ impl ScopeParams {
     }
 
     fn describe(&self) -> Option<String> {
-        self.vnet.clone().or_else(|| self.subnet.clone()).or_else(|| self.subscription.clone())
+        self.vnet
+            .clone()
+            .or_else(|| self.subnet.clone())
+            .or_else(|| self.subscription.clone())
     }
 }
 
@@ -103,7 +135,12 @@ pub struct OwnerParams {
 }
 
 /// The owner of `ip_text` at `at` (default now) within the scope, with the owner now.
-pub fn owner_answer(index: &Index, ip_text: &str, at: Option<&str>, scope_params: &ScopeParams) -> Result<OwnerAnswer, ApiError> {
+pub fn owner_answer(
+    index: &Index,
+    ip_text: &str,
+    at: Option<&str>,
+    scope_params: &ScopeParams,
+) -> Result<OwnerAnswer, ApiError> {
     let ip = parse_ip(ip_text, "ip")?;
     let t = parse_at(at, "at")?;
     let scope = scope_params.scope()?;
@@ -140,7 +177,12 @@ pub async fn owner(
     Path(ip): Path<String>,
     Query(q): Query<OwnerParams>,
 ) -> Result<Json<OwnerAnswer>, ApiError> {
-    Ok(Json(owner_answer(&state.index, &ip, q.at.as_deref(), &q.scope)?))
+    Ok(Json(owner_answer(
+        &state.index,
+        &ip,
+        q.at.as_deref(),
+        &q.scope,
+    )?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -164,14 +206,21 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
         _ => crate::engine::POS_INF,
     };
     if end <= start {
-        return Err(ApiError::bad(ErrorCode::InvalidParameter, "to", "to must not be before from"));
+        return Err(ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "to",
+            "to must not be before from",
+        ));
     }
     Ok(Window { start, end })
 }
 
 fn history(subject: String, w: Window, claims: Vec<Arc<Entry>>) -> HistoryView {
     let mut v: Vec<ClaimView> = Vec::new();
-    let mut cs: Vec<_> = claims.into_iter().filter(|c| c.possible.overlaps(&w)).collect();
+    let mut cs: Vec<_> = claims
+        .into_iter()
+        .filter(|c| c.possible.overlaps(&w))
+        .collect();
     cs.sort_by_key(|c| (c.possible.start, c.certain.start));
     for c in cs {
         v.push(ClaimView::from(&c.claim));
@@ -200,7 +249,13 @@ pub async fn ip_history(
     Path(ip): Path<String>,
     Query(q): Query<RangeParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
-    Ok(Json(ip_history_for(&state.index, &ip, q.from.as_deref(), q.to.as_deref(), &q.scope)?))
+    Ok(Json(ip_history_for(
+        &state.index,
+        &ip,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        &q.scope,
+    )?))
 }
 
 /// Every claim on an IP whose possible window meets `[from, to]`, oldest first.
@@ -238,7 +293,9 @@ pub async fn nic_history(
     let w = range(q.from.as_deref(), q.to.as_deref())?;
     let claims = state.index.claims_of_nic(id.key());
     if claims.is_empty() {
-        return Err(ApiError::not_found(format!("no claim of NIC {id} is known")));
+        return Err(ApiError::not_found(format!(
+            "no claim of NIC {id} is known"
+        )));
     }
     Ok(Json(history(id.to_string(), w, claims)))
 }
@@ -375,12 +432,19 @@ pub struct BatchResponse {
         (status = 413, description = "Too many lookups or too large a body", body = Problem, content_type = "application/problem+json")
     )
 )]
-pub async fn batch(State(state): State<AppState>, JsonBody(req): JsonBody<BatchRequest>) -> Result<Json<BatchResponse>, ApiError> {
+pub async fn batch(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
     if req.lookups.len() > state.limits.max_lookups {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BatchTooLarge,
-            format!("{} lookups in one batch; the limit is {}", req.lookups.len(), state.limits.max_lookups),
+            format!(
+                "{} lookups in one batch; the limit is {}",
+                req.lookups.len(),
+                state.limits.max_lookups
+            ),
         ));
     }
     let answers = req

@@ -103,7 +103,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
-    openapi().to_pretty_json().expect("the OpenAPI document serializes")
+    openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
 }
 
 /// The whole service as a router: tests and `main` build the same app.
@@ -114,7 +116,10 @@ pub fn app(state: AppState) -> Router {
     let api = api
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ));
     let streaming = streaming.layer(tower_http::compression::CompressionLayer::new());
     api.merge(streaming)
         .fallback(ops::not_found)
@@ -129,7 +134,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A JSON body extractor whose rejections are [`ApiError`]s.
@@ -145,15 +152,24 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(JsonBody).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::bad(ErrorCode::InvalidBody, &path, format!("invalid JSON body at {path}: {}", e.inner()))
-        })
+        serde_path_to_error::deserialize(de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::bad(
+                    ErrorCode::InvalidBody,
+                    &path,
+                    format!("invalid JSON body at {path}: {}", e.inner()),
+                )
+            })
     }
 }
 
 /// Reads the whole body, mapping the size limit to a 413 problem.
-pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+pub async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
     axum::body::Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

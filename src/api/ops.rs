@@ -21,7 +21,9 @@ pub struct Health {
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -42,7 +44,10 @@ pub struct Readiness {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
-    let migrations = database && store::migrations_applied(&state.pool).await.unwrap_or(false);
+    let migrations = database
+        && store::migrations_applied(&state.pool)
+            .await
+            .unwrap_or(false);
     let ok = database && migrations;
     let body = Readiness {
         status: if ok { "ready" } else { "not ready" }.into(),
@@ -50,7 +55,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         migrations,
         claims_in_memory: state.index.len(),
     };
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -91,10 +100,17 @@ pub struct ConflictParams {
     params(ConflictParams),
     responses((status = 200, body = Vec<ConflictRow>), (status = 400, body = Problem, content_type = "application/problem+json"))
 )]
-pub async fn conflicts(State(state): State<AppState>, Query(q): Query<ConflictParams>) -> Result<Json<Vec<ConflictRow>>, ApiError> {
+pub async fn conflicts(
+    State(state): State<AppState>,
+    Query(q): Query<ConflictParams>,
+) -> Result<Json<Vec<ConflictRow>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad(ErrorCode::InvalidParameter, "limit", "limit must be between 1 and 10000"));
+        return Err(ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "limit",
+            "limit must be between 1 and 10000",
+        ));
     }
     Ok(Json(store::conflicts(&state.pool, limit).await?))
 }
@@ -105,5 +121,10 @@ pub async fn not_found() -> ApiError {
 
 pub fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error; see the service log").into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "internal error; see the service log",
+    )
+    .into_response()
 }

@@ -4,7 +4,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine::{Claim, Continuity, EvidenceKind, EvidenceRef, Micros, NEG_INF, POS_INF, Status, Window};
+use crate::engine::{
+    Claim, Continuity, EvidenceKind, EvidenceRef, Micros, NEG_INF, POS_INF, Status, Window,
+};
 use crate::index::Lookup;
 use crate::store::to_ts;
 
@@ -149,7 +151,11 @@ impl AnswerAt {
             at: to_ts(at).unwrap_or_default(),
             status: l.status,
             owner: l.owner.as_ref().map(|e| ClaimView::from(&e.claim)),
-            candidates: l.candidates.iter().map(|e| ClaimView::from(&e.claim)).collect(),
+            candidates: l
+                .candidates
+                .iter()
+                .map(|e| ClaimView::from(&e.claim))
+                .collect(),
         }
     }
 }
@@ -175,7 +181,9 @@ fn fmt_ts(m: Micros) -> String {
     match m {
         NEG_INF => "the beginning of the evidence".to_string(),
         POS_INF => "now".to_string(),
-        m => to_ts(m).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap_or_default(),
+        m => to_ts(m)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            .unwrap_or_default(),
     }
 }
 
@@ -185,7 +193,9 @@ pub fn explain(ip: &str, l: &Lookup) -> String {
         (Status::Confirmed, Some(c)) => format!(
             "{} ({}) held {ip}: proven from {} to {}.",
             c.nic_name,
-            c.vm.as_ref().map(|v| format!("VM {}", v.name())).unwrap_or_else(|| "no VM".into()),
+            c.vm.as_ref()
+                .map(|v| format!("VM {}", v.name()))
+                .unwrap_or_else(|| "no VM".into()),
             fmt_ts(c.certain.start),
             fmt_ts(c.certain.end)
         ),
@@ -221,7 +231,8 @@ pub struct HistoryView {
 
 fn window_text(w: &WindowView) -> String {
     let f = |t: &Option<DateTime<Utc>>, inf: &str| {
-        t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap_or_else(|| inf.to_string())
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            .unwrap_or_else(|| inf.to_string())
     };
     format!("[{}, {})", f(&w.start, "-inf"), f(&w.end, "+inf"))
 }
@@ -242,7 +253,8 @@ fn claim_text(c: &ClaimView) -> String {
             "  evidence {} {} at {} ({})\n",
             e.kind.as_str(),
             e.id,
-            e.at.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap_or_default(),
+            e.at.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                .unwrap_or_default(),
             e.role
         ));
     }
@@ -265,11 +277,21 @@ pub fn render_answer(a: &OwnerAnswer) -> String {
         s.push_str(&format!("candidate {}:\n{}", i + 1, claim_text(c)));
     }
     if let Some(now) = &a.now {
-        let who = now.owner.as_ref().map(|o| o.nic.name.as_str()).unwrap_or("-");
+        let who = now
+            .owner
+            .as_ref()
+            .map(|o| o.nic.name.as_str())
+            .unwrap_or("-");
         s.push_str(&format!("now: {} {}\n", now.status.as_str(), who));
     }
     if let Some(c) = a.held_continuously {
-        s.push_str(&format!("held continuously until now: {}\n", serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+        s.push_str(&format!(
+            "held continuously until now: {}\n",
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ));
     }
     s
 }

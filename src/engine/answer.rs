@@ -57,7 +57,10 @@ pub fn answer<'a, I>(claims: I, t: Micros) -> Answer<'a>
 where
     I: IntoIterator<Item = &'a Claim>,
 {
-    let mut hits: Vec<&'a Claim> = claims.into_iter().filter(|c| c.possible.contains(t)).collect();
+    let mut hits: Vec<&'a Claim> = claims
+        .into_iter()
+        .filter(|c| c.possible.contains(t))
+        .collect();
     match hits.len() {
         0 => Answer {
             status: Status::Unknown,
@@ -118,11 +121,17 @@ pub fn continuity(owner: &Claim, claims: &[&Claim], t: Micros, now: Micros) -> C
         .filter(|c| c.key.scope == owner.key.scope && c.key.ip == owner.key.ip)
         .collect();
     let others = || same_ip.iter().filter(|c| c.key.nic != owner.key.nic);
-    if others().any(|c| c.certain.start < c.certain.end && c.certain.start <= now && t < c.certain.end) {
+    if others()
+        .any(|c| c.certain.start < c.certain.end && c.certain.start <= now && t < c.certain.end)
+    {
         return Continuity::No;
     }
     let contested = others().any(|c| c.possible.start <= now && t < c.possible.end);
-    let mut own: Vec<&Claim> = same_ip.iter().copied().filter(|c| c.key.nic == owner.key.nic).collect();
+    let mut own: Vec<&Claim> = same_ip
+        .iter()
+        .copied()
+        .filter(|c| c.key.nic == owner.key.nic)
+        .collect();
     own.sort_by_key(|c| c.possible.start);
     let Some(mut idx) = own.iter().position(|c| c.possible.contains(t)) else {
         return Continuity::Unknown;
@@ -140,16 +149,26 @@ pub fn continuity(owner: &Claim, claims: &[&Claim], t: Micros, now: Micros) -> C
     loop {
         let c = own[idx];
         if c.certain.contains(now) {
-            return if contested { Continuity::Unknown } else { Continuity::Yes };
+            return if contested {
+                Continuity::Unknown
+            } else {
+                Continuity::Yes
+            };
         }
         if now < c.possible.end {
             // now lies after the claim's last sighting: open, or ending in a gap.
-            return if c.is_open() && !contested { Continuity::Probably } else { Continuity::Unknown };
+            return if c.is_open() && !contested {
+                Continuity::Probably
+            } else {
+                Continuity::Unknown
+            };
         }
         // The claim ended before now: continue only into a claim of the same
         // NIC that picks up where it stopped (a VM change, or touching windows).
         match own.get(idx + 1) {
-            Some(n) if n.certain.start <= c.certain.end || c.after.as_ref() == Some(&n.first) => idx += 1,
+            Some(n) if n.certain.start <= c.certain.end || c.after.as_ref() == Some(&n.first) => {
+                idx += 1
+            }
             _ => return Continuity::No,
         }
     }

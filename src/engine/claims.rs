@@ -75,7 +75,9 @@ fn kind_rank(k: EvidenceKind) -> u8 {
 }
 
 fn vm_key(s: &NicState) -> String {
-    s.vm.as_ref().map(|v| v.key().to_string()).unwrap_or_default()
+    s.vm.as_ref()
+        .map(|v| v.key().to_string())
+        .unwrap_or_default()
 }
 
 /// Derives every claim of one NIC from all of its evidence. The result does
@@ -83,9 +85,7 @@ fn vm_key(s: &NicState) -> String {
 /// id), so the same evidence in any arrival order gives the same claims.
 pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
     let mut ev: Vec<&Evidence> = evidence.iter().collect();
-    ev.sort_by(|a, b| {
-        (a.at, kind_rank(a.kind), &a.id).cmp(&(b.at, kind_rank(b.kind), &b.id))
-    });
+    ev.sort_by(|a, b| (a.at, kind_rank(a.kind), &a.id).cmp(&(b.at, kind_rank(b.kind), &b.id)));
     ev.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.id == b.id);
 
     // Every (scope, ip, vm) the NIC ever held, each with the parsed state.
@@ -136,14 +136,26 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
     let before = a.checked_sub(1).map(|j| ev[j]);
     let after = ev.get(b + 1).copied();
 
-    // A write event fixes the start when it created the NIC, or when the
-    // evidence just before it shows the NIC existing without this IP (an update
-    // that assigned it). After a mere absence the create was not seen, so the
-    // start stays bounded, not exact.
+    // Events mark the instant a NIC's own properties (its IPs) changed. The
+    // VM a NIC is attached to changes through the VM, not through a NIC
+    // event, and a NIC must be detached before it can be deleted. So an event
+    // fixes an end of a claim only when the VM on both sides of it is known:
+    // - the start, when the write created the NIC, or when the evidence just
+    //   before shows the NIC with the same VM and without this IP (an update
+    //   that assigned it); after an absence the create was not seen;
+    // - the end, when a write shows the NIC with the same VM and without this
+    //   IP, or a delete ends a claim with no VM.
+    let vm_of = |e: &Evidence| match &e.observation {
+        Observation::Present(s) => Some(vm_key(s)),
+        Observation::Absent => None,
+    };
     let start_exact = first.kind == EvidenceKind::ActivityWrite
-        && (first.created || matches!(before, Some(p) if matches!(p.observation, Observation::Present(_))));
-    // A delete, or a write with another state, fixes the end.
-    let end_exact = after.is_some_and(|n| n.kind.is_event());
+        && (first.created || before.is_some_and(|p| vm_of(p).as_deref() == Some(vm)));
+    let end_exact = match after {
+        Some(n) if n.kind == EvidenceKind::ActivityWrite => vm_of(n).as_deref() == Some(vm),
+        Some(n) if n.kind == EvidenceKind::ActivityDelete => vm.is_empty(),
+        _ => false,
+    };
 
     let possible_start = if start_exact {
         first.at
@@ -190,7 +202,11 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
         },
         start_exact,
         end_exact,
-        before: if start_exact { None } else { before.map(EvidenceRef::from) },
+        before: if start_exact {
+            None
+        } else {
+            before.map(EvidenceRef::from)
+        },
         first: EvidenceRef::from(first),
         last: EvidenceRef::from(last),
         after: after.map(EvidenceRef::from),

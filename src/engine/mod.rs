@@ -42,7 +42,10 @@ pub enum EvidenceKind {
 impl EvidenceKind {
     /// Events mark the instant a state began; snapshots only sample it.
     pub fn is_event(self) -> bool {
-        matches!(self, EvidenceKind::ActivityWrite | EvidenceKind::ActivityDelete)
+        matches!(
+            self,
+            EvidenceKind::ActivityWrite | EvidenceKind::ActivityDelete
+        )
     }
 
     pub fn as_str(self) -> &'static str {

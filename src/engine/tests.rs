@@ -10,11 +10,17 @@ use crate::model::{ArmId, IpAssignment, NicState};
 const SUB: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg";
 
 fn nic_id(n: u32) -> ArmId {
-    ArmId::parse(&format!("{SUB}/providers/Microsoft.Network/networkInterfaces/nic{n}")).unwrap()
+    ArmId::parse(&format!(
+        "{SUB}/providers/Microsoft.Network/networkInterfaces/nic{n}"
+    ))
+    .unwrap()
 }
 
 fn subnet(vnet: u32) -> ArmId {
-    ArmId::parse(&format!("{SUB}/providers/Microsoft.Network/virtualNetworks/vnet{vnet}/subnets/default")).unwrap()
+    ArmId::parse(&format!(
+        "{SUB}/providers/Microsoft.Network/virtualNetworks/vnet{vnet}/subnets/default"
+    ))
+    .unwrap()
 }
 
 fn state(n: u32, vnet: u32, ips: &[&str], vm: Option<u32>) -> NicState {
@@ -22,7 +28,12 @@ fn state(n: u32, vnet: u32, ips: &[&str], vm: Option<u32>) -> NicState {
         id: nic_id(n),
         name: format!("nic{n}"),
         mac: None,
-        vm: vm.map(|v| ArmId::parse(&format!("{SUB}/providers/Microsoft.Compute/virtualMachines/vm{v}")).unwrap()),
+        vm: vm.map(|v| {
+            ArmId::parse(&format!(
+                "{SUB}/providers/Microsoft.Compute/virtualMachines/vm{v}"
+            ))
+            .unwrap()
+        }),
         ips: ips
             .iter()
             .map(|ip| IpAssignment {
@@ -52,7 +63,11 @@ fn absent(at: Micros) -> Evidence {
     ev(at, EvidenceKind::SnapshotAbsence, Observation::Absent)
 }
 fn write(at: Micros, s: &NicState, created: bool) -> Evidence {
-    let mut e = ev(at, EvidenceKind::ActivityWrite, Observation::Present(s.clone()));
+    let mut e = ev(
+        at,
+        EvidenceKind::ActivityWrite,
+        Observation::Present(s.clone()),
+    );
     e.created = created;
     e
 }
@@ -66,8 +81,20 @@ fn snapshots_alone_bound_both_ends() {
     let claims = derive_claims(&[absent(100), snap(200, &s), snap(300, &s), absent(400)]);
     assert_eq!(claims.len(), 1);
     let c = &claims[0];
-    assert_eq!(c.certain, Window { start: 200, end: 301 });
-    assert_eq!(c.possible, Window { start: 101, end: 400 });
+    assert_eq!(
+        c.certain,
+        Window {
+            start: 200,
+            end: 301
+        }
+    );
+    assert_eq!(
+        c.possible,
+        Window {
+            start: 101,
+            end: 400
+        }
+    );
     assert!(!c.start_exact && !c.end_exact);
     assert_eq!(answer([c], 250).status, Status::Confirmed);
     assert_eq!(answer([c], 150).status, Status::Possible);
@@ -81,10 +108,48 @@ fn events_fix_the_ends_exactly() {
     let s = state(1, 1, &["10.0.0.4"], None);
     let claims = derive_claims(&[write(100, &s, true), snap(200, &s), delete(500)]);
     let c = &claims[0];
-    assert_eq!(c.certain, Window { start: 100, end: 500 });
+    assert_eq!(
+        c.certain,
+        Window {
+            start: 100,
+            end: 500
+        }
+    );
     assert_eq!(c.possible, c.certain);
     assert_eq!(answer([c], 499).status, Status::Confirmed);
-    assert_eq!(answer([c], 500).status, Status::Unknown, "a deleted NIC is never the answer after its delete");
+    assert_eq!(
+        answer([c], 500).status,
+        Status::Unknown,
+        "a deleted NIC is never the answer after its delete"
+    );
+}
+
+#[test]
+fn a_delete_does_not_fix_when_the_vm_let_go() {
+    // A NIC is detached before it is deleted, and the detach raises no NIC
+    // event: between its last sighting on the VM and the delete, the VM is
+    // not known.
+    let s = state(1, 1, &["10.0.0.4"], Some(7));
+    let claims = derive_claims(&[write(100, &s, true), snap(200, &s), delete(500)]);
+    let c = &claims[0];
+    assert!(c.start_exact && !c.end_exact);
+    assert_eq!(c.certain, Window { start: 100, end: 201 });
+    assert_eq!(c.possible, Window { start: 100, end: 500 });
+    assert_eq!(answer([c], 150).status, Status::Confirmed);
+    assert_eq!(answer([c], 300).status, Status::Possible);
+    assert_eq!(answer([c], 500).status, Status::Unknown);
+}
+
+#[test]
+fn an_update_to_another_vm_does_not_fix_the_change() {
+    let a = state(1, 1, &["10.0.0.4"], Some(1));
+    let b = state(1, 1, &["10.0.0.4"], Some(2));
+    let claims = derive_claims(&[snap(100, &a), write(300, &b, false)]);
+    let ca = claims.iter().find(|c| c.key.vm.ends_with("vm1")).unwrap();
+    let cb = claims.iter().find(|c| c.key.vm.ends_with("vm2")).unwrap();
+    assert!(!ca.end_exact && !cb.start_exact);
+    assert_eq!(ca.possible.end, 300);
+    assert_eq!(cb.possible.start, 101);
 }
 
 #[test]
@@ -95,7 +160,11 @@ fn an_open_claim_is_probable_after_its_last_sighting() {
     assert!(c.is_open());
     assert_eq!(answer([c], 200).status, Status::Confirmed);
     assert_eq!(answer([c], 10_000).status, Status::Probable);
-    assert_eq!(answer([c], 100).status, Status::Possible, "before the first sighting, with no contrary evidence");
+    assert_eq!(
+        answer([c], 100).status,
+        Status::Possible,
+        "before the first sighting, with no contrary evidence"
+    );
 }
 
 #[test]
@@ -103,9 +172,21 @@ fn an_update_changes_the_ip_exactly() {
     let a = state(1, 1, &["10.0.0.4"], None);
     let b = state(1, 1, &["10.0.0.5"], None);
     let claims = derive_claims(&[write(100, &a, true), write(300, &b, false)]);
-    let c4 = claims.iter().find(|c| c.key.ip.to_string() == "10.0.0.4/32").unwrap();
-    let c5 = claims.iter().find(|c| c.key.ip.to_string() == "10.0.0.5/32").unwrap();
-    assert_eq!(c4.certain, Window { start: 100, end: 300 });
+    let c4 = claims
+        .iter()
+        .find(|c| c.key.ip.to_string() == "10.0.0.4/32")
+        .unwrap();
+    let c5 = claims
+        .iter()
+        .find(|c| c.key.ip.to_string() == "10.0.0.5/32")
+        .unwrap();
+    assert_eq!(
+        c4.certain,
+        Window {
+            start: 100,
+            end: 300
+        }
+    );
     assert_eq!(c5.possible.start, 300);
     assert!(c5.start_exact);
 }
@@ -156,7 +237,14 @@ fn same_ip_in_two_vnets_is_two_scopes() {
     claims.extend(derive_claims(&[snap(100, &b)]));
     assert_ne!(claims[0].key.scope, claims[1].key.scope);
     assert_eq!(answer(claims.iter(), 100).status, Status::Ambiguous);
-    assert_eq!(answer(claims.iter().filter(|c| c.key.scope == claims[0].key.scope), 100).status, Status::Confirmed);
+    assert_eq!(
+        answer(
+            claims.iter().filter(|c| c.key.scope == claims[0].key.scope),
+            100
+        )
+        .status,
+        Status::Confirmed
+    );
     let refs: Vec<&Claim> = claims.iter().collect();
     assert!(find_conflicts(&refs).is_empty());
 }
@@ -184,7 +272,12 @@ fn prefixes_are_claims_on_the_whole_prefix() {
     });
     let claims = derive_claims(&[snap(100, &s)]);
     assert_eq!(claims.len(), 1);
-    assert!(claims[0].key.ip.contains(&"172.20.2.20".parse::<std::net::IpAddr>().unwrap()));
+    assert!(
+        claims[0]
+            .key
+            .ip
+            .contains(&"172.20.2.20".parse::<std::net::IpAddr>().unwrap())
+    );
 }
 
 // ---- properties over generated estates -------------------------------------
@@ -208,7 +301,12 @@ fn lives() -> impl Strategy<Value = Vec<Life>> {
                 let from = t + gap * 10;
                 let to = from + len * 10;
                 t = to;
-                Life { nic: i as u32 + 1, from, to, events }
+                Life {
+                    nic: i as u32 + 1,
+                    from,
+                    to,
+                    events,
+                }
             })
             .collect()
     })
@@ -240,7 +338,10 @@ fn evidence_for(lives: &[Life], every: Micros, horizon: Micros) -> BTreeMap<u32,
 }
 
 fn truth_at(lives: &[Life], t: Micros) -> Option<u32> {
-    lives.iter().find(|l| l.from <= t && t < l.to).map(|l| l.nic)
+    lives
+        .iter()
+        .find(|l| l.from <= t && t < l.to)
+        .map(|l| l.nic)
 }
 
 proptest! {

@@ -4,14 +4,18 @@
 //! second and each flow group's shared `azure.flowlog` fields rendered once).
 //! Error and summary lines are rare and go through serde.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::map::FastHasher;
 use super::record::{ErrorItem, FlowContext};
 use super::tuple::{self, FlowTuple};
-use super::{EndAttribution, Summary};
+use super::{EndAttribution, NicInfo, Summary};
 
 /// Escape table: 0 = as is; otherwise the character after the backslash
 /// (`u` = `\u00XX`).
@@ -35,8 +39,20 @@ static ESCAPE: [u8; 256] = {
 /// Writes `s` as a JSON string.
 #[inline]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    // Branch-free over the whole string, so it vectorises; ids and names
+    // practically never need escaping.
+    let dirty = bytes
+        .iter()
+        .fold(false, |acc, &b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !dirty {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let e = ESCAPE[b as usize];
@@ -144,6 +160,7 @@ pub(crate) struct LineWriter {
     group_id: u64,
     group_valid: bool,
     group_tail: Vec<u8>,
+    nics: NicCache,
 }
 
 impl LineWriter {
@@ -252,6 +269,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"source\":");
         end(
             out,
+            &mut self.nics,
             t.src_ip,
             t.src_port,
             c.packets_src_to_dst,
@@ -261,6 +279,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"destination\":");
         end(
             out,
+            &mut self.nics,
             t.dst_ip,
             t.dst_port,
             c.packets_dst_to_src,
@@ -340,6 +359,7 @@ fn passthrough(out: &mut Vec<u8>, fields: &[(std::borrow::Cow<'_, str>, &RawValu
 /// `{"ip":..,"port":..,"packets":..,"bytes":..,"ipwho":{..}}`
 fn end(
     out: &mut Vec<u8>,
+    cache: &mut NicCache,
     ip: IpAddr,
     port: Option<u16>,
     packets: Option<u64>,
@@ -362,12 +382,69 @@ fn end(
     }
     if let Some(a) = a {
         out.extend_from_slice(b",\"ipwho\":");
-        ipwho(out, a);
+        ipwho(out, cache, a);
     }
     out.push(b'}');
 }
 
-fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
+/// `,"nic":{..},"vm":{..},"vnet":".."` of a NIC.
+fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
+    out.extend_from_slice(b",\"nic\":{\"id\":");
+    write_str(out, &n.id);
+    out.extend_from_slice(b",\"name\":");
+    write_str(out, &n.name);
+    out.push(b'}');
+    if n.vm_id.is_some() || n.vm_name.is_some() {
+        out.extend_from_slice(b",\"vm\":{");
+        let mut first = true;
+        opt_str(out, &mut first, b"id", n.vm_id.as_deref());
+        opt_str(out, &mut first, b"name", n.vm_name.as_deref());
+        opt_str(
+            out,
+            &mut first,
+            b"resource_group",
+            n.vm_resource_group.as_deref(),
+        );
+        opt_str(
+            out,
+            &mut first,
+            b"subscription",
+            n.vm_subscription.as_deref(),
+        );
+        out.push(b'}');
+    }
+    if let Some(v) = &n.vnet {
+        out.extend_from_slice(b",\"vnet\":");
+        write_str(out, v);
+    }
+}
+
+/// Rendered NIC fragments by `Arc` identity (the `Arc` is kept, so an
+/// address is never reused while cached). Bounded: cleared when full.
+#[derive(Default)]
+pub(crate) struct NicCache {
+    map: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), BuildHasherDefault<FastHasher>>,
+}
+
+impl NicCache {
+    const MAX: usize = 1 << 14;
+
+    fn write(&mut self, out: &mut Vec<u8>, n: &Arc<NicInfo>) {
+        let key = Arc::as_ptr(n) as usize;
+        if let Some((_, bytes)) = self.map.get(&key) {
+            out.extend_from_slice(bytes);
+            return;
+        }
+        let start = out.len();
+        render_nic(out, n);
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(key, (n.clone(), out[start..].into()));
+    }
+}
+
+fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(a.status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"via\":\"");
@@ -381,34 +458,7 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
         });
     }
     if let Some(n) = &a.nic {
-        out.extend_from_slice(b",\"nic\":{\"id\":");
-        write_str(out, &n.id);
-        out.extend_from_slice(b",\"name\":");
-        write_str(out, &n.name);
-        out.push(b'}');
-        if n.vm_id.is_some() || n.vm_name.is_some() {
-            out.extend_from_slice(b",\"vm\":{");
-            let mut first = true;
-            opt_str(out, &mut first, b"id", n.vm_id.as_deref());
-            opt_str(out, &mut first, b"name", n.vm_name.as_deref());
-            opt_str(
-                out,
-                &mut first,
-                b"resource_group",
-                n.vm_resource_group.as_deref(),
-            );
-            opt_str(
-                out,
-                &mut first,
-                b"subscription",
-                n.vm_subscription.as_deref(),
-            );
-            out.push(b'}');
-        }
-        if let Some(v) = &n.vnet {
-            out.extend_from_slice(b",\"vnet\":");
-            write_str(out, v);
-        }
+        cache.write(out, n);
     }
     if let Some(e) = &a.evidence {
         out.extend_from_slice(b",\"evidence\":");

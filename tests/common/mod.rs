@@ -72,11 +72,18 @@ impl TestApp {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
         let body = r.bytes().await.unwrap();
         let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status >= 400 {
-            assert_eq!(ct.as_deref(), Some("application/problem+json"), "errors are problem+json: {v}");
+            assert_eq!(
+                ct.as_deref(),
+                Some("application/problem+json"),
+                "errors are problem+json: {v}"
+            );
         }
         (status, v)
     }
@@ -87,7 +94,9 @@ impl TestApp {
 
     /// The owner answer's status and NIC name.
     pub async fn owner(&self, ip: &str, at: &str, extra: &str) -> (String, Option<String>, Value) {
-        let (code, v) = self.get(&format!("/v1/ips/{ip}/owner?at={at}{extra}")).await;
+        let (code, v) = self
+            .get(&format!("/v1/ips/{ip}/owner?at={at}{extra}"))
+            .await;
         assert_eq!(code, 200, "{v}");
         let status = v["status"].as_str().unwrap().to_string();
         let nic = v["owner"]["nic"]["name"].as_str().map(str::to_string);
@@ -96,7 +105,10 @@ impl TestApp {
 
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 }
 
@@ -124,11 +136,19 @@ pub fn nic(sub: &str, vnet: &str, name: &str, ips: &[&str], vm: Option<&str>) ->
             })
         })
         .collect();
-    let mut props = serde_json::json!({ "ipConfigurations": configs, "provisioningState": "Succeeded" });
+    let mut props =
+        serde_json::json!({ "ipConfigurations": configs, "provisioningState": "Succeeded" });
     if let Some(vm) = vm {
         props["virtualMachine"] = serde_json::json!({"id": format!("{base}/providers/Microsoft.Compute/virtualMachines/{vm}")});
-        let h = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
-        props["macAddress"] = Value::String(format!("00-0D-3A-{:02X}-{:02X}-{:02X}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff));
+        let h = name
+            .bytes()
+            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+        props["macAddress"] = Value::String(format!(
+            "00-0D-3A-{:02X}-{:02X}-{:02X}",
+            (h >> 16) & 0xff,
+            (h >> 8) & 0xff,
+            h & 0xff
+        ));
     }
     serde_json::json!({
         "name": name,
@@ -170,7 +190,10 @@ pub fn activity(op: &str, time: &str, nic: &Value, result: &str, created: bool) 
 
 /// The shared samples of real Azure records.
 pub fn samples_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/azure"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/azure"
+    ))
 }
 
 /// Every claim in the database as (nic, scope, ip, vm, possible, certain) text, sorted.

@@ -1,0 +1,221 @@
+//! Figures for the built-in collector: time and memory to collect and ingest
+//! a large subscription (default 500 pages of 200 NICs = 100,000 NICs) from
+//! a fake Resource Manager started in-process, into a fresh database
+//! `ipwho_bench_collect`.
+//!
+//! ```text
+//! cargo build --release --example collect_bench
+//! /usr/bin/time -v target/release/examples/collect_bench [--pages 500] [--per-page 200] [--rps 0] [--runs 2]
+//! ```
+//!
+//! The fake builds each page when asked, so the process's peak memory is the
+//! collector's and the store's, not the fixture's. `--rps` is the
+//! collector's request-rate limit (0: unlimited, to measure its own speed).
+//! The second run re-collects the same, unchanged estate: the steady-state
+//! cost of a scheduled collection.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use ipwho::collector::{self, CollectorConfig, Credential, CredentialSource, Secret};
+use serde_json::{Value, json};
+use sqlx::ConnectOptions;
+
+const SUB: &str = "bbbbbbbb-0000-0000-0000-00000000b001";
+
+#[derive(Clone)]
+struct Fake {
+    base: String,
+    pages: usize,
+    per_page: usize,
+}
+
+fn nic(n: usize) -> Value {
+    let name = format!("nic-{n:06}");
+    let base = format!("/subscriptions/{SUB}/resourceGroups/rg-{}", n % 50);
+    let id = format!("{base}/providers/Microsoft.Network/networkInterfaces/{name}");
+    let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+    json!({
+        "name": name,
+        "id": id,
+        "etag": "W/\"3f1c1c0e-0000-0000-0000-000000000000\"",
+        "type": "Microsoft.Network/networkInterfaces",
+        "location": "westeurope",
+        "properties": {
+            "provisioningState": "Succeeded",
+            "resourceGuid": "00000000-0000-0000-0000-000000000000",
+            "macAddress": format!("00-0D-3A-{:02X}-{:02X}-{:02X}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+            "primary": true,
+            "enableAcceleratedNetworking": true,
+            "enableIPForwarding": false,
+            "virtualMachine": {"id": format!("{base}/providers/Microsoft.Compute/virtualMachines/vm-{n:06}")},
+            "ipConfigurations": [{
+                "name": "ipconfig1",
+                "id": format!("{id}/ipConfigurations/ipconfig1"),
+                "type": "Microsoft.Network/networkInterfaces/ipConfigurations",
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "privateIPAddress": ip,
+                    "privateIPAllocationMethod": "Dynamic",
+                    "privateIPAddressVersion": "IPv4",
+                    "primary": true,
+                    "subnet": {"id": format!("/subscriptions/{SUB}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/hub/subnets/s{}", n % 16)}
+                }
+            }],
+            "dnsSettings": {"dnsServers": [], "appliedDnsServers": [], "internalDomainNameSuffix": "abc.ax.internal.cloudapp.net"},
+            "nicType": "Standard"
+        }
+    })
+}
+
+async fn token() -> impl IntoResponse {
+    axum::Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "bench-token"}))
+}
+
+async fn arm(State(f): State<Fake>, uri: Uri) -> impl IntoResponse {
+    let path = uri.path().to_ascii_lowercase();
+    if path.ends_with("/virtualmachinescalesets") {
+        return axum::Json(json!({"value": []}));
+    }
+    let page: usize = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("$skiptoken="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let value: Vec<Value> = (0..f.per_page)
+        .map(|i| nic(page * f.per_page + i))
+        .collect();
+    let mut body = json!({"value": value});
+    if page + 1 < f.pages {
+        body["nextLink"] = json!(format!(
+            "{}{}?api-version=2024-03-01&$skiptoken={}",
+            f.base,
+            uri.path(),
+            page + 1
+        ));
+    }
+    axum::Json(body)
+}
+
+/// `VmRSS` and `VmHWM` (peak) of this process, in MiB.
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let pages: usize = arg("--pages", 500);
+    let per_page: usize = arg("--per-page", 200);
+    let rps: f64 = arg("--rps", 0.0);
+    let runs: usize = arg("--runs", 2);
+    let url: String = arg(
+        "--database-url",
+        "postgres://postgres@127.0.0.1:5432/ipwho_bench_collect".to_string(),
+    );
+
+    // A fresh database.
+    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let name = opts
+        .get_database()
+        .unwrap_or("ipwho_bench_collect")
+        .to_string();
+    let mut admin = opts.clone().database("postgres").connect().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    let pool = ipwho::store::connect(&url, 4).await?;
+    ipwho::store::migrate(&pool).await?;
+    let index = ipwho::index::Index::new();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let fake = Fake {
+        base: base.clone(),
+        pages,
+        per_page,
+    };
+    let app = axum::Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .fallback(get(arm))
+        .with_state(fake);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let credential = Credential::new(
+        CredentialSource::ServicePrincipal {
+            authority_host: base.clone(),
+            tenant_id: "bench".into(),
+            client_id: "bench".into(),
+            client_secret: Secret::new("bench-secret"),
+        },
+        &base,
+        Duration::from_secs(30),
+    )?;
+    let mut cfg = CollectorConfig::new(&[SUB], &base, credential);
+    cfg.requests_per_second = rps;
+
+    let (rss, _) = memory();
+    println!("set up (database, fake server): RSS {rss:.0} MiB");
+    println!(
+        "collecting {pages} pages of {per_page} NICs ({} NICs), rate limit {rps} req/s",
+        pages * per_page
+    );
+    for run in 1..=runs {
+        let t = Instant::now();
+        let reports = collector::collect_once(&pool, &index, &cfg).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let r = &reports[0];
+        println!(
+            "run {run}: {secs:.1} s, complete={}, pages={}, nics={}, accepted={}, requests={}, {:.0} NICs/s, {:.1} requests/s, claims in index={}",
+            r.complete,
+            r.pages,
+            r.nics,
+            r.accepted,
+            r.requests,
+            r.nics as f64 / secs,
+            r.requests as f64 / secs,
+            index.len()
+        );
+        if !r.complete {
+            println!("  partial: {:?} {:?}", r.partial_reason, r.error);
+        }
+        let (rss, peak) = memory();
+        println!("  RSS {rss:.0} MiB, peak {peak:.0} MiB");
+    }
+    // What the claim index alone costs: load a second copy of it.
+    let (before, _) = memory();
+    let copy = ipwho::sync::load(&pool).await?;
+    let (after, _) = memory();
+    println!(
+        "a second in-memory index of {} claims adds {:.0} MiB",
+        copy.len(),
+        after - before
+    );
+    Ok(())
+}
