@@ -49,7 +49,11 @@ fn nic(sub: &str, s: usize, i: usize, ip_shift: usize) -> Value {
     let ips = [
         v4(s, i + ip_shift, 0),
         v4(s, i + ip_shift, 1),
-        format!("fd00:{s}::{:x}:{:x}", (i + ip_shift) >> 16, (i + ip_shift) & 0xffff),
+        format!(
+            "fd00:{s}::{:x}:{:x}",
+            (i + ip_shift) >> 16,
+            (i + ip_shift) & 0xffff
+        ),
     ];
     let configs: Vec<Value> = ips
         .iter()
@@ -73,7 +77,10 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Value {
     let status = r.status();
     let v: Value = r.json().await.expect("json");
     assert!(status.is_success(), "{url}: {status} {v}");
-    assert!(v["rejected"].as_array().is_none_or(|a| a.is_empty()), "{url}: rejected records: {v}");
+    assert!(
+        v["rejected"].as_array().is_none_or(|a| a.is_empty()),
+        "{url}: rejected records: {v}"
+    );
     v
 }
 
@@ -101,6 +108,7 @@ async fn counts(pool: &PgPool) -> String {
     out.join(" ")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn post_snapshot(
     client: &reqwest::Client,
     base: &str,
@@ -144,7 +152,10 @@ async fn main() -> anyhow::Result<()> {
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let url = {
-        let mut u = admin.rsplitn(2, '/').nth(1).unwrap_or(&admin).to_string();
+        let mut u = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(head, _)| head)
+            .to_string();
         u.push_str("/ipwho_bench");
         u
     };

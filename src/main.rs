@@ -382,8 +382,17 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         None
     } else {
         let cfg = collector::CollectorConfig::from_env(&args.collect)?;
-        tracing::info!(subscriptions = cfg.subscriptions.len(), every_minutes = args.collect.collect_every_minutes, "collector scheduled");
-        Some(tokio::spawn(collector::run_schedule(pool.clone(), index.clone(), cfg, stop_rx.clone())))
+        tracing::info!(
+            subscriptions = cfg.subscriptions.len(),
+            every_minutes = args.collect.collect_every_minutes,
+            "collector scheduled"
+        );
+        Some(tokio::spawn(collector::run_schedule(
+            pool.clone(),
+            index.clone(),
+            cfg,
+            stop_rx.clone(),
+        )))
     };
     let state = AppState {
         pool: pool.clone(),

@@ -15,14 +15,23 @@ async fn no_wrong_confirmed_or_probable_and_nothing_settled_is_hedged(pool: PgPo
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = ipwho::sim::SimConfig::profile("tiny", 7).unwrap();
     ipwho::sim::generate(&cfg, &dir).unwrap();
-    let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let report = ipwho::sim::run_accuracy(&dir, &format!("http://{}", app.addr), &admin).await.unwrap();
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let report = ipwho::sim::run_accuracy(&dir, &format!("http://{}", app.addr), &admin)
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", report.render());
     let t = &report.targets;
     // Stricter than `met`: a wrong firm answer fails even when the evidence misled it.
     assert_eq!(
-        (t.wrong_confirmed, t.misled_confirmed, t.wrong_probable, t.misled_probable, t.settled_hedged),
+        (
+            t.wrong_confirmed,
+            t.misled_confirmed,
+            t.wrong_probable,
+            t.misled_probable,
+            t.settled_hedged
+        ),
         (0, 0, 0, 0, 0),
         "{}",
         report.render()

@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn ipwho(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ipwho")).args(args).output().expect("run ipwho")
+    Command::new(env!("CARGO_BIN_EXE_ipwho"))
+        .args(args)
+        .output()
+        .expect("run ipwho")
 }
 
 #[test]
@@ -24,8 +27,15 @@ fn every_subcommand_parses() {
         vec!["openapi", "--help"],
     ] {
         let out = ipwho(&sub);
-        assert!(out.status.success(), "{sub:?}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+        assert!(
+            out.status.success(),
+            "{sub:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub:?}"
+        );
     }
 }
 
@@ -33,6 +43,11 @@ fn every_subcommand_parses() {
 fn openapi_prints_the_committed_document() {
     let out = ipwho(&["openapi"]);
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), committed.trim_end());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        committed.trim_end()
+    );
 }

@@ -59,6 +59,9 @@ impl fmt::Debug for Secret {
 pub struct AuthError {
     pub message: String,
     pub transient: bool,
+    /// The endpoint could not be reached at all (in a chain: that source is
+    /// not available here, e.g. IMDS off Azure).
+    pub unreachable: bool,
 }
 
 impl AuthError {
@@ -66,13 +69,15 @@ impl AuthError {
         AuthError {
             message: message.into(),
             transient: false,
+            unreachable: false,
         }
     }
 
-    fn transient(message: impl Into<String>) -> Self {
+    fn unreachable(message: impl Into<String>) -> Self {
         AuthError {
             message: message.into(),
             transient: true,
+            unreachable: true,
         }
     }
 }
@@ -155,6 +160,9 @@ struct Inner {
     /// `resource={audience}` for managed identity and the CLI.
     audience: String,
     http: reqwest::Client,
+    /// For IMDS: gives up connecting after a second, since off Azure the
+    /// address does not answer and a chain should move on.
+    probe_http: reqwest::Client,
     cache: Mutex<Option<Cached>>,
     /// For a chain: the source that worked last.
     chosen: std::sync::Mutex<Option<usize>>,
@@ -196,6 +204,11 @@ impl Credential {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let probe_http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(1).min(timeout))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let mut secrets = Vec::new();
         source.secrets(&mut secrets);
         secrets.retain(|s| !s.expose().is_empty());
@@ -203,6 +216,7 @@ impl Credential {
             source,
             audience: audience.trim_end_matches('/').to_string(),
             http,
+            probe_http,
             cache: Mutex::new(None),
             chosen: std::sync::Mutex::new(None),
             secrets,
@@ -269,6 +283,7 @@ impl Credential {
                     return self.fetch_from(&sources[i]).await;
                 }
                 let mut errors = Vec::new();
+                let mut transient = false;
                 for (i, s) in sources.iter().enumerate() {
                     match self.fetch_from(s).await {
                         Ok(t) => {
@@ -278,6 +293,10 @@ impl Credential {
                         }
                         Err(e) => {
                             tracing::debug!(credential = s.label(), error = %self.scrub(&e.message), "credential unavailable");
+                            // A source that answered and failed for a passing reason
+                            // makes the chain worth another try; one that is not
+                            // there at all does not.
+                            transient |= e.transient && !e.unreachable;
                             errors.push(format!("{}: {}", s.label(), e.message));
                         }
                     }
@@ -285,10 +304,11 @@ impl Credential {
                 if errors.is_empty() {
                     return Err(AuthError::permanent("no credential configured"));
                 }
-                Err(AuthError::permanent(format!(
-                    "no credential worked ({})",
-                    errors.join("; ")
-                )))
+                Err(AuthError {
+                    message: format!("no credential worked ({})", errors.join("; ")),
+                    transient,
+                    unreachable: false,
+                })
             }
             s => self.fetch_from(s).await,
         }
@@ -335,12 +355,10 @@ impl Credential {
                             q.push(("client_id", c.as_str()));
                         }
                         self.0
-                            .http
+                            .probe_http
                             .get(url)
                             .query(&q)
                             .header("Metadata", "true")
-                            // Off Azure the address does not answer: fail fast.
-                            .timeout(Duration::from_secs(3))
                     }
                     ManagedIdentityEndpoint::AppService { url, header } => {
                         let mut q = vec![
@@ -419,12 +437,14 @@ async fn token_response(
     what: &str,
 ) -> Result<(Secret, Duration), AuthError> {
     let resp = req.send().await.map_err(|e| {
-        // reqwest's message names the URL, which carries no secret.
-        AuthError::transient(format!("{what} unreachable: {}", e.without_url()))
+        // Without the URL: a managed identity's carries the client id.
+        AuthError::unreachable(format!("{what} unreachable: {}", e.without_url()))
     })?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| {
-        AuthError::transient(format!("{what}: reading the response: {}", e.without_url()))
+    let body = resp.bytes().await.map_err(|e| AuthError {
+        message: format!("{what}: reading the response: {}", e.without_url()),
+        transient: true,
+        unreachable: false,
     })?;
     let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
@@ -445,6 +465,7 @@ async fn token_response(
         return Err(AuthError {
             message: msg,
             transient,
+            unreachable: false,
         });
     }
     let Some(t) = parsed else {

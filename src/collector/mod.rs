@@ -17,10 +17,12 @@
 //! `Retry-After` honoured up to a ceiling); a list that still fails leaves
 //! the snapshot partial with the reason in `snapshots.partial_reason`, so it
 //! ends no claim. A NIC record that cannot be parsed also makes it partial
-//! (the store's rule). A collector that dies mid-way leaves an unfinished
-//! snapshot, which the next run for that subscription closes as partial.
-//! One collector per subscription runs at a time across replicas (a Postgres
-//! session lock).
+//! (the store's rule), and so does a scale set deleted between the
+//! scale-set list and its NIC list (that 404 counts as a failed list: it
+//! cannot be told from a list the collector may not read). A collector that
+//! dies mid-way leaves an unfinished snapshot, which the next run for that
+//! subscription closes as partial. One collector per subscription runs at a
+//! time across replicas (a Postgres session lock).
 //!
 //! The snapshot's `taken_at` is the instant the listing began. Listing is not
 //! a consistent read: a NIC deleted while the listing runs, before its page
@@ -33,14 +35,14 @@
 //! own `Client` and `network_interfaces().list_all(..).into_stream()` pager
 //! were not used for the requests because: the pager yields typed pages
 //! only, so one NIC the model cannot read fails its whole page, where
-//! `parse_nic` on the raw JSON rejects just that NIC and names the field; its
-//! retry policy honours any `Retry-After` without a ceiling and cannot be
-//! told to give up; it exposes no count of requests nor a shared rate
-//! limit; it follows a `nextLink` to any host with the bearer token; and the
-//! scale-set list is a Microsoft.Compute call it does not have. The
-//! credential chain is small and written here ([`auth`]) rather than taken
-//! from `azure_identity`, so that every host (authority, IMDS, App Service)
-//! is a plain value and no OpenSSL is linked.
+//! `parse_nic` on the raw JSON rejects just that NIC and names the field;
+//! its retry policy waits however long `Retry-After` asks (the hook that sees
+//! the header cannot end the retries); it exposes no count of requests nor a
+//! shared rate limit; it follows a `nextLink` to any host with the bearer
+//! token; and the scale-set list is a Microsoft.Compute call it does not
+//! have. The credential chain is small and written here ([`auth`]) rather
+//! than taken from `azure_identity`, so that every host (authority, IMDS,
+//! App Service) is a plain value and no OpenSSL is linked.
 //!
 //! **Request rate.** Requests go through one token bucket
 //! (`--requests-per-second`, default 3, `--burst` 10) and at most
@@ -149,7 +151,12 @@ pub struct CollectArgs {
     #[arg(long, env = "IPWHO_COLLECT_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
     /// Timeout of one request, in seconds.
-    #[arg(id = "collect_request_timeout_secs", long = "collect-request-timeout-secs", env = "IPWHO_COLLECT_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        id = "collect_request_timeout_secs",
+        long = "collect-request-timeout-secs",
+        env = "IPWHO_COLLECT_REQUEST_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
     pub request_timeout_secs: u64,
 }
 

@@ -133,8 +133,20 @@ fn a_delete_does_not_fix_when_the_vm_let_go() {
     let claims = derive_claims(&[write(100, &s, true), snap(200, &s), delete(500)]);
     let c = &claims[0];
     assert!(c.start_exact && !c.end_exact);
-    assert_eq!(c.certain, Window { start: 100, end: 201 });
-    assert_eq!(c.possible, Window { start: 100, end: 500 });
+    assert_eq!(
+        c.certain,
+        Window {
+            start: 100,
+            end: 201
+        }
+    );
+    assert_eq!(
+        c.possible,
+        Window {
+            start: 100,
+            end: 500
+        }
+    );
     assert_eq!(answer([c], 150).status, Status::Confirmed);
     assert_eq!(answer([c], 300).status, Status::Possible);
     assert_eq!(answer([c], 500).status, Status::Unknown);

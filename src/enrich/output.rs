@@ -42,9 +42,9 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Branch-free over the whole string, so it vectorises; ids and names
     // practically never need escaping.
-    let dirty = bytes
-        .iter()
-        .fold(false, |acc, &b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let dirty = bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if !dirty {
         out.reserve(bytes.len() + 2);
         out.push(b'"');
@@ -421,9 +421,11 @@ fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
 
 /// Rendered NIC fragments by `Arc` identity (the `Arc` is kept, so an
 /// address is never reused while cached). Bounded: cleared when full.
+type Rendered = (Arc<NicInfo>, Box<[u8]>);
+
 #[derive(Default)]
 pub(crate) struct NicCache {
-    map: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), BuildHasherDefault<FastHasher>>,
+    map: HashMap<usize, Rendered, BuildHasherDefault<FastHasher>>,
 }
 
 impl NicCache {

@@ -493,7 +493,7 @@ pub(crate) fn write_rfc3339(out: &mut Vec<u8>, micros: i64) {
 pub(crate) fn write_frac(out: &mut Vec<u8>, frac: u32) {
     if frac == 0 {
         out.push(b'Z');
-    } else if frac % 1000 == 0 {
+    } else if frac.is_multiple_of(1000) {
         let ms = frac / 1000;
         out.extend_from_slice(&[
             b'.',

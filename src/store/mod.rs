@@ -128,7 +128,14 @@ pub struct SnapshotInfo {
     pub partial_reason: Option<String>,
 }
 
-type SnapshotRow = (String, DateTime<Utc>, DateTime<Utc>, i32, bool, Option<String>);
+type SnapshotRow = (
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i32,
+    bool,
+    Option<String>,
+);
 type ConflictDbRow = (
     String,
     String,
@@ -174,14 +181,16 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             .fetch_optional(pool)
         };
         let to_info = |r: Option<SnapshotRow>| {
-            r.map(|(id, taken_at, recorded_at, nics, finished, partial_reason)| SnapshotInfo {
-                id,
-                taken_at,
-                recorded_at,
-                nics,
-                finished,
-                partial_reason,
-            })
+            r.map(
+                |(id, taken_at, recorded_at, nics, finished, partial_reason)| SnapshotInfo {
+                    id,
+                    taken_at,
+                    recorded_at,
+                    nics,
+                    finished,
+                    partial_reason,
+                },
+            )
         };
         let last_complete_snapshot = to_info(snap(true).await?);
         let last_partial_snapshot = to_info(snap(false).await?);
