@@ -13,7 +13,7 @@ use super::micros;
 use super::recompute::{ClaimChanges, load_completes, load_runs, recompute, save_runs};
 use super::runs::Runs;
 use crate::azure::activity::{ActivityChange, ActivityEvent};
-use crate::model::NicState;
+use crate::model::{ArmId, NicState};
 
 /// The advisory lock every ingest holds: one writer at a time, across replicas.
 const INGEST_LOCK: i64 = 0x1905_1d00;
@@ -96,25 +96,22 @@ async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
-async fn upsert_nics_and_states(
+/// Registers NICs (once each; known ones are left as they are).
+async fn insert_nics<'a>(
     conn: &mut PgConnection,
-    states: &[&NicState],
-) -> sqlx::Result<Vec<String>> {
+    ids: impl Iterator<Item = &'a ArmId>,
+) -> sqlx::Result<()> {
     let mut seen = HashSet::new();
     let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
-    let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
-    let mut fps = Vec::with_capacity(states.len());
-    for s in states {
-        if seen.insert(s.id.key().to_string()) {
-            k.push(s.id.key().to_string());
-            id.push(s.id.as_str().to_string());
-            sub.push(s.id.subscription());
+    for n in ids {
+        if seen.insert(n.key()) {
+            k.push(n.key().to_string());
+            id.push(n.as_str().to_string());
+            sub.push(n.subscription());
         }
-        let f = s.fingerprint();
-        fp.push(f.clone());
-        fk.push(s.id.key().to_string());
-        js.push(serde_json::to_string(s).expect("states serialize"));
-        fps.push(f);
+    }
+    if k.is_empty() {
+        return Ok(());
     }
     sqlx::query(
         "INSERT INTO nics (nic_key, id, subscription) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
@@ -123,8 +120,25 @@ async fn upsert_nics_and_states(
     .bind(&k)
     .bind(&id)
     .bind(&sub)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
+    Ok(())
+}
+
+async fn upsert_nics_and_states(
+    conn: &mut PgConnection,
+    states: &[&NicState],
+) -> sqlx::Result<Vec<String>> {
+    insert_nics(conn, states.iter().map(|s| &s.id)).await?;
+    let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
+    let mut fps = Vec::with_capacity(states.len());
+    for s in states {
+        let f = s.fingerprint();
+        fp.push(f.clone());
+        fk.push(s.id.key().to_string());
+        js.push(serde_json::to_string(s).expect("states serialize"));
+        fps.push(f);
+    }
     sqlx::query(
         "INSERT INTO nic_states (fingerprint, nic_key, state)
          SELECT f, n, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
@@ -418,38 +432,16 @@ pub async fn ingest_activity(
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     // Every NIC an event names must exist in `nics`, writes or deletes alike.
-    let mut placeholders: Vec<NicState> = Vec::new();
+    let mut deleted: Vec<&ArmId> = Vec::new();
     let mut states: Vec<&NicState> = Vec::new();
     for e in events {
         match &e.change {
             ActivityChange::Write { state, .. } => states.push(state),
-            ActivityChange::Delete => placeholders.push(NicState {
-                id: e.nic.clone(),
-                name: e.nic.name().to_string(),
-                mac: None,
-                vm: None,
-                ips: Vec::new(),
-            }),
+            ActivityChange::Delete => deleted.push(&e.nic),
         }
     }
     let fps = upsert_nics_and_states(&mut tx, &states).await?;
-    if !placeholders.is_empty() {
-        let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
-        for p in &placeholders {
-            k.push(p.id.key().to_string());
-            id.push(p.id.as_str().to_string());
-            sub.push(p.id.subscription());
-        }
-        sqlx::query(
-            "INSERT INTO nics (nic_key, id, subscription) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&k)
-        .bind(&id)
-        .bind(&sub)
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_nics(&mut tx, deleted.into_iter()).await?;
     let mut fp_iter = fps.into_iter();
     let (mut key, mut nic, mut at, mut kind, mut created, mut fp, mut corr) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
