@@ -307,6 +307,17 @@ impl NicState {
     }
 }
 
+/// A subscription id as keys use it: lower case, without a leading
+/// `/subscriptions/` (any casing) or surrounding slashes and spaces.
+pub fn normalize_subscription(s: &str) -> String {
+    let s = s.trim().trim_matches('/');
+    let s = match s.get(..14) {
+        Some(p) if p.eq_ignore_ascii_case("subscriptions/") => &s[14..],
+        _ => s,
+    };
+    s.trim_matches('/').to_ascii_lowercase()
+}
+
 /// A short, stable content digest (128 bits of SHA-256, hex).
 pub fn short_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -348,6 +359,22 @@ mod tests {
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet1"
         );
         assert!(s.truncate_after("networkInterfaces").is_none());
+    }
+
+    #[test]
+    fn subscriptions_normalise() {
+        for s in [
+            " /subscriptions/AB-CD/ ",
+            "/SUBSCRIPTIONS/ab-cd",
+            "subscriptions/AB-CD",
+            "AB-CD",
+        ] {
+            assert_eq!(normalize_subscription(s), "ab-cd", "{s}");
+        }
+        assert_eq!(
+            normalize_subscription("/subscriptions/a/resourceGroups/r"),
+            "a/resourcegroups/r"
+        );
     }
 
     #[test]

@@ -209,12 +209,7 @@ pub async fn ingest_snapshot(
     let subscriptions: Vec<String> = match from_body.subscriptions.or(query.subscriptions) {
         Some(s) => s
             .iter()
-            .map(|x| {
-                x.trim()
-                    .trim_start_matches("/subscriptions/")
-                    .trim_matches('/')
-                    .to_ascii_lowercase()
-            })
+            .map(|x| crate::model::normalize_subscription(x))
             .filter(|x| !x.is_empty())
             .collect(),
         None if complete => {

@@ -100,11 +100,7 @@ impl ScopeParams {
             return Ok(Scope::Vnet(vnet.key().to_string()));
         }
         if let Some(s) = &self.subscription {
-            let s = s
-                .trim()
-                .trim_start_matches("/subscriptions/")
-                .trim_matches('/')
-                .to_ascii_lowercase();
+            let s = crate::model::normalize_subscription(s);
             if s.is_empty() || s.contains('/') {
                 return Err(ApiError::bad(
                     ErrorCode::InvalidParameter,

@@ -46,15 +46,7 @@ struct Page {
     scale_set: bool,
 }
 
-/// A subscription id as the store keys it: lower case, no `/subscriptions/`.
-pub fn normalize_subscription(s: &str) -> String {
-    s.trim()
-        .trim_start_matches('/')
-        .trim_start_matches("subscriptions/")
-        .trim_start_matches("SUBSCRIPTIONS/")
-        .trim_matches('/')
-        .to_ascii_lowercase()
-}
+pub use crate::model::normalize_subscription;
 
 fn lock_key(sub: &str) -> i64 {
     let d = crate::model::short_digest(format!("ipwho-collect|{sub}").as_bytes());
