@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use crate::engine::{self, Answer, Claim, Continuity, Micros};
 use crate::enrich::NicInfo;
 use crate::model::Mac;
+use crate::store::runs::CompleteSnapshot;
 
 /// A claim as the index holds it, with the NIC as enrichment shows it built
 /// once (so an enriched tuple costs no allocation).
@@ -61,6 +62,9 @@ struct Inner {
     by_vm: HashMap<String, Vec<Arc<Entry>>>,
     by_mac: HashMap<Mac, Vec<Arc<Entry>>>,
     claims: usize,
+    /// Each subscription's horizon (latest finished complete snapshot):
+    /// live claims are held read at it.
+    horizons: HashMap<String, CompleteSnapshot>,
 }
 
 fn ip_key(ip: &IpNet) -> IpNet {
@@ -100,7 +104,12 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, c: Claim) {
+    fn insert(&mut self, mut c: Claim) {
+        if c.live
+            && let Some(h) = self.horizons.get(&c.nic.subscription())
+        {
+            c.extend_to(h.at, &h.id);
+        }
         let info = Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref()));
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
@@ -168,11 +177,12 @@ impl Index {
         Self::default()
     }
 
-    /// Builds an index from every claim.
-    pub fn from_claims(claims: Vec<Claim>) -> Self {
+    /// Builds an index from every claim and the subscriptions' horizons.
+    pub fn from_claims(claims: Vec<Claim>, horizons: HashMap<String, CompleteSnapshot>) -> Self {
         let idx = Index::default();
         {
             let mut w = idx.inner.write().expect("index lock");
+            w.horizons = horizons;
             for c in claims {
                 w.insert(c);
             }
@@ -203,11 +213,49 @@ impl Index {
         self.touch();
     }
 
+    /// Moves subscriptions' horizons: their live claims are read at the new
+    /// one (rebuilt in place; no other claim is touched).
+    pub fn set_horizons<I>(&self, horizons: I)
+    where
+        I: IntoIterator<Item = (String, CompleteSnapshot)>,
+    {
+        let mut w = self.inner.write().expect("index lock");
+        let mut moved: Vec<String> = Vec::new();
+        for (sub, h) in horizons {
+            if w.horizons.get(&sub).is_none_or(|old| *old < h) {
+                w.horizons.insert(sub.clone(), h);
+                moved.push(sub);
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let nics: Vec<String> = w
+            .by_nic
+            .iter()
+            .filter(|(_, v)| {
+                v.iter()
+                    .any(|c| c.live && moved.contains(&c.nic.subscription()))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for nic in nics {
+            let claims: Vec<Claim> = w.by_nic[&nic].iter().map(|e| e.claim.clone()).collect();
+            w.remove_nic(&nic);
+            for c in claims {
+                w.insert(c);
+            }
+        }
+        drop(w);
+        self.touch();
+    }
+
     /// Applies the claims an ingest of this process recomputed, and advances
     /// the change-feed position when nothing from other writers came between.
     pub async fn apply(&self, changes: crate::store::ClaimChanges) {
         let mut applied = self.applied_seq.lock().await;
         self.replace(changes.by_nic);
+        self.set_horizons(changes.horizons);
         if let Some((lo, hi)) = changes.seq
             && *applied == lo - 1
         {
@@ -215,9 +263,16 @@ impl Index {
         }
     }
 
-    /// Replaces every claim.
-    pub fn reset(&self, by_nic: HashMap<String, Vec<Claim>>) {
-        let mut fresh = Inner::default();
+    /// Replaces every claim and horizon.
+    pub fn reset(
+        &self,
+        by_nic: HashMap<String, Vec<Claim>>,
+        horizons: HashMap<String, CompleteSnapshot>,
+    ) {
+        let mut fresh = Inner {
+            horizons,
+            ..Default::default()
+        };
         for c in by_nic.into_values().flatten() {
             fresh.insert(c);
         }

@@ -20,7 +20,10 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
         .fetch_one(pool)
         .await?;
-    let index = Index::from_claims(crate::store::load_claims(pool).await?);
+    let index = Index::from_claims(
+        crate::store::load_claims(pool).await?,
+        crate::store::load_horizons(pool).await?,
+    );
     *index.applied_seq.lock().await = seq;
     Ok(index)
 }
@@ -46,17 +49,19 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
             by_nic.entry(c.key.nic.clone()).or_default().push(c);
         }
         let n = by_nic.len();
-        index.reset(by_nic);
+        index.reset(by_nic, crate::store::load_horizons(pool).await?);
         *applied = max;
         return Ok(n);
     }
-    let nics: Vec<String> = sqlx::query_scalar(
+    let all: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT nic_key FROM claim_changes WHERE seq > $1 AND seq <= $2",
     )
     .bind(*applied)
     .bind(max)
     .fetch_all(pool)
     .await?;
+    // "" marks a moved horizon, not a NIC (the horizons are reloaded below).
+    let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
     let rows: Vec<(String, Json<Claim>)> =
         sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
             .bind(&nics)
@@ -69,6 +74,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     }
     let n = by_nic.len();
     index.replace(by_nic);
+    index.set_horizons(crate::store::load_horizons(pool).await?);
     *applied = max;
     Ok(n)
 }

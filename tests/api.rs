@@ -615,6 +615,33 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
         (status.as_str(), name.as_deref()),
         ("confirmed", Some("nic-x"))
     );
+
+    // A later complete snapshot of the unchanged estate writes no claim: it
+    // moves the subscription's horizon, which followers pick up too.
+    let later = "2025-03-01T11:00:00Z";
+    let body = snapshot(
+        later,
+        &[SUB1],
+        true,
+        vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
+    );
+    ipwho::service::ingest_snapshot(
+        &pool,
+        &other,
+        body.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (status, _, _) = app.owner("10.2.0.1", later, "").await;
+    assert_eq!(status, "probable", "the horizon has not moved here yet");
+    assert_eq!(
+        ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap(),
+        0
+    );
+    let (status, _, v) = app.owner("10.2.0.1", later, "").await;
+    assert_eq!(status, "confirmed", "{v}");
+    assert_eq!(v["owner"]["certain"]["start"], T0);
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{Evidence, EvidenceKind, EvidenceRef, NEG_INF, Observation, POS_INF, Window};
+use super::{Evidence, EvidenceKind, EvidenceRef, Micros, NEG_INF, Observation, POS_INF, Window};
 use crate::model::{ArmId, Mac, NicState};
 
 /// What makes two claims the same claim: the NIC, the scope (VNet key, or ""
@@ -44,12 +44,34 @@ pub struct Claim {
     pub first: EvidenceRef,
     pub last: EvidenceRef,
     pub after: Option<EvidenceRef>,
+    /// Set by the store, not the engine: the claim's last evidence is the end
+    /// of a live observation run, so its certain window and last evidence
+    /// extend to its subscription's horizon (the latest finished complete
+    /// snapshot) without being rewritten. See [`Claim::extend_to`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl Claim {
     /// No evidence has ended it yet: the NIC held the IP when last seen.
     pub fn is_open(&self) -> bool {
         self.possible.end == POS_INF
+    }
+
+    /// A live claim read at its subscription's horizon: a complete snapshot
+    /// at `at` (id `id`) listed the NIC as the claim's last evidence did.
+    /// Returns whether anything changed; does nothing to other claims.
+    pub fn extend_to(&mut self, at: Micros, id: &str) -> bool {
+        if !self.live || at < self.last.at || at.saturating_add(1) <= self.certain.end {
+            return false;
+        }
+        self.certain.end = at.saturating_add(1);
+        self.last = EvidenceRef {
+            kind: EvidenceKind::Snapshot,
+            id: id.to_string(),
+            at,
+        };
+        true
     }
 
     /// The evidence behind the claim, oldest first.
@@ -210,6 +232,7 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
         first: EvidenceRef::from(first),
         last: EvidenceRef::from(last),
         after: after.map(EvidenceRef::from),
+        live: false,
     }
 }
 

@@ -9,10 +9,15 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
-use super::micros;
-use super::recompute::{ClaimChanges, load_completes, load_runs, recompute, save_runs};
+use super::recompute::{
+    ClaimChanges, ConflictsOf, feed, horizons_of, last_events, load_completes, load_runs,
+    recompute, refresh_conflicts, save_runs,
+};
+use super::runs::CompleteSnapshot;
 use super::runs::Runs;
+use super::{micros, to_ts};
 use crate::azure::activity::{ActivityChange, ActivityEvent};
+use crate::engine::Micros;
 use crate::model::{ArmId, NicState};
 
 /// The advisory lock every ingest holds: one writer at a time, across replicas.
@@ -233,46 +238,85 @@ pub async fn ingest_snapshot_page(
     };
     let mut changes = ClaimChanges::default();
     if !page.nics.is_empty() {
+        // Whether the snapshot still counts as complete: only then can an
+        // unchanged NIC's observation be left to its live run.
+        let still_complete: bool =
+            sqlx::query_scalar("SELECT complete FROM snapshots WHERE id = $1")
+                .bind(&meta.id)
+                .fetch_one(&mut *tx)
+                .await?;
         let states: Vec<&NicState> = page.nics.iter().collect();
         let fps = upsert_nics_and_states(&mut tx, &states).await?;
         let keys: Vec<String> = page.nics.iter().map(|n| n.id.key().to_string()).collect();
-        if !finished {
-            sqlx::query(
-                "INSERT INTO snapshot_members (snapshot_id, nic_key) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&meta.id)
-            .bind(&keys)
-            .execute(&mut *tx)
-            .await?;
-        }
         let mut subs: Vec<String> = page.nics.iter().map(|n| n.id.subscription()).collect();
         subs.sort();
         subs.dedup();
         let completes = load_completes(&mut tx, &subs).await?;
+        let horizons = horizons_of(&completes);
         let mut loaded = load_runs(&mut tx, &keys).await?;
+        let last_event = last_events(&mut tx, &keys).await?;
         let t = micros(meta.taken_at);
         let mut changed: Vec<(String, Runs)> = Vec::new();
         let mut index_of: HashMap<String, usize> = HashMap::new();
+        let mut deferred: HashMap<String, bool> = HashMap::new();
         for (nic, fp) in page.nics.iter().zip(&fps) {
             let key = nic.id.key().to_string();
+            let sub = nic.id.subscription();
             let slot = match index_of.get(&key) {
                 Some(&i) => i,
                 None => {
-                    changed.push((
-                        key.clone(),
-                        Runs::new(loaded.remove(&key).unwrap_or_default()),
-                    ));
+                    let mut runs = Runs::new(loaded.remove(&key).unwrap_or_default());
+                    runs.materialize(horizons.get(&sub));
+                    changed.push((key.clone(), runs));
                     index_of.insert(key.clone(), changed.len() - 1);
                     changed.len() - 1
                 }
             };
-            let c = completes
-                .get(&nic.id.subscription())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            changed[slot].1.observe(t, &meta.id, fp, c);
+            let runs = &mut changed[slot].1;
+            // Listed unchanged after the end of its live run by a snapshot
+            // that is to be complete: once finished, the snapshot is the
+            // run's new end without a write. Checked again at finish.
+            let defer = still_complete
+                && !finished
+                && runs
+                    .live()
+                    .is_some_and(|r| r.fingerprint == *fp && r.last_at < t)
+                && !runs.is_dirty();
+            deferred.insert(key.clone(), defer);
+            if defer {
+                continue;
+            }
+            let c = completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]);
+            runs.observe(t, &meta.id, fp, c);
+            runs.settle(
+                horizons.get(&sub).map(|h| h.at),
+                last_event.get(&key).copied(),
+            );
         }
-        changed.retain(|(_, r)| !r.deleted.is_empty() || r.runs.iter().any(|x| x.dirty));
+        if !finished {
+            let mut seen = HashSet::new();
+            let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
+            for (k, fp) in keys.iter().zip(&fps) {
+                if seen.insert(k) {
+                    mk.push(k.clone());
+                    mf.push(fp.clone());
+                    md.push(deferred.get(k).copied().unwrap_or(false));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO snapshot_members (snapshot_id, nic_key, fingerprint, deferred)
+                 SELECT $1, k, f, d FROM unnest($2::text[], $3::text[], $4::bool[]) AS u(k, f, d)
+                 ON CONFLICT (snapshot_id, nic_key) DO UPDATE
+                 SET deferred = snapshot_members.deferred AND EXCLUDED.deferred",
+            )
+            .bind(&meta.id)
+            .bind(&mk)
+            .bind(&mf)
+            .bind(&md)
+            .execute(&mut *tx)
+            .await?;
+        }
+        changed.retain(|(_, r)| r.is_dirty());
         report.changed = changed.len();
         save_runs(&mut tx, &changed).await?;
         let nics: Vec<String> = changed.into_iter().map(|(k, _)| k).collect();
@@ -351,14 +395,19 @@ pub async fn finish_snapshot(
     Ok(Some((report, changes)))
 }
 
-/// Marks the snapshot finished; when complete, every NIC of its scope that
-/// it did not list gets the absence as evidence (runs spanning it are split,
-/// claims bounded by it recomputed). Returns how many such NICs changed.
+/// Marks the snapshot finished. When complete, every NIC of its scope that
+/// it did not list gets the absence as evidence (live runs end, runs
+/// spanning it are split, claims bounded by it recomputed) and its
+/// subscriptions' horizons move; observations deferred to live runs are
+/// written down where the run does not cover them after all. Returns how
+/// many NICs the absence affected.
 async fn finish(
     conn: &mut PgConnection,
     meta: &SnapshotMeta,
     changes: &mut ClaimChanges,
 ) -> sqlx::Result<usize> {
+    // The horizons before this snapshot, to know which it moves.
+    let before = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
     sqlx::query(
         "UPDATE snapshots SET finished = true, finished_at = now(),
                 nics = (SELECT count(*) FROM snapshot_members WHERE snapshot_id = $1)
@@ -367,50 +416,140 @@ async fn finish(
     .bind(&meta.id)
     .execute(&mut *conn)
     .await?;
-    let mut affected = 0;
-    if meta.complete {
-        let t = meta.taken_at;
-        let nics: Vec<String> = sqlx::query_scalar(
+    let t = meta.taken_at;
+    let tm = micros(t);
+
+    // NICs of the scope it did not list.
+    let absent: Vec<String> = if meta.complete {
+        sqlx::query_scalar(
             "SELECT o.nic_key FROM observations o JOIN nics n USING (nic_key)
-             WHERE n.subscription = ANY($1) AND o.first_at < $2 AND o.last_at > $2
+             WHERE n.subscription = ANY($1)
+               AND ((o.first_at < $2 AND o.last_at > $2) OR (o.live AND o.first_at < $2))
                AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = o.nic_key)
              UNION
              SELECT c.nic_key FROM claims c
-             WHERE c.subscription = ANY($1) AND c.possible @> $2
+             WHERE NOT c.live AND c.subscription = ANY($1)
+               AND coalesce(upper(c.possible), 'infinity'::timestamptz) > $2 AND c.possible @> $2
                AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = c.nic_key)",
         )
         .bind(&meta.subscriptions)
         .bind(t)
         .bind(&meta.id)
         .fetch_all(&mut *conn)
-        .await?;
-        if !nics.is_empty() {
-            let completes = load_completes(conn, &meta.subscriptions).await?;
-            let subs: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-                "SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)",
-            )
-            .bind(&nics)
-            .fetch_all(&mut *conn)
-            .await?
+        .await?
+    } else {
+        Vec::new()
+    };
+    // Deferred members whose run does not reach this snapshot after all
+    // (it was ended meanwhile, or the snapshot ended up partial).
+    let (h_sub, h_at): (Vec<String>, Vec<DateTime<Utc>>) = {
+        let now = load_completes(conn, &meta.subscriptions).await?;
+        horizons_of(&now)
             .into_iter()
+            .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
+            .unzip()
+    };
+    let uncovered: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.nic_key, m.fingerprint FROM snapshot_members m JOIN nics n USING (nic_key)
+         LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
+         WHERE m.snapshot_id = $1 AND m.deferred AND NOT EXISTS (
+             SELECT 1 FROM observations o
+             WHERE o.nic_key = m.nic_key AND o.fingerprint = m.fingerprint AND o.first_at <= $4
+               AND (o.last_at >= $4 OR (o.live AND h.at >= $4)))",
+    )
+    .bind(&meta.id)
+    .bind(&h_sub)
+    .bind(&h_at)
+    .bind(t)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut affected = 0;
+    let mut touched: Vec<String> = absent.clone();
+    touched.extend(uncovered.iter().map(|(k, _)| k.clone()));
+    touched.sort();
+    touched.dedup();
+    if !touched.is_empty() {
+        let completes = load_completes(conn, &meta.subscriptions).await?;
+        let without_this: HashMap<String, Vec<CompleteSnapshot>> = completes
+            .iter()
+            .map(|(s, v)| {
+                (
+                    s.clone(),
+                    v.iter().filter(|c| c.id != meta.id).cloned().collect(),
+                )
+            })
             .collect();
-            let mut loaded = load_runs(conn, &nics).await?;
-            let mut split: Vec<(String, Runs)> = Vec::new();
-            for nic in &nics {
-                let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
-                let c = subs
-                    .get(nic)
-                    .and_then(|s| completes.get(s))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                if runs.absent_at(micros(t), c) {
-                    split.push((nic.clone(), runs));
-                }
+        let subs: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+            "SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)",
+        )
+        .bind(&touched)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        let last_event = last_events(conn, &touched).await?;
+        let mut loaded = load_runs(conn, &touched).await?;
+        let absent: HashSet<&String> = absent.iter().collect();
+        let listed: HashMap<&String, &String> = uncovered.iter().map(|(k, f)| (k, f)).collect();
+        let mut dirty: Vec<(String, Runs)> = Vec::new();
+        for nic in &touched {
+            let sub = subs.get(nic).cloned().unwrap_or_default();
+            let c = completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]);
+            let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
+            if absent.contains(nic) {
+                // Live until the snapshot before this one, at most.
+                runs.materialize(without_this.get(&sub).and_then(|v| v.last()));
+                runs.absent_at(tm, c);
+            } else {
+                runs.materialize(c.last());
             }
-            save_runs(conn, &split).await?;
-            let c = recompute(conn, &nics).await?;
-            affected = nics.len();
-            changes.merge(c);
+            if let Some(fp) = listed.get(nic) {
+                runs.observe(tm, &meta.id, fp, c);
+            }
+            runs.settle(c.last().map(|h| h.at), last_event.get(nic).copied());
+            if runs.is_dirty() {
+                dirty.push((nic.clone(), runs));
+            }
+        }
+        save_runs(conn, &dirty).await?;
+        let c = recompute(conn, &touched).await?;
+        affected = absent.len();
+        changes.merge(c);
+    }
+
+    // Horizons this snapshot moved: live claims of each subscription now
+    // reach it, which can make two of them overlap for the first time.
+    if meta.complete {
+        let after = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
+        let h: HashMap<String, Micros> = after.iter().map(|(s, c)| (s.clone(), c.at)).collect();
+        let mut moved = false;
+        for sub in &meta.subscriptions {
+            let (Some(now), old) = (after.get(sub), before.get(sub)) else {
+                continue;
+            };
+            if old == Some(now) {
+                continue;
+            }
+            moved = true;
+            refresh_conflicts(
+                conn,
+                ConflictsOf::NewlyLive {
+                    subscription: sub,
+                    after: old.map(|o| o.at),
+                    upto: now.at,
+                },
+                &h,
+            )
+            .await?;
+            changes.horizons.push((sub.clone(), now.clone()));
+        }
+        if moved {
+            let seq = feed(conn, &[String::new()]).await?;
+            changes.merge(ClaimChanges {
+                seq,
+                ..Default::default()
+            });
         }
     }
     sqlx::query("DELETE FROM snapshot_members WHERE snapshot_id = $1")
@@ -418,6 +557,40 @@ async fn finish(
         .execute(&mut *conn)
         .await?;
     Ok(affected)
+}
+
+/// A live run with an event after its end is live no more: its end (the
+/// horizon) is written down, so that later snapshots extend it explicitly.
+async fn end_live_runs_before_events(conn: &mut PgConnection, nics: &[String]) -> sqlx::Result<()> {
+    let live: Vec<(String, String)> = sqlx::query_as(
+        "SELECT o.nic_key, n.subscription FROM observations o JOIN nics n USING (nic_key)
+         WHERE o.live AND o.nic_key = ANY($1)
+           AND EXISTS (SELECT 1 FROM activity_events e WHERE e.nic_key = o.nic_key AND e.at > o.last_at)",
+    )
+    .bind(nics)
+    .fetch_all(&mut *conn)
+    .await?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = live.iter().map(|(k, _)| k.clone()).collect();
+    let mut subs: Vec<String> = live.iter().map(|(_, s)| s.clone()).collect();
+    subs.sort();
+    subs.dedup();
+    let horizons = horizons_of(&load_completes(conn, &subs).await?);
+    let last_event = last_events(conn, &keys).await?;
+    let mut loaded = load_runs(conn, &keys).await?;
+    let mut dirty = Vec::new();
+    for (nic, sub) in &live {
+        let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
+        let h = horizons.get(sub);
+        runs.materialize(h);
+        runs.settle(h.map(|h| h.at), last_event.get(nic).copied());
+        if runs.is_dirty() {
+            dirty.push((nic.clone(), runs));
+        }
+    }
+    save_runs(conn, &dirty).await
 }
 
 /// Stores Activity Log events (each once) and recomputes the NICs they concern.
@@ -483,6 +656,7 @@ pub async fn ingest_activity(
     let mut nics: Vec<String> = inserted;
     nics.sort();
     nics.dedup();
+    end_live_runs_before_events(&mut tx, &nics).await?;
     let changes = recompute(&mut tx, &nics).await?;
     tx.commit().await?;
     report.claims_inserted = changes.inserted;

@@ -88,6 +88,22 @@ pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
     Ok(rows.into_iter().map(|j| j.0).collect())
 }
 
+/// Each subscription's horizon: its latest finished complete snapshot.
+pub async fn load_horizons(
+    pool: &PgPool,
+) -> anyhow::Result<std::collections::HashMap<String, runs::CompleteSnapshot>> {
+    let rows: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (sub) sub, taken_at, id FROM snapshots, unnest(subscriptions) AS s(sub)
+         WHERE complete AND finished ORDER BY sub, taken_at DESC, id DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, at, id)| (s, runs::CompleteSnapshot { at: micros(at), id }))
+        .collect())
+}
+
 /// Microseconds → timestamp (None for the infinities).
 pub fn to_ts(m: Micros) -> Option<DateTime<Utc>> {
     if m == crate::engine::NEG_INF || m == crate::engine::POS_INF {

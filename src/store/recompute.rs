@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use sqlx::{PgConnection, types::Json};
 
-use super::runs::{CompleteSnapshot, Run, StoredEvent, assemble_evidence};
+use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
 use super::{micros, to_ts};
-use crate::engine::{Claim, derive_claims};
+use crate::engine::{Claim, EvidenceKind, Micros, NEG_INF, POS_INF, Window, derive_claims};
 use crate::model::NicState;
 
 /// The new claims of every recomputed NIC (an empty list when a NIC has none
@@ -22,6 +22,9 @@ pub struct ClaimChanges {
     pub deleted: usize,
     /// The change-feed sequence numbers this ingest wrote (first, last).
     pub seq: Option<(i64, i64)>,
+    /// Subscriptions whose horizon (latest finished complete snapshot) this
+    /// ingest moved: live claims of theirs extend to it.
+    pub horizons: Vec<(String, CompleteSnapshot)>,
 }
 
 impl ClaimChanges {
@@ -30,6 +33,7 @@ impl ClaimChanges {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.deleted += other.deleted;
+        self.horizons.extend(other.horizons);
         self.seq = match (self.seq, other.seq) {
             (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
             (a, b) => a.or(b),
@@ -50,16 +54,17 @@ pub(super) async fn load_runs(
         String,
         DateTime<Utc>,
         String,
+        bool,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot
+        "SELECT id, nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live
          FROM observations WHERE nic_key = ANY($1)",
     )
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
     let mut out: HashMap<String, Vec<Run>> = HashMap::new();
-    for (id, nic, fingerprint, first_at, first_snapshot, last_at, last_snapshot) in rows {
+    for (id, nic, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live) in rows {
         out.entry(nic).or_default().push(Run {
             id: Some(id),
             fingerprint,
@@ -67,6 +72,7 @@ pub(super) async fn load_runs(
             first_snapshot,
             last_at: micros(last_at),
             last_snapshot,
+            live,
             dirty: false,
         });
     }
@@ -79,10 +85,10 @@ pub(super) async fn save_runs(
     nic: &[(String, super::runs::Runs)],
 ) -> sqlx::Result<()> {
     let mut del: Vec<i64> = Vec::new();
-    let (mut u_id, mut u_fa, mut u_fs, mut u_la, mut u_ls) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut i_nic, mut i_fp, mut i_fa, mut i_fs, mut i_la, mut i_ls) =
+    let (mut u_id, mut u_fa, mut u_fs, mut u_la, mut u_ls, mut u_live) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut i_nic, mut i_fp, mut i_fa, mut i_fs, mut i_la, mut i_ls, mut i_live) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for (key, runs) in nic {
         del.extend(&runs.deleted);
         for r in runs.runs.iter().filter(|r| r.dirty) {
@@ -93,6 +99,7 @@ pub(super) async fn save_runs(
                     u_fs.push(r.first_snapshot.clone());
                     u_la.push(to_ts(r.last_at));
                     u_ls.push(r.last_snapshot.clone());
+                    u_live.push(r.live);
                 }
                 None => {
                     i_nic.push(key.clone());
@@ -101,6 +108,7 @@ pub(super) async fn save_runs(
                     i_fs.push(r.first_snapshot.clone());
                     i_la.push(to_ts(r.last_at));
                     i_ls.push(r.last_snapshot.clone());
+                    i_live.push(r.live);
                 }
             }
         }
@@ -113,8 +121,10 @@ pub(super) async fn save_runs(
     }
     if !u_id.is_empty() {
         sqlx::query(
-            "UPDATE observations o SET first_at = u.fa, first_snapshot = u.fs, last_at = u.la, last_snapshot = u.ls, updated_at = now()
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::text[]) AS u(id, fa, fs, la, ls)
+            "UPDATE observations o SET first_at = u.fa, first_snapshot = u.fs, last_at = u.la, last_snapshot = u.ls,
+                    live = u.live, updated_at = now()
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[])
+                  AS u(id, fa, fs, la, ls, live)
              WHERE o.id = u.id",
         )
         .bind(&u_id)
@@ -122,13 +132,14 @@ pub(super) async fn save_runs(
         .bind(&u_fs)
         .bind(&u_la)
         .bind(&u_ls)
+        .bind(&u_live)
         .execute(&mut *conn)
         .await?;
     }
     if !i_nic.is_empty() {
         sqlx::query(
-            "INSERT INTO observations (nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[])",
+            "INSERT INTO observations (nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[])",
         )
         .bind(&i_nic)
         .bind(&i_fp)
@@ -136,6 +147,7 @@ pub(super) async fn save_runs(
         .bind(&i_fs)
         .bind(&i_la)
         .bind(&i_ls)
+        .bind(&i_live)
         .execute(&mut *conn)
         .await?;
     }
@@ -169,6 +181,33 @@ pub(super) async fn load_completes(
 
 /// Recomputes the claims of `nics` from all their evidence and writes the
 /// difference to `claims` and `conflicts`.
+/// Each subscription's horizon: its latest finished complete snapshot.
+pub(super) fn horizons_of(
+    completes: &HashMap<String, Vec<CompleteSnapshot>>,
+) -> HashMap<String, CompleteSnapshot> {
+    completes
+        .iter()
+        .filter_map(|(s, c)| c.last().map(|h| (s.clone(), h.clone())))
+        .collect()
+}
+
+/// The latest event of each NIC (an event after a run's end keeps the run
+/// from being live).
+pub(super) async fn last_events(
+    conn: &mut PgConnection,
+    nics: &[String],
+) -> sqlx::Result<HashMap<String, Micros>> {
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT nic_key, max(at) FROM activity_events WHERE nic_key = ANY($1) GROUP BY nic_key",
+    )
+    .bind(nics)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n, t)| (n, micros(t))).collect())
+}
+
+/// Recomputes the claims of `nics` from all their evidence and writes the
+/// difference to `claims` and `conflicts`.
 pub(super) async fn recompute(
     conn: &mut PgConnection,
     nics: &[String],
@@ -191,6 +230,7 @@ pub(super) async fn recompute(
         .collect();
     sub_list.sort();
     let completes = load_completes(conn, &sub_list).await?;
+    let horizons = horizons_of(&completes);
     let mut runs = load_runs(conn, nics).await?;
 
     // States of runs and events, parsed once per fingerprint.
@@ -246,22 +286,24 @@ pub(super) async fn recompute(
 
     let empty = Vec::new();
     let mut unchanged: HashSet<String> = HashSet::new();
-    let (mut u_id, mut u_plo, mut u_phi, mut u_clo, mut u_chi, mut u_dig, mut u_det) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut i_nic, mut i_scope, mut i_ip, mut i_vm, mut i_sub) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut i_plo, mut i_phi, mut i_clo, mut i_chi, mut i_dig, mut i_det) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut upd = ClaimRows::default();
+    let mut ins = ClaimRows::default();
     for nic in nics {
         let sub = sub_of.get(nic).cloned().unwrap_or_default();
-        let nic_runs = runs.remove(nic).unwrap_or_default();
+        let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
+        nic_runs.materialize(horizons.get(&sub));
+        let live_end = nic_runs.live().map(|r| r.last_at);
         let evidence = assemble_evidence(
-            &nic_runs,
+            &nic_runs.runs,
             |fp| states.get(fp),
             events.get(nic).unwrap_or(&empty),
             completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]),
         );
-        let claims = derive_claims(&evidence);
+        let mut claims = derive_claims(&evidence);
+        for c in &mut claims {
+            c.live =
+                c.is_open() && c.last.kind == EvidenceKind::Snapshot && live_end == Some(c.last.at);
+        }
         let mut nic_changed = false;
         for c in &claims {
             let detail = serde_json::to_string(c).expect("claims serialize");
@@ -277,27 +319,11 @@ pub(super) async fn recompute(
                 Some((_, d)) if d == digest => {}
                 Some((id, _)) => {
                     nic_changed = true;
-                    u_id.push(id);
-                    u_plo.push(to_ts(c.possible.start));
-                    u_phi.push(to_ts(c.possible.end));
-                    u_clo.push(to_ts(c.certain.start));
-                    u_chi.push(to_ts(c.certain.end));
-                    u_dig.push(digest);
-                    u_det.push(detail);
+                    upd.push(Some(id), c, &sub, digest, detail);
                 }
                 None => {
                     nic_changed = true;
-                    i_nic.push(c.key.nic.clone());
-                    i_scope.push(c.key.scope.clone());
-                    i_ip.push(c.key.ip.to_string());
-                    i_vm.push(c.key.vm.clone());
-                    i_sub.push(sub.clone());
-                    i_plo.push(to_ts(c.possible.start));
-                    i_phi.push(to_ts(c.possible.end));
-                    i_clo.push(to_ts(c.certain.start));
-                    i_chi.push(to_ts(c.certain.end));
-                    i_dig.push(digest);
-                    i_det.push(detail);
+                    ins.push(None, c, &sub, digest, detail);
                 }
             }
         }
@@ -313,96 +339,323 @@ pub(super) async fn recompute(
     changes.by_nic.retain(|n, _| !unchanged.contains(n));
     let del: Vec<i64> = existing.values().map(|(id, _)| *id).collect();
     changes.deleted = del.len();
-    changes.updated = u_id.len();
-    changes.inserted = i_nic.len();
+    changes.updated = upd.id.len();
+    changes.inserted = ins.nic.len();
     if !del.is_empty() {
         sqlx::query("DELETE FROM claims WHERE id = ANY($1)")
             .bind(&del)
             .execute(&mut *conn)
             .await?;
     }
-    if !u_id.is_empty() {
+    if !upd.id.is_empty() {
         sqlx::query(
             "UPDATE claims c SET possible = tstzrange(u.plo, u.phi, '[)'), certain = tstzrange(u.clo, u.chi, '[)'),
-                    digest = u.dig, detail = u.det::jsonb, updated_at = now()
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
-                  AS u(id, plo, phi, clo, chi, dig, det)
+                    live = u.live, digest = u.dig, detail = u.det::jsonb, updated_at = now()
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
+                         $6::bool[], $7::text[], $8::text[])
+                  AS u(id, plo, phi, clo, chi, live, dig, det)
              WHERE c.id = u.id",
         )
-        .bind(&u_id)
-        .bind(&u_plo)
-        .bind(&u_phi)
-        .bind(&u_clo)
-        .bind(&u_chi)
-        .bind(&u_dig)
-        .bind(&u_det)
+        .bind(&upd.id)
+        .bind(&upd.plo)
+        .bind(&upd.phi)
+        .bind(&upd.clo)
+        .bind(&upd.chi)
+        .bind(&upd.live)
+        .bind(&upd.dig)
+        .bind(&upd.det)
         .execute(&mut *conn)
         .await?;
     }
-    if !i_nic.is_empty() {
+    if !ins.nic.is_empty() {
         sqlx::query(
-            "INSERT INTO claims (nic_key, scope, ip, vm_key, subscription, possible, certain, digest, detail)
-             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), dig, det::jsonb
+            "INSERT INTO claims (nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
+             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det::jsonb
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-                         $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])
-                  AS u(n, s, ip, vm, sub, plo, phi, clo, chi, dig, det)",
+                         $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
+                  AS u(n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)",
         )
-        .bind(&i_nic)
-        .bind(&i_scope)
-        .bind(&i_ip)
-        .bind(&i_vm)
-        .bind(&i_sub)
-        .bind(&i_plo)
-        .bind(&i_phi)
-        .bind(&i_clo)
-        .bind(&i_chi)
-        .bind(&i_dig)
-        .bind(&i_det)
+        .bind(&ins.nic)
+        .bind(&ins.scope)
+        .bind(&ins.ip)
+        .bind(&ins.vm)
+        .bind(&ins.sub)
+        .bind(&ins.plo)
+        .bind(&ins.phi)
+        .bind(&ins.clo)
+        .bind(&ins.chi)
+        .bind(&ins.live)
+        .bind(&ins.dig)
+        .bind(&ins.det)
         .execute(&mut *conn)
         .await?;
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
-        refresh_conflicts(conn, nics).await?;
+        let h: HashMap<String, Micros> = horizons.iter().map(|(s, c)| (s.clone(), c.at)).collect();
+        refresh_conflicts(conn, ConflictsOf::Nics(nics), &h).await?;
         let changed: Vec<String> = changes.by_nic.keys().cloned().collect();
-        let range: (Option<i64>, Option<i64>) = sqlx::query_as(
-            "WITH ins AS (INSERT INTO claim_changes (nic_key) SELECT unnest($1::text[]) RETURNING seq)
-             SELECT min(seq), max(seq) FROM ins",
-        )
-        .bind(&changed)
-        .fetch_one(&mut *conn)
-        .await?;
-        if let (Some(lo), Some(hi)) = range {
-            changes.seq = Some((lo, hi));
-            sqlx::query("SELECT pg_notify('ipwho_claims', $1)")
-                .bind(hi.to_string())
-                .execute(&mut *conn)
-                .await?;
-        }
+        changes.seq = feed(conn, &changed).await?;
     }
     Ok(changes)
 }
 
-/// Re-derives the conflicts that involve `nics`: two NICs' certain windows
-/// overlapping on overlapping IPs in one scope.
-async fn refresh_conflicts(conn: &mut PgConnection, nics: &[String]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
-        .bind(nics)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO conflicts (scope, ip, nic_a, nic_b, overlap, detail)
-         SELECT x.scope,
-                CASE WHEN masklen(x.ip) >= masklen(y.ip) THEN x.ip ELSE y.ip END,
-                least(x.nic_key, y.nic_key), greatest(x.nic_key, y.nic_key), x.certain * y.certain,
-                CASE WHEN x.nic_key < y.nic_key THEN jsonb_build_object('a', x.detail, 'b', y.detail)
-                     ELSE jsonb_build_object('a', y.detail, 'b', x.detail) END
-         FROM claims x
-         JOIN claims y ON y.scope = x.scope AND y.ip && x.ip AND y.possible && x.possible
-                      AND y.nic_key <> x.nic_key AND y.certain && x.certain
-         WHERE x.nic_key = ANY($1)
-         ON CONFLICT DO NOTHING",
+/// Appends NICs to the change feed and notifies followers; `""` stands for
+/// "a horizon moved" (followers reload the horizons).
+pub(super) async fn feed(
+    conn: &mut PgConnection,
+    nics: &[String],
+) -> sqlx::Result<Option<(i64, i64)>> {
+    let range: (Option<i64>, Option<i64>) = sqlx::query_as(
+        "WITH ins AS (INSERT INTO claim_changes (nic_key) SELECT unnest($1::text[]) RETURNING seq)
+         SELECT min(seq), max(seq) FROM ins",
     )
     .bind(nics)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (Some(lo), Some(hi)) = range else {
+        return Ok(None);
+    };
+    sqlx::query("SELECT pg_notify('ipwho_claims', $1)")
+        .bind(hi.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some((lo, hi)))
+}
+
+/// Claim rows to insert or update, column by column.
+#[derive(Default)]
+struct ClaimRows {
+    id: Vec<i64>,
+    nic: Vec<String>,
+    scope: Vec<String>,
+    ip: Vec<String>,
+    vm: Vec<String>,
+    sub: Vec<String>,
+    plo: Vec<Option<DateTime<Utc>>>,
+    phi: Vec<Option<DateTime<Utc>>>,
+    clo: Vec<Option<DateTime<Utc>>>,
+    chi: Vec<Option<DateTime<Utc>>>,
+    live: Vec<bool>,
+    dig: Vec<String>,
+    det: Vec<String>,
+}
+
+impl ClaimRows {
+    fn push(&mut self, id: Option<i64>, c: &Claim, sub: &str, digest: String, detail: String) {
+        match id {
+            Some(id) => self.id.push(id),
+            None => {
+                self.nic.push(c.key.nic.clone());
+                self.scope.push(c.key.scope.clone());
+                self.ip.push(c.key.ip.to_string());
+                self.vm.push(c.key.vm.clone());
+                self.sub.push(sub.to_string());
+            }
+        }
+        self.plo.push(to_ts(c.possible.start));
+        self.phi.push(to_ts(c.possible.end));
+        self.clo.push(to_ts(c.certain.start));
+        self.chi.push(to_ts(c.certain.end));
+        self.live.push(c.live);
+        self.dig.push(digest);
+        self.det.push(detail);
+    }
+}
+
+/// Which claims to check for conflicts.
+pub(super) enum ConflictsOf<'a> {
+    /// Every claim of these NICs (their claims were just rewritten: their
+    /// old conflicts are dropped first).
+    Nics(&'a [String]),
+    /// Live claims of a subscription whose certain window starts in
+    /// `(after, upto]`: the only ones that can newly overlap another live
+    /// claim when the subscription's horizon moves from `after` to `upto`.
+    NewlyLive {
+        subscription: &'a str,
+        after: Option<Micros>,
+        upto: Micros,
+    },
+}
+
+/// A claim as the conflict check needs it.
+#[derive(Clone, Debug)]
+struct CRow {
+    id: i64,
+    nic: String,
+    scope: String,
+    ip: IpNet,
+    certain: Window,
+}
+
+type CDbRow = (
+    i64,
+    String,
+    String,
+    IpNet,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    bool,
+    String,
+);
+
+const CROW_COLUMNS: &str =
+    "id, nic_key, scope, ip, lower(certain), upper(certain), live, subscription";
+
+fn crow(r: CDbRow, horizons: &HashMap<String, Micros>) -> CRow {
+    let (id, nic, scope, ip, lo, hi, live, sub) = r;
+    let mut end = hi.map_or(POS_INF, micros);
+    if live && let Some(h) = horizons.get(&sub) {
+        end = end.max(h.saturating_add(1));
+    }
+    CRow {
+        id,
+        nic,
+        scope,
+        ip,
+        certain: Window {
+            start: lo.map_or(NEG_INF, micros),
+            end,
+        },
+    }
+}
+
+fn is_prefix(ip: &IpNet) -> bool {
+    ip.prefix_len() < ip.max_prefix_len()
+}
+
+/// Finds two NICs' certain windows overlapping on overlapping IPs in one
+/// scope (live claims read at their horizon) and records them. Candidates
+/// come from (ip, scope) equality and the few prefix claims, so a claim on
+/// an IP nobody else held costs one index probe.
+pub(super) async fn refresh_conflicts(
+    conn: &mut PgConnection,
+    of: ConflictsOf<'_>,
+    horizons: &HashMap<String, Micros>,
+) -> sqlx::Result<()> {
+    let rows: Vec<CDbRow> = match &of {
+        ConflictsOf::Nics(nics) => {
+            sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
+                .bind(*nics)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {CROW_COLUMNS} FROM claims WHERE nic_key = ANY($1)"
+            )))
+            .bind(*nics)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        ConflictsOf::NewlyLive {
+            subscription,
+            after,
+            upto,
+        } => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {CROW_COLUMNS} FROM claims
+                 WHERE live AND subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
+            )))
+            .bind(*subscription)
+            .bind(after.and_then(to_ts))
+            .bind(to_ts(*upto))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let xs: Vec<CRow> = rows.into_iter().map(|r| crow(r, horizons)).collect();
+
+    // Candidates: the same (ip, scope), prefixes in the same scopes, and
+    // what lies inside the checked prefixes.
+    let ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
+    let scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
+    let same: Vec<CDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CROW_COLUMNS} FROM claims
+         WHERE (ip, scope) IN (SELECT DISTINCT * FROM unnest($1::inet[], $2::text[]))"
+    )))
+    .bind(&ips)
+    .bind(&scopes)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut distinct_scopes: Vec<&str> = scopes.clone();
+    distinct_scopes.sort_unstable();
+    distinct_scopes.dedup();
+    let mut prefixes: Vec<CDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CROW_COLUMNS} FROM claims
+         WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END AND scope = ANY($1)"
+    )))
+    .bind(&distinct_scopes)
+    .fetch_all(&mut *conn)
+    .await?;
+    for x in xs.iter().filter(|x| is_prefix(&x.ip)) {
+        let inside: Vec<CDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CROW_COLUMNS} FROM claims WHERE scope = $1 AND ip <<= $2"
+        )))
+        .bind(&x.scope)
+        .bind(x.ip)
+        .fetch_all(&mut *conn)
+        .await?;
+        prefixes.extend(inside);
+    }
+    let mut by_key: HashMap<(&str, IpNet), Vec<CRow>> = HashMap::new();
+    let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
+    for y in &same {
+        by_key
+            .entry((y.scope.as_str(), y.ip))
+            .or_default()
+            .push(y.clone());
+    }
+    let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
+
+    let mut seen: HashSet<(i64, i64)> = HashSet::new();
+    let (mut ida, mut idb, mut scope, mut ip, mut lo, mut hi) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for x in &xs {
+        let exact = by_key.get(&(x.scope.as_str(), x.ip)).into_iter().flatten();
+        for y in exact.chain(prefixes.iter()) {
+            if y.nic == x.nic
+                || y.scope != x.scope
+                || !crate::engine::ip_overlaps(&x.ip, &y.ip)
+                || !x.certain.overlaps(&y.certain)
+            {
+                continue;
+            }
+            let (a, b) = if x.nic < y.nic { (x, y) } else { (y, x) };
+            if !seen.insert((a.id, b.id)) {
+                continue;
+            }
+            ida.push(a.id);
+            idb.push(b.id);
+            scope.push(x.scope.clone());
+            ip.push(if x.ip.prefix_len() >= y.ip.prefix_len() {
+                x.ip
+            } else {
+                y.ip
+            });
+            lo.push(to_ts(a.certain.start.max(b.certain.start)));
+            hi.push(to_ts(a.certain.end.min(b.certain.end)));
+        }
+    }
+    if ida.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO conflicts (scope, ip, nic_a, nic_b, overlap, detail)
+         SELECT u.scope, u.ip, a.nic_key, b.nic_key, tstzrange(u.lo, u.hi, '[)'),
+                jsonb_build_object('a', a.detail, 'b', b.detail)
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::inet[], $5::timestamptz[], $6::timestamptz[])
+              AS u(ida, idb, scope, ip, lo, hi)
+         JOIN claims a ON a.id = u.ida JOIN claims b ON b.id = u.idb
+         ON CONFLICT (scope, ip, nic_a, nic_b, lower(overlap))
+         DO UPDATE SET overlap = EXCLUDED.overlap, detail = EXCLUDED.detail",
+    )
+    .bind(&ida)
+    .bind(&idb)
+    .bind(&scope)
+    .bind(&ip)
+    .bind(&lo)
+    .bind(&hi)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -28,6 +28,11 @@ pub struct Run {
     pub first_snapshot: String,
     pub last_at: Micros,
     pub last_snapshot: String,
+    /// Live: the NIC's latest run, with no event after its end, that every
+    /// finished complete snapshot of its subscription taken after `last_at`
+    /// listed with this state. Its real end is the subscription's horizon
+    /// (latest finished complete snapshot), not written into the row.
+    pub live: bool,
     /// Changed since loaded (to be written back).
     pub dirty: bool,
 }
@@ -53,6 +58,46 @@ impl Runs {
             runs,
             deleted: Vec::new(),
         }
+    }
+
+    /// Reads a live run's end as the horizon (the subscription's latest
+    /// finished complete snapshot) when that is later than the stored end.
+    /// Not a change to write: the row already means it.
+    pub fn materialize(&mut self, horizon: Option<&CompleteSnapshot>) {
+        let Some(h) = horizon else { return };
+        if let Some(r) = self.runs.last_mut()
+            && r.live
+            && h.at > r.last_at
+        {
+            r.last_at = h.at;
+            r.last_snapshot = h.id.clone();
+        }
+    }
+
+    /// Recomputes which run is live after a change: the latest run, ending at
+    /// or after the horizon, with no event after its end. A run whose flag
+    /// flips is written back (with its end as materialised).
+    pub fn settle(&mut self, horizon: Option<Micros>, last_event: Option<Micros>) {
+        let n = self.runs.len();
+        for (i, r) in self.runs.iter_mut().enumerate() {
+            let live = i + 1 == n
+                && horizon.is_none_or(|h| r.last_at >= h)
+                && last_event.is_none_or(|e| e <= r.last_at);
+            if live != r.live {
+                r.live = live;
+                r.dirty = true;
+            }
+        }
+    }
+
+    /// The latest run, when it is live.
+    pub fn live(&self) -> Option<&Run> {
+        self.runs.last().filter(|r| r.live)
+    }
+
+    /// Whether anything is to be written back.
+    pub fn is_dirty(&self) -> bool {
+        !self.deleted.is_empty() || self.runs.iter().any(|r| r.dirty)
     }
 
     /// Records that a snapshot taken at `t` listed the NIC with state `fp`.
@@ -143,6 +188,7 @@ impl Runs {
                 first_snapshot: snapshot.to_string(),
                 last_at: t,
                 last_snapshot: snapshot.to_string(),
+                live: false,
                 dirty: true,
             },
         );
@@ -164,6 +210,7 @@ impl Runs {
                 id: r.id,
                 last_at: at,
                 last_snapshot: id,
+                live: false,
                 dirty: true,
                 ..r.clone()
             });
@@ -176,6 +223,7 @@ impl Runs {
                 id: if pieces.is_empty() { r.id } else { None },
                 first_at: at,
                 first_snapshot: id,
+                live: r.live,
                 dirty: true,
                 ..r.clone()
             });
@@ -339,6 +387,7 @@ mod tests {
             first_snapshot: "s10".into(),
             last_at: 50,
             last_snapshot: "s50".into(),
+            live: false,
             dirty: false,
         }]);
         assert!(r.absent_at(30, &c));
@@ -387,6 +436,7 @@ mod tests {
             first_snapshot: "s30".into(),
             last_at: 40,
             last_snapshot: "s40".into(),
+            live: false,
             dirty: false,
         }];
         let ev = assemble_evidence(&runs, |_| Some(&s), &[], &c);

@@ -197,13 +197,21 @@ pub fn samples_dir() -> PathBuf {
 }
 
 /// Every claim in the database as (nic, scope, ip, vm, possible, certain) text, sorted.
+/// Every claim as a lookup reads it (live claims at their subscription's
+/// horizon), one line each, sorted: equal for equal histories.
 pub async fn claims_table(pool: &PgPool) -> Vec<String> {
-    let mut rows: Vec<String> = sqlx::query_scalar(
-        "SELECT concat_ws('|', nic_key, scope, ip::text, vm_key, possible::text, certain::text, detail::text) FROM claims",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let horizons = ipwho::store::load_horizons(pool).await.unwrap();
+    let mut rows: Vec<String> = ipwho::store::load_claims(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut c| {
+            if let Some(h) = horizons.get(&c.nic.subscription()) {
+                c.extend_to(h.at, &h.id);
+            }
+            serde_json::to_string(&c).unwrap()
+        })
+        .collect();
     rows.sort();
     rows
 }

@@ -1,0 +1,50 @@
+-- Work grows with change, not repetition.
+--
+-- A live observation run is the NIC's latest run, with no event after its
+-- end, that every finished complete snapshot of its subscription taken after
+-- its end listed with the same state. Its end is therefore the
+-- subscription's latest finished complete snapshot (its horizon), read at
+-- query time rather than written into every run by every snapshot: an
+-- unchanged NIC costs a new snapshot no write. A complete snapshot that does
+-- not list the NIC, a different state, or an event after the run ends it
+-- (the end is then written down and the run is no longer live).
+ALTER TABLE observations ADD COLUMN live boolean NOT NULL DEFAULT false;
+CREATE INDEX observations_live ON observations (nic_key) WHERE live;
+
+-- A live claim is an open claim whose last evidence is the end of its NIC's
+-- live run: its certain window ends at the subscription's horizon (or later
+-- stored end), and its last evidence is the horizon snapshot.
+ALTER TABLE claims ADD COLUMN live boolean NOT NULL DEFAULT false;
+
+-- What each member of an unfinished snapshot was listed as, and whether its
+-- observation was deferred to the live run (checked again when the snapshot
+-- is finished, in case it ends up partial or the run was ended meanwhile).
+ALTER TABLE snapshot_members ADD COLUMN fingerprint text;
+ALTER TABLE snapshot_members ADD COLUMN deferred boolean NOT NULL DEFAULT false;
+
+-- One GiST index on claims instead of three: the exclusion constraint's
+-- index, with the built-in inet operator class so that it also answers
+-- containment (prefix) queries. Lookups are served from memory; conflicts
+-- find their candidates by (ip, scope) equality, and prefixes by the
+-- partial index below.
+ALTER TABLE claims DROP CONSTRAINT claims_disjoint;
+DROP INDEX claims_by_scope_ip_time;
+DROP INDEX claims_by_ip;
+ALTER TABLE claims ADD CONSTRAINT claims_disjoint EXCLUDE USING gist (
+    scope WITH =, ip inet_ops WITH =, possible WITH &&, nic_key WITH =, vm_key WITH =
+) DEFERRABLE INITIALLY DEFERRED;
+CREATE INDEX claims_by_ip_scope ON claims (ip, scope);
+CREATE INDEX claims_prefixes ON claims (scope)
+    WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END;
+CREATE INDEX claims_live_by_subscription ON claims (subscription, lower(certain)) WHERE live;
+
+-- A conflict is one pair of claims; its overlap grows while both are live,
+-- so it is keyed by where the overlap starts.
+ALTER TABLE conflicts DROP CONSTRAINT conflicts_scope_ip_nic_a_nic_b_overlap_key;
+CREATE UNIQUE INDEX conflicts_pair ON conflicts (scope, ip, nic_a, nic_b, lower(overlap));
+
+-- Reading one NIC's runs, and finding the claims a complete snapshot may
+-- bound (those not live whose possible window reaches past it).
+CREATE INDEX observations_by_nic ON observations (nic_key);
+CREATE INDEX claims_open_by_subscription
+    ON claims (subscription, (coalesce(upper(possible), 'infinity'::timestamptz))) WHERE NOT live;
