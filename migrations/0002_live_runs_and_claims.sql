@@ -36,7 +36,10 @@ ALTER TABLE claims ADD CONSTRAINT claims_disjoint EXCLUDE USING gist (
 CREATE INDEX claims_by_ip_scope ON claims (ip, scope);
 CREATE INDEX claims_prefixes ON claims (scope)
     WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END;
-CREATE INDEX claims_live_by_subscription ON claims (subscription, lower(certain)) WHERE live;
+-- Claims of a subscription by where their certain window starts: the ones a
+-- moved horizon may bring into conflict with a live claim.
+DROP INDEX claims_by_subscription;
+CREATE INDEX claims_by_subscription_start ON claims (subscription, lower(certain));
 
 -- A conflict is one pair of claims; its overlap grows while both are live,
 -- so it is keyed by where the overlap starts.

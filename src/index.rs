@@ -280,6 +280,16 @@ impl Index {
         self.touch();
     }
 
+    /// Every claim held, as lookups read them (for checks and diagnostics).
+    pub fn all_claims(&self) -> Vec<Claim> {
+        let r = self.inner.read().expect("index lock");
+        r.by_nic
+            .values()
+            .flatten()
+            .map(|e| e.claim.clone())
+            .collect()
+    }
+
     /// Number of claims held.
     pub fn len(&self) -> usize {
         self.inner.read().expect("index lock").claims

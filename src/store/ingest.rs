@@ -419,12 +419,14 @@ async fn finish(
     let t = meta.taken_at;
     let tm = micros(t);
 
-    // NICs of the scope it did not list.
+    // NICs of the scope it did not list: runs it splits, live runs (their
+    // claims, live or not, may reach back past it), and other claims whose
+    // possible window holds it.
     let absent: Vec<String> = if meta.complete {
         sqlx::query_scalar(
             "SELECT o.nic_key FROM observations o JOIN nics n USING (nic_key)
              WHERE n.subscription = ANY($1)
-               AND ((o.first_at < $2 AND o.last_at > $2) OR (o.live AND o.first_at < $2))
+               AND ((o.first_at < $2 AND o.last_at > $2) OR o.live)
                AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = o.nic_key)
              UNION
              SELECT c.nic_key FROM claims c
@@ -534,7 +536,7 @@ async fn finish(
             moved = true;
             refresh_conflicts(
                 conn,
-                ConflictsOf::NewlyLive {
+                ConflictsOf::HorizonMoved {
                     subscription: sub,
                     after: old.map(|o| o.at),
                     upto: now.at,

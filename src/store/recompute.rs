@@ -467,10 +467,11 @@ pub(super) enum ConflictsOf<'a> {
     /// Every claim of these NICs (their claims were just rewritten: their
     /// old conflicts are dropped first).
     Nics(&'a [String]),
-    /// Live claims of a subscription whose certain window starts in
-    /// `(after, upto]`: the only ones that can newly overlap another live
-    /// claim when the subscription's horizon moves from `after` to `upto`.
-    NewlyLive {
+    /// Claims of a subscription whose certain window starts in
+    /// `(after, upto]`: the only ones a live claim can newly overlap when
+    /// the subscription's horizon moves from `after` to `upto` (a live
+    /// claim's window grows from its old end, past `after`, to `upto`).
+    HorizonMoved {
         subscription: &'a str,
         after: Option<Micros>,
         upto: Micros,
@@ -545,14 +546,14 @@ pub(super) async fn refresh_conflicts(
             .fetch_all(&mut *conn)
             .await?
         }
-        ConflictsOf::NewlyLive {
+        ConflictsOf::HorizonMoved {
             subscription,
             after,
             upto,
         } => {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {CROW_COLUMNS} FROM claims
-                 WHERE live AND subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
+                 WHERE subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
             )))
             .bind(*subscription)
             .bind(after.and_then(to_ts))
