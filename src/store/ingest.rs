@@ -107,13 +107,21 @@ async fn insert_nics<'a>(
     ids: impl Iterator<Item = &'a ArmId>,
 ) -> sqlx::Result<()> {
     let mut seen = HashSet::new();
+    let ids: Vec<&ArmId> = ids.filter(|n| seen.insert(n.key())).collect();
+    let keys: Vec<&str> = ids.iter().map(|n| n.key()).collect();
+    // Most are known already (an unchanged estate): send only the new.
+    let known: HashSet<String> =
+        sqlx::query_scalar("SELECT nic_key FROM nics WHERE nic_key = ANY($1)")
+            .bind(&keys)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
     let (mut k, mut id, mut sub) = (vec![], vec![], vec![]);
-    for n in ids {
-        if seen.insert(n.key()) {
-            k.push(n.key().to_string());
-            id.push(n.as_str().to_string());
-            sub.push(n.subscription());
-        }
+    for n in ids.into_iter().filter(|n| !known.contains(n.key())) {
+        k.push(n.key().to_string());
+        id.push(n.as_str().to_string());
+        sub.push(n.subscription());
     }
     if k.is_empty() {
         return Ok(());
@@ -135,18 +143,30 @@ async fn upsert_nics_and_states(
     states: &[&NicState],
 ) -> sqlx::Result<Vec<String>> {
     insert_nics(conn, states.iter().map(|s| &s.id)).await?;
+    let fps: Vec<String> = states.iter().map(|s| s.fingerprint()).collect();
+    // Most states were stored before (an unchanged NIC): send only the new.
+    let known: HashSet<String> =
+        sqlx::query_scalar("SELECT fingerprint FROM nic_states WHERE fingerprint = ANY($1)")
+            .bind(&fps)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
     let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
-    let mut fps = Vec::with_capacity(states.len());
-    for s in states {
-        let f = s.fingerprint();
+    for (s, f) in states.iter().zip(&fps) {
+        if known.contains(f) {
+            continue;
+        }
         fp.push(f.clone());
         fk.push(s.id.key().to_string());
         js.push(serde_json::to_string(s).expect("states serialize"));
-        fps.push(f);
+    }
+    if fp.is_empty() {
+        return Ok(fps);
     }
     sqlx::query(
         "INSERT INTO nic_states (fingerprint, nic_key, state)
-         SELECT f, n, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
+         SELECT f, n, s::json FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
          ON CONFLICT DO NOTHING",
     )
     .bind(&fp)

@@ -235,7 +235,7 @@ pub(super) async fn recompute(
 
     // States of runs and events, parsed once per fingerprint.
     let states: Vec<(String, Json<NicState>)> = sqlx::query_as(
-        "SELECT DISTINCT s.fingerprint, s.state FROM nic_states s
+        "SELECT s.fingerprint, s.state FROM nic_states s
          WHERE s.fingerprint IN (SELECT fingerprint FROM observations WHERE nic_key = ANY($1)
                                  UNION SELECT fingerprint FROM activity_events WHERE nic_key = ANY($1))",
     )
@@ -288,6 +288,10 @@ pub(super) async fn recompute(
     let mut unchanged: HashSet<String> = HashSet::new();
     let mut upd = ClaimRows::default();
     let mut ins = ClaimRows::default();
+    // The claims as the conflict check needs them (ids of new ones filled
+    // in after their insert).
+    let mut xs: Vec<CRow> = Vec::new();
+    let mut new_rows: HashMap<Ident, usize> = HashMap::new();
     for nic in nics {
         let sub = sub_of.get(nic).cloned().unwrap_or_default();
         let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
@@ -315,17 +319,32 @@ pub(super) async fn recompute(
                 c.key.vm.clone(),
                 to_ts(c.possible.start),
             );
+            let mut row = CRow {
+                id: 0,
+                nic: c.key.nic.clone(),
+                scope: c.key.scope.clone(),
+                ip: c.key.ip,
+                certain: c.certain,
+            };
+            if c.live
+                && let Some(h) = horizons.get(&sub)
+            {
+                row.certain.end = row.certain.end.max(h.at.saturating_add(1));
+            }
             match existing.remove(&ident) {
-                Some((_, d)) if d == digest => {}
+                Some((id, d)) if d == digest => row.id = id,
                 Some((id, _)) => {
                     nic_changed = true;
                     upd.push(Some(id), c, &sub, digest, detail);
+                    row.id = id;
                 }
                 None => {
                     nic_changed = true;
                     ins.push(None, c, &sub, digest, detail);
+                    new_rows.insert(ident, xs.len());
                 }
             }
+            xs.push(row);
         }
         changes.by_nic.insert(nic.clone(), claims);
         if !nic_changed {
@@ -350,7 +369,7 @@ pub(super) async fn recompute(
     if !upd.id.is_empty() {
         sqlx::query(
             "UPDATE claims c SET possible = tstzrange(u.plo, u.phi, '[)'), certain = tstzrange(u.clo, u.chi, '[)'),
-                    live = u.live, digest = u.dig, detail = u.det::jsonb, updated_at = now()
+                    live = u.live, digest = u.dig, detail = u.det::json, updated_at = now()
              FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
                          $6::bool[], $7::text[], $8::text[])
                   AS u(id, plo, phi, clo, chi, live, dig, det)
@@ -368,12 +387,13 @@ pub(super) async fn recompute(
         .await?;
     }
     if !ins.nic.is_empty() {
-        sqlx::query(
+        let ids: Vec<Existing> = sqlx::query_as(
             "INSERT INTO claims (nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
-             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det::jsonb
+             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det::json
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
                          $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
-                  AS u(n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)",
+                  AS u(n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)
+             RETURNING id, nic_key, scope, ip, vm_key, lower(possible), digest",
         )
         .bind(&ins.nic)
         .bind(&ins.scope)
@@ -387,12 +407,17 @@ pub(super) async fn recompute(
         .bind(&ins.live)
         .bind(&ins.dig)
         .bind(&ins.det)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        for (id, n, s, ip, vm, lo, _) in ids {
+            if let Some(&i) = new_rows.get(&(n, s, ip, vm, lo)) {
+                xs[i].id = id;
+            }
+        }
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
         let h: HashMap<String, Micros> = horizons.iter().map(|(s, c)| (s.clone(), c.at)).collect();
-        refresh_conflicts(conn, ConflictsOf::Nics(nics), &h).await?;
+        refresh_conflicts(conn, ConflictsOf::Rows { nics, rows: xs }, &h).await?;
         let changed: Vec<String> = changes.by_nic.keys().cloned().collect();
         changes.seq = feed(conn, &changed).await?;
     }
@@ -464,9 +489,9 @@ impl ClaimRows {
 
 /// Which claims to check for conflicts.
 pub(super) enum ConflictsOf<'a> {
-    /// Every claim of these NICs (their claims were just rewritten: their
-    /// old conflicts are dropped first).
-    Nics(&'a [String]),
+    /// Every claim of these NICs, as just written (their old conflicts are
+    /// dropped first).
+    Rows { nics: &'a [String], rows: Vec<CRow> },
     /// Claims of a subscription whose certain window starts in
     /// `(after, upto]`: the only ones a live claim can newly overlap when
     /// the subscription's horizon moves from `after` to `upto` (a live
@@ -480,7 +505,7 @@ pub(super) enum ConflictsOf<'a> {
 
 /// A claim as the conflict check needs it.
 #[derive(Clone, Debug)]
-struct CRow {
+pub(super) struct CRow {
     id: i64,
     nic: String,
     scope: String,
@@ -533,18 +558,13 @@ pub(super) async fn refresh_conflicts(
     of: ConflictsOf<'_>,
     horizons: &HashMap<String, Micros>,
 ) -> sqlx::Result<()> {
-    let rows: Vec<CDbRow> = match &of {
-        ConflictsOf::Nics(nics) => {
+    let xs: Vec<CRow> = match of {
+        ConflictsOf::Rows { nics, rows } => {
             sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
-                .bind(*nics)
+                .bind(nics)
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims WHERE nic_key = ANY($1)"
-            )))
-            .bind(*nics)
-            .fetch_all(&mut *conn)
-            .await?
+            rows
         }
         ConflictsOf::HorizonMoved {
             subscription,
@@ -555,17 +575,19 @@ pub(super) async fn refresh_conflicts(
                 "SELECT {CROW_COLUMNS} FROM claims
                  WHERE subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
             )))
-            .bind(*subscription)
+            .bind(subscription)
             .bind(after.and_then(to_ts))
-            .bind(to_ts(*upto))
+            .bind(to_ts(upto))
             .fetch_all(&mut *conn)
             .await?
+            .into_iter()
+            .map(|r| crow(r, horizons))
+            .collect()
         }
     };
-    if rows.is_empty() {
+    if xs.is_empty() {
         return Ok(());
     }
-    let xs: Vec<CRow> = rows.into_iter().map(|r| crow(r, horizons)).collect();
 
     // Candidates: the same (ip, scope), prefixes in the same scopes, and
     // what lies inside the checked prefixes.
