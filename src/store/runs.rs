@@ -417,6 +417,38 @@ mod tests {
     }
 
     #[test]
+    fn a_live_run_reaches_the_horizon_until_something_ends_it() {
+        let c = completes(&[10, 20, 30]);
+        let mut r = Runs::default();
+        r.observe(10, "s10", "A", &[]);
+        r.settle(None, None);
+        assert!(r.live().is_some(), "the latest run, nothing after it");
+        // Later complete snapshots listed it unchanged: read at the horizon,
+        // nothing to write.
+        let mut loaded = Runs::new(vec![Run {
+            dirty: false,
+            id: Some(1),
+            ..r.runs[0].clone()
+        }]);
+        loaded.materialize(c.last());
+        assert_eq!(loaded.runs[0].last_at, 30);
+        loaded.settle(Some(30), None);
+        assert!(!loaded.is_dirty());
+        // An event after its end: no longer live, its end written down.
+        loaded.settle(Some(30), Some(35));
+        assert!(loaded.live().is_none());
+        assert!(loaded.is_dirty());
+        assert_eq!((loaded.runs[0].last_at, loaded.runs[0].live), (30, false));
+        // A newer run (another state) takes over.
+        let mut two = Runs::default();
+        two.observe(10, "s10", "A", &[]);
+        two.observe(40, "p40", "B", &c);
+        two.settle(Some(30), None);
+        let flags: Vec<bool> = two.runs.iter().map(|x| x.live).collect();
+        assert_eq!(flags, vec![false, true]);
+    }
+
+    #[test]
     fn absences_come_from_complete_snapshots_outside_runs() {
         let s = NicState {
             id: crate::model::ArmId::parse(
