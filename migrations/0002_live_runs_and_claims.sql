@@ -26,7 +26,7 @@ ALTER TABLE snapshot_members ADD COLUMN deferred boolean NOT NULL DEFAULT false;
 -- microseconds per row, more than everything else an ingest does. Claims are
 -- derived data whose disjointness the engine guarantees (and its property
 -- tests check); lookups are served from memory. So claims keep btree
--- indexes only: conflicts find their candidates by (ip, scope) equality, and
+-- indexes only: conflicts find their candidates by IP equality, and
 -- prefixes by the partial index below.
 ALTER TABLE claims DROP CONSTRAINT claims_disjoint;
 DROP INDEX claims_by_scope_ip_time;
@@ -39,7 +39,7 @@ ALTER TABLE observations DROP CONSTRAINT observations_disjoint;
 ALTER TABLE observations ADD CONSTRAINT observations_disjoint EXCLUDE USING gist (
     (hashtextextended(nic_key, 0)) WITH =, tstzrange(first_at, last_at, '[]') WITH &&
 ) DEFERRABLE INITIALLY DEFERRED;
-CREATE INDEX claims_by_ip_scope ON claims (ip, scope);
+CREATE INDEX claims_by_ip ON claims (ip);
 CREATE INDEX claims_prefixes ON claims (scope)
     WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END;
 -- Claims of a subscription by where their certain window starts: the ones a
@@ -58,13 +58,9 @@ CREATE INDEX observations_by_nic ON observations (nic_key);
 CREATE INDEX claims_open_by_subscription
     ON claims (subscription, (coalesce(upper(possible), 'infinity'::timestamptz))) WHERE NOT live;
 
--- Narrow rows: a claim's detail and a NIC state are written once and read
--- whole, never queried inside, so they are stored as json text (no jsonb
--- conversion on insert), compressed inline with lz4 once a row passes
--- 800 bytes (a claim row shrinks to about half).
+-- A claim's detail and a NIC state are written once and read whole, never
+-- queried inside: json text (no jsonb conversion on insert), lz4 when long.
 ALTER TABLE claims ALTER COLUMN detail TYPE json USING detail::json;
 ALTER TABLE claims ALTER COLUMN detail SET COMPRESSION lz4;
-ALTER TABLE claims SET (toast_tuple_target = 800);
 ALTER TABLE nic_states ALTER COLUMN state TYPE json USING state::json;
 ALTER TABLE nic_states ALTER COLUMN state SET COMPRESSION lz4;
-ALTER TABLE nic_states SET (toast_tuple_target = 800);

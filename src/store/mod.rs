@@ -55,7 +55,11 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 /// Connects to `url` (creating the database if missing).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     create_database_if_missing(url).await?;
-    let opts = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    // No JIT: ingest queries are many and short; with row estimates that lag
+    // bulk loads, JIT compilation cost tens of milliseconds a query.
+    let opts = PgConnectOptions::from_str(url)?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .options([("jit", "off")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -591,14 +591,14 @@ pub(super) async fn refresh_conflicts(
 
     // Candidates: the same (ip, scope), prefixes in the same scopes, and
     // what lies inside the checked prefixes.
-    let ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
+    let mut ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
+    ips.sort_unstable();
+    ips.dedup();
     let scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
     let same: Vec<CDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CROW_COLUMNS} FROM claims
-         WHERE (ip, scope) IN (SELECT DISTINCT * FROM unnest($1::inet[], $2::text[]))"
+        "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[])"
     )))
     .bind(&ips)
-    .bind(&scopes)
     .fetch_all(&mut *conn)
     .await?;
     let mut distinct_scopes: Vec<&str> = scopes.clone();
