@@ -448,9 +448,9 @@ impl RecordDecoder {
 }
 
 /// Whether format detection of `bytes` (auto) depends on the previous
-/// record: a flat-looking object (`src_ip`/`dst_ip`) that does not parse as a
-/// flow-log record or does parse as one is flat after a flat record and
-/// something else after any other.
+/// record: a flat-looking object (`src_ip`/`dst_ip`) that also has a
+/// flow-log shape is flat after a flat record and NSG or VNet after any
+/// other.
 fn detection_depends_on_last(bytes: &[u8]) -> bool {
     use memchr::memmem;
     // Cheap test first: a flat key, or an escape that could spell one.
@@ -462,14 +462,11 @@ fn detection_depends_on_last(bytes: &[u8]) -> bool {
     }
     let flat = serde_json::from_slice::<FlatMap>(bytes)
         .is_ok_and(|m| m.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip"));
-    flat && match serde_json::from_slice::<RawRecord>(bytes) {
-        Err(_) => true,
-        Ok(rec) => {
-            rec.flow_records.is_some()
-                || rec.flow_log_version.is_some()
-                || rec.properties.as_ref().is_some_and(|p| p.flows.is_some())
-        }
-    }
+    flat && serde_json::from_slice::<RawRecord>(bytes).is_ok_and(|rec| {
+        rec.flow_records.is_some()
+            || rec.flow_log_version.is_some()
+            || rec.properties.as_ref().is_some_and(|p| p.flows.is_some())
+    })
 }
 
 /// Default largest record accepted (bigger ones are reported and skipped
@@ -663,6 +660,9 @@ impl RecordDecoder {
         {
             self.dependent = true;
         }
+        // An invalid MAC is reported once per record (not once per run of
+        // records sharing it): records decode the same on any worker.
+        self.mac_cache = None;
         let try_flat_first = match self.format {
             Some(Format::Flat) => true,
             Some(_) => false,
@@ -685,7 +685,18 @@ impl RecordDecoder {
         }
         let rec: RawRecord = match serde_json::from_slice(bytes) {
             Ok(r) => r,
-            Err(e) => return self.reject(index, line, format!("invalid record: {e}"), f),
+            Err(e) => {
+                // A flat object need not parse as a flow-log record (an
+                // epoch-number `time`): detection tries flat before giving up.
+                if self.format.is_none()
+                    && !try_flat_first
+                    && let Ok(map) = serde_json::from_slice::<FlatMap>(bytes)
+                    && map.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip")
+                {
+                    return self.flat(map, index, line, f);
+                }
+                return self.reject(index, line, format!("invalid record: {e}"), f);
+            }
         };
         let is_vnet = rec.flow_records.is_some() || rec.flow_log_version.is_some();
         let is_nsg = rec.properties.as_ref().is_some_and(|p| p.flows.is_some());
