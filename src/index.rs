@@ -339,19 +339,54 @@ fn bound(m: Micros) -> Option<i64> {
     (m != engine::NEG_INF && m != engine::POS_INF).then_some(m)
 }
 
-impl Inner {
-    /// The claims on `ip` (including prefixes that contain it), borrowed, in
-    /// the order of [`Inner::claims_of_ip`].
-    fn each_claim_of_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<Entry>> + Clone {
-        let v4 = ip.is_ipv4();
-        self.prefix_lens
+/// The claims on an IP (including prefixes that contain it), looked up once
+/// and borrowed, in the order of [`Inner::claims_of_ip`]: one slice per
+/// prefix length present (almost always one), four inline.
+#[derive(Clone, Default)]
+struct OfIp<'a> {
+    inline: [&'a [Arc<Entry>]; 4],
+    n: usize,
+    spill: Vec<&'a [Arc<Entry>]>,
+}
+
+impl<'a> OfIp<'a> {
+    fn push(&mut self, s: &'a [Arc<Entry>]) {
+        if self.n < self.inline.len() {
+            self.inline[self.n] = s;
+            self.n += 1;
+        } else {
+            self.spill.push(s);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a Arc<Entry>> + Clone + '_ {
+        self.inline[..self.n]
             .iter()
-            .filter(move |&&(family, _)| family == v4)
-            .filter_map(move |&(_, len)| {
-                let net = IpNet::new(ip, len).ok()?;
-                self.by_ip.get(&ip_key(&net))
-            })
-            .flatten()
+            .chain(self.spill.iter())
+            .flat_map(|s| s.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+impl Inner {
+    fn of_ip(&self, ip: IpAddr) -> OfIp<'_> {
+        let mut out = OfIp::default();
+        let v4 = ip.is_ipv4();
+        for &(family, len) in &self.prefix_lens {
+            if family != v4 {
+                continue;
+            }
+            let Ok(net) = IpNet::new(ip, len) else {
+                continue;
+            };
+            if let Some(v) = self.by_ip.get(&ip_key(&net)) {
+                out.push(v);
+            }
+        }
+        out
     }
 }
 
@@ -428,7 +463,8 @@ impl Attributor for Index {
         let Some(nics) = r.by_mac.get(mac) else {
             return EndAttribution::unknown(Via::Mac);
         };
-        let all = r.each_claim_of_ip(ip);
+        let of_ip = r.of_ip(ip);
+        let all = of_ip.iter();
         // The first NIC with the MAC that held the IP at `at` answers. Its
         // claim is found among the IP's claims (cheap); when it has several
         // live claims on the IP, the first in the NIC's own order counts,
@@ -471,10 +507,11 @@ impl Attributor for Index {
 
     fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
         let r = self.inner.read().expect("index lock");
-        let all = r.each_claim_of_ip(ip);
-        if all.clone().next().is_none() {
+        let of_ip = r.of_ip(ip);
+        if of_ip.is_empty() {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
+        let all = of_ip.iter();
         if let Some(v) = &hint.vnet {
             let a = answer_end(all.clone(), |c| c.key.scope == *v, at, Via::IpInVnet);
             if a.status != EStatus::Unknown {
