@@ -724,6 +724,8 @@ struct Args {
     runs: usize,
     naive: bool,
     serve: bool,
+    /// Also time the pipeline in process (no HTTP) with 1 and 2 workers.
+    inproc: bool,
 }
 
 fn args() -> Args {
@@ -733,6 +735,7 @@ fn args() -> Args {
         runs: 3,
         naive: true,
         serve: false,
+        inproc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -747,10 +750,55 @@ fn args() -> Args {
             "--runs" => a.runs = num() as usize,
             "--no-naive" => a.naive = false,
             "--serve" => a.serve = true,
+            "--inproc" => a.inproc = true,
             other => panic!("unknown argument {other}"),
         }
     }
     a
+}
+
+/// The pipeline in process, best of `runs`: floor and enrich with 1 and 2
+/// workers, into a byte counter.
+fn inproc(claims: u64, tuples: u64, input: &[u8], runs: usize) {
+    use ipwho::enrich::{Attributor, EnrichOptions, NoIndex, enrich_reader};
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let index: Arc<dyn Attributor> = Arc::new(ipwho::index::Index::from_claims(
+        specs(claims).map(|s| claim(&s)).collect(),
+    ));
+    for workers in [1, 2] {
+        for floor in [true, false] {
+            let mut best = f64::MAX;
+            for _ in 0..runs {
+                let opts = EnrichOptions {
+                    lookups: !floor,
+                    workers,
+                    ..EnrichOptions::default()
+                };
+                let attr: Arc<dyn Attributor> = if floor {
+                    Arc::new(NoIndex)
+                } else {
+                    index.clone()
+                };
+                let t = Instant::now();
+                enrich_reader(input, Count(0), opts, attr).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "  in process, {workers} worker(s), {:<6} {best:.3} s ({:.2}M tuples/s)",
+                if floor { "floor" } else { "enrich" },
+                tuples as f64 / 1e6 / best
+            );
+        }
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -851,6 +899,9 @@ fn main() -> anyhow::Result<()> {
     );
     drop(child.stdin.take());
     let _ = child.wait();
+    if a.inproc {
+        inproc(a.claims, a.tuples, &input, a.runs);
+    }
 
     let naive = if a.naive {
         let t = Instant::now();
