@@ -323,7 +323,7 @@ fn answer_owned(claims: &[Arc<Entry>], t: Micros) -> Lookup {
 // borrow from the index under its read lock and allocate nothing but the
 // candidate list of an ambiguous answer.
 
-use crate::enrich::{Attributor, EndAttribution, ScopeHint, Status as EStatus, Via};
+use crate::enrich::{Attributor, EndAttribution, Lookups, ScopeHint, Status as EStatus, Via};
 
 fn estatus(s: engine::Status) -> EStatus {
     match s {
@@ -440,7 +440,10 @@ where
     a
 }
 
-impl Index {
+/// The index under one read of its lock: a worker's batch of lookups.
+struct Pinned<'a>(&'a Inner);
+
+impl Pinned<'_> {
     /// The capturing NIC held `ip` by `c`: answer as a lookup of the IP in
     /// that NIC's VNet would.
     fn held_by<'a, I>(all: I, c: &Entry, ip_at: Micros) -> EndAttribution
@@ -457,9 +460,9 @@ impl Index {
     }
 }
 
-impl Attributor for Index {
+impl Lookups for Pinned<'_> {
     fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
-        let r = self.inner.read().expect("index lock");
+        let r = self.0;
         let Some(nics) = r.by_mac.get(mac) else {
             return EndAttribution::unknown(Via::Mac);
         };
@@ -478,14 +481,14 @@ impl Attributor for Index {
                 continue;
             };
             if mine.next().is_none() {
-                return Self::held_by(all, c, at);
+                return Pinned::held_by(all, c, at);
             }
             let claims = r.by_nic.get(nic).map(Vec::as_slice).unwrap_or_default();
             let c = claims
                 .iter()
                 .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
                 .expect("a live claim of the NIC on the IP is among the NIC's claims");
-            return Self::held_by(all, c, at);
+            return Pinned::held_by(all, c, at);
         }
         // No NIC with the MAC held the IP: the first live one is named.
         let other = nics.iter().find_map(|n| {
@@ -506,8 +509,7 @@ impl Attributor for Index {
     }
 
     fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        let r = self.inner.read().expect("index lock");
-        let of_ip = r.of_ip(ip);
+        let of_ip = self.0.of_ip(ip);
         if of_ip.is_empty() {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
@@ -530,6 +532,26 @@ impl Attributor for Index {
             }
         }
         answer_end(all, |_| true, at, Via::IpAnyScope)
+    }
+}
+
+/// One lookup at a time, each under its own read of the lock.
+impl Lookups for Index {
+    fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
+        Pinned(&self.inner.read().expect("index lock")).local(mac, ip, at)
+    }
+
+    fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        Pinned(&self.inner.read().expect("index lock")).remote(ip, at, hint)
+    }
+}
+
+impl Attributor for Index {
+    /// Holds the read lock for all of `f` (a worker's batch: milliseconds of
+    /// work, never waiting on output).
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
+        let r = self.inner.read().expect("index lock");
+        f(&Pinned(&r))
     }
 
     fn freshness(&self) -> serde_json::Value {

@@ -268,11 +268,11 @@ pub struct ScopeHint {
     pub nsg: Option<String>,
 }
 
-/// The lookups enrichment needs; the in-memory claims index implements it.
-pub trait Attributor: Send + Sync + 'static {
+/// The lookups enrichment makes, tuple by tuple.
+pub trait Lookups {
     /// Capturing side: the NIC with this MAC at this time, and whether it held
     /// `ip` then. `Status::Unknown` with no NIC when no NIC had the MAC (the
-    /// caller then falls back to [`Attributor::remote`]); the NIC's status
+    /// caller then falls back to [`Lookups::remote`]); the NIC's status
     /// with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
     /// with the NIC and `ip_held: Some(false)` when it did not.
     fn local(&self, mac: &Mac, ip: IpAddr, at_micros: i64) -> EndAttribution;
@@ -281,10 +281,6 @@ pub trait Attributor: Send + Sync + 'static {
     /// hint, falling back to all scopes; `ambiguous` with candidates when
     /// several scopes had the IP. Sets `via` to the scope that answered.
     fn remote(&self, ip: IpAddr, at_micros: i64, hint: &ScopeHint) -> EndAttribution;
-
-    /// How current the index is (e.g. change sequence and time of the last
-    /// update); reported in the summary line.
-    fn freshness(&self) -> serde_json::Value;
 
     /// Whether `ip` can be in the index at all. IPs for which this is false
     /// answer `unknown` / `not_looked_up` without a lookup. The default is
@@ -295,19 +291,39 @@ pub trait Attributor: Send + Sync + 'static {
     }
 }
 
+/// What enrichment needs of an index; the in-memory claims index implements it.
+pub trait Attributor: Lookups + Send + Sync + 'static {
+    /// How current the index is (e.g. change sequence and time of the last
+    /// update); reported in the summary line.
+    fn freshness(&self) -> serde_json::Value;
+
+    /// Runs `f` with lookups that may share one read of the index: the
+    /// workers of the pipeline make a whole batch of records' lookups
+    /// through one call, so an index behind a lock takes it once per batch
+    /// (a few milliseconds of work, never waiting on output) rather than
+    /// twice per tuple. Implementations without a lock pass themselves.
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups));
+}
+
 /// An [`Attributor`] that knows nothing (every end `unknown`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoIndex;
 
-impl Attributor for NoIndex {
+impl Lookups for NoIndex {
     fn local(&self, _: &Mac, _: IpAddr, _: i64) -> EndAttribution {
         EndAttribution::unknown(Via::Mac)
     }
     fn remote(&self, _: IpAddr, _: i64, _: &ScopeHint) -> EndAttribution {
         EndAttribution::unknown(Via::IpAnyScope)
     }
+}
+
+impl Attributor for NoIndex {
     fn freshness(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
+        f(self)
     }
 }
 

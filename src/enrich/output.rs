@@ -79,6 +79,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Writes `s`, one of ipwho's own names that need no escaping, as a JSON string.
+#[inline]
+fn write_plain(out: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(!s.bytes().any(|b| ESCAPE[b as usize] != 0));
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 #[inline]
 fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut b = itoa::Buffer::new();
@@ -249,7 +258,7 @@ impl LineWriter {
             if let Some(p) = t.protocol {
                 key(out, &mut first, b"transport");
                 match p.name() {
-                    Some(n) => write_str(out, n),
+                    Some(n) => write_plain(out, n),
                     None => {
                         out.push(b'"');
                         write_u64(out, p.iana() as u64);
@@ -263,7 +272,7 @@ impl LineWriter {
             }
             if let Some(d) = t.direction {
                 key(out, &mut first, b"direction");
-                write_str(out, d.as_str());
+                write_plain(out, d.as_str());
             }
             if let Some(p) = packets {
                 key(out, &mut first, b"packets");
@@ -299,7 +308,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"azure\":{\"flowlog\":{");
         if let Some(s) = t.state {
             out.extend_from_slice(b"\"state\":");
-            write_str(out, s.as_str());
+            write_plain(out, s.as_str());
             out.push(b',');
         }
         if let Some(e) = t.encryption {
@@ -485,6 +494,18 @@ struct Rendered {
     bytes: Box<[u8]>,
 }
 
+/// Equal strings, by address first (evidence kinds are static strings).
+fn same_str(
+    a: &Option<std::borrow::Cow<'static, str>>,
+    b: &Option<std::borrow::Cow<'static, str>>,
+) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x.as_ptr() == y.as_ptr() && x.len() == y.len()) || x == y,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Rendered NIC, evidence and window of an answer, by the NIC's `Arc`
 /// identity and the window (an index hands out one `Arc` per claim or NIC
 /// state, so the same claim renders once). Bounded: cleared when full.
@@ -500,7 +521,7 @@ impl NicCache {
         let (bits, from, until) = window_key(a.window);
         let key = (Arc::as_ptr(n) as usize, bits, from, until);
         if let Some(r) = self.map.get(&key)
-            && r.evidence == a.evidence
+            && same_str(&r.evidence, &a.evidence)
         {
             out.extend_from_slice(&r.bytes);
             return;

@@ -11,7 +11,9 @@ use std::time::Instant;
 use super::output::LineWriter;
 use super::record::{DecodeStats, Decoded, Decoder, ErrorItem, FlowContext};
 use super::tuple::{Direction, FlowTuple};
-use super::{Attributor, EndAttribution, EnrichOptions, NicInfo, ScopeHint, Status, Summary, Via};
+use super::{
+    Attributor, EndAttribution, EnrichOptions, Lookups, NicInfo, ScopeHint, Status, Summary, Via,
+};
 use crate::model::Mac;
 
 /// A byte source that can tell whether its next read would wait, so that
@@ -129,11 +131,11 @@ impl<'a> Enricher<'a> {
         }
     }
 
-    fn item(&mut self, item: Decoded<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+    fn item(&mut self, item: Decoded<'_>, sink: &mut dyn Sink, l: &dyn Lookups) -> io::Result<()> {
         match item {
             Decoded::Tuple(ctx, t) => {
                 if self.opts.lookups {
-                    let (s, d) = self.attribute(ctx, t);
+                    let (s, d) = self.attribute(l, ctx, t);
                     self.summary.source.add(&s);
                     self.summary.destination.add(&d);
                     self.writer.tuple(&mut self.out, ctx, t, Some((&s, &d)));
@@ -151,18 +153,25 @@ impl<'a> Enricher<'a> {
     }
 
     /// By IP, skipping addresses the index cannot hold.
-    fn by_ip(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        if !self.attr.may_hold(ip) {
+    fn by_ip(&self, l: &dyn Lookups, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        if !l.may_hold(ip) {
             return EndAttribution::unknown(Via::NotLookedUp);
         }
-        self.attr.remote(ip, at, hint)
+        l.remote(ip, at, hint)
     }
 
     /// The capturing side: by MAC, by IP when the index does not know the MAC.
-    fn local(&self, mac: &Mac, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        let a = self.attr.local(mac, ip, at);
+    fn local(
+        &self,
+        l: &dyn Lookups,
+        mac: &Mac,
+        ip: IpAddr,
+        at: i64,
+        hint: &ScopeHint,
+    ) -> EndAttribution {
+        let a = l.local(mac, ip, at);
         if a.status == Status::Unknown && a.nic.is_none() {
-            return self.by_ip(ip, at, hint);
+            return self.by_ip(l, ip, at, hint);
         }
         a
     }
@@ -182,24 +191,26 @@ impl<'a> Enricher<'a> {
 
     fn far(
         &mut self,
+        l: &dyn Lookups,
         ctx: &FlowContext<'_>,
         local: &EndAttribution,
         ip: IpAddr,
         at: i64,
     ) -> EndAttribution {
-        if !self.attr.may_hold(ip) {
+        if !l.may_hold(ip) {
             return EndAttribution::unknown(Via::NotLookedUp);
         }
         if self.remote_hint(ctx, local) {
-            self.attr.remote(ip, at, &self.hint)
+            l.remote(ip, at, &self.hint)
         } else {
-            self.attr.remote(ip, at, ctx.scope)
+            l.remote(ip, at, ctx.scope)
         }
     }
 
     /// (source, destination) attributions.
     fn attribute(
         &mut self,
+        l: &dyn Lookups,
         ctx: &FlowContext<'_>,
         t: &FlowTuple<'_>,
     ) -> (EndAttribution, EndAttribution) {
@@ -211,10 +222,10 @@ impl<'a> Enricher<'a> {
                     Direction::Inbound => (t.dst_ip, t.src_ip),
                 };
                 let local = match mac {
-                    Some(m) => self.local(m, lip, at, ctx.scope),
-                    None => self.by_ip(lip, at, ctx.scope),
+                    Some(m) => self.local(l, m, lip, at, ctx.scope),
+                    None => self.by_ip(l, lip, at, ctx.scope),
                 };
-                let remote = self.far(ctx, &local, rip, at);
+                let remote = self.far(l, ctx, &local, rip, at);
                 match dir {
                     Direction::Outbound => (local, remote),
                     Direction::Inbound => (remote, local),
@@ -224,23 +235,23 @@ impl<'a> Enricher<'a> {
                 // Flat input with a MAC but no direction: the end whose IP the
                 // NIC held is the capturing one.
                 let held = |a: &EndAttribution| a.nic.is_some() && a.status != Status::MacMismatch;
-                let s = self.attr.local(mac, t.src_ip, at);
+                let s = l.local(mac, t.src_ip, at);
                 if held(&s) {
-                    let d = self.far(ctx, &s, t.dst_ip, at);
+                    let d = self.far(l, ctx, &s, t.dst_ip, at);
                     return (s, d);
                 }
-                let d = self.attr.local(mac, t.dst_ip, at);
+                let d = l.local(mac, t.dst_ip, at);
                 if held(&d) {
-                    let s = self.far(ctx, &d, t.src_ip, at);
+                    let s = self.far(l, ctx, &d, t.src_ip, at);
                     return (s, d);
                 }
-                let s = self.by_ip(t.src_ip, at, ctx.scope);
-                let d = self.by_ip(t.dst_ip, at, ctx.scope);
+                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
+                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
                 (s, d)
             }
             (None, None) => {
-                let s = self.by_ip(t.src_ip, at, ctx.scope);
-                let d = self.by_ip(t.dst_ip, at, ctx.scope);
+                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
+                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
                 (s, d)
             }
         }
@@ -297,7 +308,7 @@ where
                 }
                 match dec.read_from(&mut src, read_bytes) {
                     Ok(0) => break,
-                    Ok(_) => dec.drain(&mut |item| en.item(item, sink))?,
+                    Ok(_) => dec.drain(&mut |item| en.item(item, sink, attr))?,
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -305,7 +316,7 @@ where
                 }
             },
         }
-        dec.finish(&mut |item| en.item(item, sink))?;
+        dec.finish(&mut |item| en.item(item, sink, attr))?;
         if let Some(e) = failed {
             complete = false;
             en.error(input_error(n, &e));
@@ -472,23 +483,28 @@ mod parallel {
                 lookups: en.opts.lookups,
                 ..Summary::default()
             };
-            let mut f = |item: Decoded<'_>| en.item(item, &mut sink);
-            for item in &batch.items {
-                // `Collect` never fails, so neither does `f`.
-                let _ = match *item {
-                    Item::Record {
-                        start,
-                        end,
-                        index,
-                        line,
-                    } => rec.record(&batch.bytes[start..end], index, line, &mut f),
-                    Item::FrameError {
-                        index,
-                        line,
-                        reason,
-                    } => rec.frame_error(index, line, reason, &mut f),
-                };
-            }
+            // One read of the index for the whole batch: the work is bounded
+            // and never waits on output.
+            let attr = en.attr;
+            attr.with_lookups(&mut |l| {
+                let mut f = |item: Decoded<'_>| en.item(item, &mut sink, l);
+                for item in &batch.items {
+                    // `Collect` never fails, so neither does `f`.
+                    let _ = match *item {
+                        Item::Record {
+                            start,
+                            end,
+                            index,
+                            line,
+                        } => rec.record(&batch.bytes[start..end], index, line, &mut f),
+                        Item::FrameError {
+                            index,
+                            line,
+                            reason,
+                        } => rec.frame_error(index, line, reason, &mut f),
+                    };
+                }
+            });
             let _ = sink.send(&mut en.out);
             let (stats, dep) = rec.end_batch(entry);
             Done {
