@@ -726,6 +726,8 @@ struct Args {
     serve: bool,
     /// Also time the pipeline in process (no HTTP) with 1 and 2 workers.
     inproc: bool,
+    /// Only that.
+    no_http: bool,
 }
 
 fn args() -> Args {
@@ -736,6 +738,7 @@ fn args() -> Args {
         naive: true,
         serve: false,
         inproc: false,
+        no_http: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -751,6 +754,11 @@ fn args() -> Args {
             "--no-naive" => a.naive = false,
             "--serve" => a.serve = true,
             "--inproc" => a.inproc = true,
+            "--no-http" => {
+                a.inproc = true;
+                a.no_http = true;
+                a.naive = false;
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -815,6 +823,11 @@ fn main() -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
 
+    if a.no_http {
+        let input = blob(a.tuples, a.claims.div_ceil(PER_SLOT), 0x5EED);
+        inproc(a.claims, a.tuples, &input, a.runs);
+        return Ok(());
+    }
     // The server builds its index while we generate the blob.
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--serve", "--claims", &a.claims.to_string()])
