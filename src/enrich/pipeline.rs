@@ -437,18 +437,43 @@ mod parallel {
     }
 
     /// Collects output chunks instead of sending them.
-    struct Collect {
+    struct Collect<'p> {
         chunks: Vec<Vec<u8>>,
         cap: usize,
+        pool: &'p Pool,
     }
 
-    impl Sink for Collect {
+    impl Sink for Collect<'_> {
         fn send(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
             if !buf.is_empty() {
-                let full = std::mem::replace(buf, Vec::with_capacity(self.cap));
-                self.chunks.push(full);
+                let fresh = self.pool.take(self.cap);
+                self.chunks.push(std::mem::replace(buf, fresh));
             }
             Ok(())
+        }
+    }
+
+    /// Output buffers written out and handed back for reuse (a few: fresh
+    /// memory for every chunk costs page faults).
+    #[derive(Default)]
+    struct Pool(Mutex<Vec<Vec<u8>>>);
+
+    impl Pool {
+        const MAX: usize = 32;
+
+        fn take(&self, cap: usize) -> Vec<u8> {
+            let v = self.0.lock().ok().and_then(|mut p| p.pop());
+            v.unwrap_or_else(|| Vec::with_capacity(cap))
+        }
+
+        fn give(&self, mut v: Vec<u8>, cap: usize) {
+            if v.capacity() >= cap / 2
+                && let Ok(mut p) = self.0.lock()
+                && p.len() < Self::MAX
+            {
+                v.clear();
+                p.push(v);
+            }
         }
     }
 
@@ -458,14 +483,16 @@ mod parallel {
         rec: RecordDecoder,
         en: Enricher<'a>,
         cap: usize,
+        pool: &'a Pool,
     }
 
     impl<'a> Worker<'a> {
-        fn new(opts: &'a EnrichOptions, attr: &'a dyn Attributor) -> Self {
+        fn new(opts: &'a EnrichOptions, attr: &'a dyn Attributor, pool: &'a Pool) -> Self {
             Worker {
                 rec: RecordDecoder::new(opts.format),
                 en: Enricher::new(opts, attr),
                 cap: opts.chunk_bytes + (64 << 10),
+                pool,
             }
         }
 
@@ -477,6 +504,7 @@ mod parallel {
             let mut sink = Collect {
                 chunks: Vec::new(),
                 cap: self.cap,
+                pool: self.pool,
             };
             let Worker { rec, en, .. } = self;
             en.summary = Summary {
@@ -558,6 +586,7 @@ mod parallel {
         redo: Option<Worker<'a>>,
         /// Summary line and input errors are rendered here.
         en: Enricher<'a>,
+        pool: &'a Pool,
     }
 
     impl<'a> Merger<'a, '_> {
@@ -604,7 +633,10 @@ mod parallel {
         fn write(&mut self, mut d: Done) -> io::Result<()> {
             if d.dep.dependent && (d.dep.entry == Format::Flat) != (self.last == Format::Flat) {
                 let (opts, attr) = (self.opts, self.attr);
-                let redo = self.redo.get_or_insert_with(|| Worker::new(opts, attr));
+                let pool = self.pool;
+                let redo = self
+                    .redo
+                    .get_or_insert_with(|| Worker::new(opts, attr, pool));
                 d = redo.run(d.batch, Some(self.last));
             }
             if let Some(l) = d.dep.exit {
@@ -618,8 +650,10 @@ mod parallel {
             let room = self.opts.max_errors_listed.saturating_sub(s.errors.len());
             s.errors.extend(d.summary.errors.into_iter().take(room));
             add_stats(&mut self.stats, &d.stats);
+            let cap = self.opts.chunk_bytes + (64 << 10);
             for mut c in d.chunks {
                 self.sink.send(&mut c)?;
+                self.pool.give(c, cap);
             }
             Ok(())
         }
@@ -719,14 +753,15 @@ mod parallel {
         let batch_bytes = opts.batch_bytes.max(1);
         let (work_tx, work_rx) = mpsc::sync_channel::<(Batch, Option<Format>)>(workers);
         let work_rx = Mutex::new(work_rx);
+        let pool = Pool::default();
         std::thread::scope(|scope| {
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             for _ in 0..workers {
-                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                let (work_rx, done_tx, pool) = (&work_rx, done_tx.clone(), &pool);
                 std::thread::Builder::new()
                     .name("ipwho-enrich".into())
                     .spawn_scoped(scope, move || {
-                        let mut w = Worker::new(opts, attr);
+                        let mut w = Worker::new(opts, attr, pool);
                         loop {
                             let next = work_rx.lock().map(|rx| rx.recv());
                             let Ok(Ok((batch, last))) = next else { break };
@@ -755,6 +790,7 @@ mod parallel {
                 stats: DecodeStats::default(),
                 redo: None,
                 en: Enricher::new(opts, attr),
+                pool: &pool,
             };
             let mut framer = Framer::new(opts.max_record_bytes);
             let mut batch = Batch::default();
