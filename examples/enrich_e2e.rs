@@ -27,7 +27,10 @@
 //! minus before; the peak during each request is `VmHWM` after resetting it
 //! (`/proc/PID/clear_refs`) just before the request.
 //!
-//! Run: `cargo run --release --example enrich_e2e [-- --tuples N --claims N --runs R --no-naive]`
+//! Run: `cargo run --release --example enrich_e2e [-- --tuples N --claims N --runs R
+//! --workers W --no-naive --inproc --no-http]` (`--workers`: the server's
+//! `IPWHO_ENRICH_WORKERS`; `--inproc`: also the pipeline in process with 1
+//! and 2 workers; `--no-http`: only that)
 //! (`DATABASE_URL` names the Postgres server for the naive approach).
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -728,6 +731,8 @@ struct Args {
     inproc: bool,
     /// Only that.
     no_http: bool,
+    /// The server's `IPWHO_ENRICH_WORKERS` (default: inherited, else 1).
+    workers: Option<u64>,
 }
 
 fn args() -> Args {
@@ -739,6 +744,7 @@ fn args() -> Args {
         serve: false,
         inproc: false,
         no_http: false,
+        workers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -752,6 +758,7 @@ fn args() -> Args {
             "--claims" => a.claims = num(),
             "--runs" => a.runs = num() as usize,
             "--no-naive" => a.naive = false,
+            "--workers" => a.workers = Some(num()),
             "--serve" => a.serve = true,
             "--inproc" => a.inproc = true,
             "--no-http" => {
@@ -829,11 +836,21 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // The server builds its index while we generate the blob.
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--serve", "--claims", &a.claims.to_string()])
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--serve", "--claims", &a.claims.to_string()])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+        .stdout(Stdio::piped());
+    if let Some(w) = a.workers {
+        cmd.env("IPWHO_ENRICH_WORKERS", w.to_string());
+    }
+    println!(
+        "server enrichment workers: {}",
+        a.workers
+            .map(|w| w.to_string())
+            .or_else(|| std::env::var("IPWHO_ENRICH_WORKERS").ok())
+            .unwrap_or_else(|| "1 (default)".into())
+    );
+    let mut child = cmd.spawn()?;
     let server = child.id();
     let t = Instant::now();
     let slots = a.claims.div_ceil(PER_SLOT);

@@ -13,8 +13,8 @@
 //! ([`enrich_reader`]). Floor mode ([`EnrichOptions::floor`]) runs the same
 //! path with no lookups, for benchmarks.
 //!
-//! With [`EnrichOptions::workers`] above one (the default on a multi-core
-//! machine), the calling thread frames and hands batches of whole records to
+//! With [`EnrichOptions::workers`] above one (`IPWHO_ENRICH_WORKERS`), the
+//! calling thread frames and hands batches of whole records to
 //! worker threads, each with its own decoder and writer, and writes their
 //! output in input order; a few batches are in flight at a time, so memory
 //! stays bounded, and pending output is still flushed whenever the input
@@ -366,21 +366,26 @@ pub struct EnrichOptions {
     /// [`enrich_stream`]: output chunks queued for a slow reader (default 4),
     /// and input chunks queued ahead of the parser (default 8).
     pub queue_chunks: usize,
-    /// Threads that decode, attribute and write records (default: the
-    /// available cores, at most 4). With more than one, the calling thread
+    /// Threads that decode, attribute and write records (default 1, or
+    /// `IPWHO_ENRICH_WORKERS`). With more than one, the calling thread
     /// frames the input and hands whole records to them in batches, and
     /// writes their output in input order: the output is the same, byte
-    /// for byte, as with one.
+    /// for byte, as with one. On the shared 2-core benchmark machine two
+    /// workers were no faster than one (see `docs/benchmarks.md`), hence
+    /// the default.
     pub workers: usize,
     /// Records go to the workers in batches of about this many input bytes
     /// (default 256 KiB; a batch holds at least one record).
     pub batch_bytes: usize,
 }
 
-/// The default [`EnrichOptions::workers`]: the available cores, at most 4.
+/// The default [`EnrichOptions::workers`]: `IPWHO_ENRICH_WORKERS` (1 to
+/// 64), else 1.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get().min(4))
+    std::env::var("IPWHO_ENRICH_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(|n| n.clamp(1, 64))
         .unwrap_or(1)
 }
 
