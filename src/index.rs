@@ -383,8 +383,12 @@ fn answer_owned(claims: &[Arc<Entry>], t: Micros) -> Lookup {
 }
 
 // ---- enrichment -------------------------------------------------------------
+//
+// The lookups of flow-log enrichment run once or twice per tuple, so they
+// borrow from the index under its read lock and allocate nothing but the
+// candidate list of an ambiguous answer.
 
-use crate::enrich::{Attributor, EndAttribution, ScopeHint, Status as EStatus, Via};
+use crate::enrich::{Attributor, EndAttribution, Lookups, ScopeHint, Status as EStatus, Via};
 
 fn estatus(s: engine::Status) -> EStatus {
     match s {
@@ -400,51 +404,164 @@ fn bound(m: Micros) -> Option<i64> {
     (m != engine::NEG_INF && m != engine::POS_INF).then_some(m)
 }
 
-fn from_lookup(l: Lookup, via: Via) -> EndAttribution {
-    let mut a = EndAttribution::unknown(via);
-    a.status = estatus(l.status);
-    if let Some(o) = &l.owner {
-        a.nic = Some(o.info.clone());
-        a.evidence = Some(std::borrow::Cow::Borrowed(o.last.kind.as_str()));
-        a.window = Some((bound(o.possible.start), bound(o.possible.end)));
+/// The claims on an IP (including prefixes that contain it), looked up once
+/// and borrowed, in the order of [`Inner::claims_of_ip`]: one slice per
+/// prefix length present (almost always one), four inline.
+#[derive(Clone, Default)]
+struct OfIp<'a> {
+    inline: [&'a [Arc<Entry>]; 4],
+    n: usize,
+    spill: Vec<&'a [Arc<Entry>]>,
+}
+
+impl<'a> OfIp<'a> {
+    fn push(&mut self, s: &'a [Arc<Entry>]) {
+        if self.n < self.inline.len() {
+            self.inline[self.n] = s;
+            self.n += 1;
+        } else {
+            self.spill.push(s);
+        }
     }
-    a.candidates = l.candidates.iter().map(|c| c.info.clone()).collect();
+
+    fn iter(&self) -> impl Iterator<Item = &'a Arc<Entry>> + Clone + '_ {
+        self.inline[..self.n]
+            .iter()
+            .chain(self.spill.iter())
+            .flat_map(|s| s.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+impl Inner {
+    fn of_ip(&self, ip: IpAddr) -> OfIp<'_> {
+        let mut out = OfIp::default();
+        let v4 = ip.is_ipv4();
+        for &(family, len) in &self.prefix_lens {
+            if family != v4 {
+                continue;
+            }
+            let Ok(net) = IpNet::new(ip, len) else {
+                continue;
+            };
+            if let Some(v) = self.by_ip.get(&ip_key(&net)) {
+                out.push(v);
+            }
+        }
+        out
+    }
+}
+
+/// [`engine::answer`] over the borrowed entries that `admit` lets through,
+/// as an enrichment end: the same statuses and candidate order, without
+/// collecting the claims first. Time is checked before `admit`, so scope
+/// comparisons are made for the few claims alive at `t` only.
+fn answer_end<'a, I, P>(claims: I, admit: P, t: Micros, via: Via) -> EndAttribution
+where
+    I: Iterator<Item = &'a Arc<Entry>> + Clone,
+    P: Fn(&Entry) -> bool,
+{
+    let mut hits = claims
+        .clone()
+        .filter(|c| c.possible.contains(t) && admit(c));
+    let Some(owner) = hits.next() else {
+        return EndAttribution::unknown(via);
+    };
+    let mut a = EndAttribution::unknown(via);
+    if hits.next().is_none() {
+        let c = &owner.claim;
+        a.status = if c.certain.contains(t) {
+            EStatus::Confirmed
+        } else if c.is_open() && t >= c.certain.end {
+            EStatus::Probable
+        } else {
+            EStatus::Possible
+        };
+        a.nic = Some(owner.info.clone());
+        a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
+        a.window = Some((bound(c.possible.start), bound(c.possible.end)));
+        return a;
+    }
+    // Ambiguous: rare, so the engine's own rule decides (and orders).
+    let hits: Vec<&Arc<Entry>> = claims
+        .filter(|c| c.possible.contains(t) && admit(c))
+        .collect();
+    let ans = engine::answer(hits.iter().map(|e| &e.claim), t);
+    a.status = estatus(ans.status);
+    a.candidates = ans
+        .candidates
+        .iter()
+        .map(|c| {
+            hits.iter()
+                .find(|e| std::ptr::eq(&e.claim, *c))
+                .expect("answer names an input claim")
+                .info
+                .clone()
+        })
+        .collect();
     a
 }
 
-impl Attributor for Index {
+/// The index under one read of its lock: a worker's batch of lookups.
+struct Pinned<'a>(&'a Inner);
+
+impl Pinned<'_> {
+    /// The capturing NIC held `ip` by `c`: answer as a lookup of the IP in
+    /// that NIC's VNet would.
+    fn held_by<'a, I>(all: I, c: &Entry, ip_at: Micros) -> EndAttribution
+    where
+        I: Iterator<Item = &'a Arc<Entry>> + Clone,
+    {
+        let scope = &c.key.scope;
+        let mut a = answer_end(all, |x| x.key.scope == *scope, ip_at, Via::Mac);
+        a.ip_held = Some(true);
+        if a.nic.is_none() && a.candidates.is_empty() {
+            a.nic = Some(c.info.clone());
+        }
+        a
+    }
+}
+
+impl Lookups for Pinned<'_> {
     fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
-        let r = self.inner.read().expect("index lock");
+        let r = self.0;
         let Some(nics) = r.by_mac.get(mac) else {
             return EndAttribution::unknown(Via::Mac);
         };
-        let mut other: Option<Arc<Entry>> = None;
+        let of_ip = r.of_ip(ip);
+        let all = of_ip.iter();
+        // The first NIC with the MAC that held the IP at `at` answers. Its
+        // claim is found among the IP's claims (cheap); when it has several
+        // live claims on the IP, the first in the NIC's own order counts,
+        // as does the first live claim of a NIC that did not hold the IP.
         for n in nics {
-            let Some(claims) = r.by_nic.get(&n.key.nic) else {
+            let nic = &n.key.nic;
+            let mut mine = all
+                .clone()
+                .filter(|c| c.possible.contains(at) && c.key.nic == *nic);
+            let Some(c) = mine.next() else {
                 continue;
             };
-            let mut live = claims.iter().filter(|c| c.possible.contains(at)).peekable();
-            if live.peek().is_none() {
-                continue;
+            if mine.next().is_none() {
+                return Pinned::held_by(all, c, at);
             }
-            let live: Vec<&Arc<Entry>> = live.collect();
-            if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
-                // The NIC that logged the flow held the IP: answer as a
-                // lookup of the IP in that NIC's VNet would.
-                let scoped: Vec<Arc<Entry>> = r
-                    .claims_of_ip(ip)
-                    .into_iter()
-                    .filter(|x| x.key.scope == c.key.scope)
-                    .collect();
-                let mut a = from_lookup(answer_owned(&scoped, at), Via::Mac);
-                a.ip_held = Some(true);
-                if a.nic.is_none() && a.candidates.is_empty() {
-                    a.nic = Some(c.info.clone());
-                }
-                return a;
-            }
-            other = other.or_else(|| live.first().map(|c| (*c).clone()));
+            let claims = r.by_nic.get(nic).map(Vec::as_slice).unwrap_or_default();
+            let c = claims
+                .iter()
+                .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
+                .expect("a live claim of the NIC on the IP is among the NIC's claims");
+            return Pinned::held_by(all, c, at);
         }
+        // No NIC with the MAC held the IP: the first live one is named.
+        let other = nics.iter().find_map(|n| {
+            r.by_nic
+                .get(&n.key.nic)?
+                .iter()
+                .find(|c| c.possible.contains(at))
+        });
         match other {
             Some(c) => {
                 let mut a = EndAttribution::nic(EStatus::MacMismatch, Via::Mac, c.info.clone());
@@ -457,41 +574,49 @@ impl Attributor for Index {
     }
 
     fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        let all = {
-            let r = self.inner.read().expect("index lock");
-            r.claims_of_ip(ip)
-        };
-        if all.is_empty() {
+        let of_ip = self.0.of_ip(ip);
+        if of_ip.is_empty() {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
+        let all = of_ip.iter();
         if let Some(v) = &hint.vnet {
-            let scoped: Vec<Arc<Entry>> =
-                all.iter().filter(|c| c.key.scope == *v).cloned().collect();
-            if !scoped.is_empty() {
-                let l = answer_owned(&scoped, at);
-                if l.status != engine::Status::Unknown {
-                    return from_lookup(l, Via::IpInVnet);
-                }
+            let a = answer_end(all.clone(), |c| c.key.scope == *v, at, Via::IpInVnet);
+            if a.status != EStatus::Unknown {
+                return a;
             }
         }
         if let Some(s) = &hint.subscription {
-            let scoped: Vec<Arc<Entry>> = all
-                .iter()
-                .filter(|c| {
-                    c.nic
-                        .segment("subscriptions")
-                        .is_some_and(|x| x.eq_ignore_ascii_case(s))
-                })
-                .cloned()
-                .collect();
-            if !scoped.is_empty() {
-                let l = answer_owned(&scoped, at);
-                if l.status != engine::Status::Unknown {
-                    return from_lookup(l, Via::IpInSubscription);
-                }
+            let in_sub = |c: &Entry| {
+                c.nic
+                    .segment("subscriptions")
+                    .is_some_and(|x| x.eq_ignore_ascii_case(s))
+            };
+            let a = answer_end(all.clone(), in_sub, at, Via::IpInSubscription);
+            if a.status != EStatus::Unknown {
+                return a;
             }
         }
-        from_lookup(answer_owned(&all, at), Via::IpAnyScope)
+        answer_end(all, |_| true, at, Via::IpAnyScope)
+    }
+}
+
+/// One lookup at a time, each under its own read of the lock.
+impl Lookups for Index {
+    fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
+        Pinned(&self.inner.read().expect("index lock")).local(mac, ip, at)
+    }
+
+    fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        Pinned(&self.inner.read().expect("index lock")).remote(ip, at, hint)
+    }
+}
+
+impl Attributor for Index {
+    /// Holds the read lock for all of `f` (a worker's batch: milliseconds of
+    /// work, never waiting on output).
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
+        let r = self.inner.read().expect("index lock");
+        f(&Pinned(&r))
     }
 
     fn freshness(&self) -> serde_json::Value {

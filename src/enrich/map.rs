@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Attributor, EndAttribution, NicInfo, ScopeHint, Status, Via};
+use super::{Attributor, EndAttribution, Lookups, NicInfo, ScopeHint, Status, Via};
 use crate::model::Mac;
 
 /// Multiply-rotate hashing (keys are IPs and MACs, not attacker-chosen
@@ -123,7 +123,7 @@ impl MapAttributor {
     }
 }
 
-impl Attributor for MapAttributor {
+impl Lookups for MapAttributor {
     fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
         let Some(e) = self
             .by_mac
@@ -172,8 +172,14 @@ impl Attributor for MapAttributor {
         }
         pick(Via::IpAnyScope, &|_| true).unwrap_or_else(|| EndAttribution::unknown(Via::IpAnyScope))
     }
+}
 
+impl Attributor for MapAttributor {
     fn freshness(&self) -> serde_json::Value {
         self.freshness.clone()
+    }
+
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
+        f(self)
     }
 }

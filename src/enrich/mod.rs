@@ -13,6 +13,13 @@
 //! ([`enrich_reader`]). Floor mode ([`EnrichOptions::floor`]) runs the same
 //! path with no lookups, for benchmarks.
 //!
+//! With [`EnrichOptions::workers`] above one (`IPWHO_ENRICH_WORKERS`), the
+//! calling thread frames and hands batches of whole records to
+//! worker threads, each with its own decoder and writer, and writes their
+//! output in input order; a few batches are in flight at a time, so memory
+//! stays bounded, and pending output is still flushed whenever the input
+//! would wait. The output is byte for byte the same as with one worker.
+//!
 //! # Inputs (detected from content, or forced with [`EnrichOptions::format`])
 //!
 //! - NSG flow-log blobs `{"records":[...]}`, version 1 (8-field tuples) and 2
@@ -261,11 +268,11 @@ pub struct ScopeHint {
     pub nsg: Option<String>,
 }
 
-/// The lookups enrichment needs; the in-memory claims index implements it.
-pub trait Attributor: Send + Sync + 'static {
+/// The lookups enrichment makes, tuple by tuple.
+pub trait Lookups {
     /// Capturing side: the NIC with this MAC at this time, and whether it held
     /// `ip` then. `Status::Unknown` with no NIC when no NIC had the MAC (the
-    /// caller then falls back to [`Attributor::remote`]); the NIC's status
+    /// caller then falls back to [`Lookups::remote`]); the NIC's status
     /// with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
     /// with the NIC and `ip_held: Some(false)` when it did not.
     fn local(&self, mac: &Mac, ip: IpAddr, at_micros: i64) -> EndAttribution;
@@ -274,10 +281,6 @@ pub trait Attributor: Send + Sync + 'static {
     /// hint, falling back to all scopes; `ambiguous` with candidates when
     /// several scopes had the IP. Sets `via` to the scope that answered.
     fn remote(&self, ip: IpAddr, at_micros: i64, hint: &ScopeHint) -> EndAttribution;
-
-    /// How current the index is (e.g. change sequence and time of the last
-    /// update); reported in the summary line.
-    fn freshness(&self) -> serde_json::Value;
 
     /// Whether `ip` can be in the index at all. IPs for which this is false
     /// answer `unknown` / `not_looked_up` without a lookup. The default is
@@ -288,19 +291,39 @@ pub trait Attributor: Send + Sync + 'static {
     }
 }
 
+/// What enrichment needs of an index; the in-memory claims index implements it.
+pub trait Attributor: Lookups + Send + Sync + 'static {
+    /// How current the index is (e.g. change sequence and time of the last
+    /// update); reported in the summary line.
+    fn freshness(&self) -> serde_json::Value;
+
+    /// Runs `f` with lookups that may share one read of the index: the
+    /// workers of the pipeline make a whole batch of records' lookups
+    /// through one call, so an index behind a lock takes it once per batch
+    /// (a few milliseconds of work, never waiting on output) rather than
+    /// twice per tuple. Implementations without a lock pass themselves.
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups));
+}
+
 /// An [`Attributor`] that knows nothing (every end `unknown`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoIndex;
 
-impl Attributor for NoIndex {
+impl Lookups for NoIndex {
     fn local(&self, _: &Mac, _: IpAddr, _: i64) -> EndAttribution {
         EndAttribution::unknown(Via::Mac)
     }
     fn remote(&self, _: IpAddr, _: i64, _: &ScopeHint) -> EndAttribution {
         EndAttribution::unknown(Via::IpAnyScope)
     }
+}
+
+impl Attributor for NoIndex {
     fn freshness(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+    fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
+        f(self)
     }
 }
 
@@ -343,6 +366,27 @@ pub struct EnrichOptions {
     /// [`enrich_stream`]: output chunks queued for a slow reader (default 4),
     /// and input chunks queued ahead of the parser (default 8).
     pub queue_chunks: usize,
+    /// Threads that decode, attribute and write records (default 1, or
+    /// `IPWHO_ENRICH_WORKERS`). With more than one, the calling thread
+    /// frames the input and hands whole records to them in batches, and
+    /// writes their output in input order: the output is the same, byte
+    /// for byte, as with one. On the shared 2-core benchmark machine two
+    /// workers were no faster than one (see `docs/benchmarks.md`), hence
+    /// the default.
+    pub workers: usize,
+    /// Records go to the workers in batches of about this many input bytes
+    /// (default 256 KiB; a batch holds at least one record).
+    pub batch_bytes: usize,
+}
+
+/// The default [`EnrichOptions::workers`]: `IPWHO_ENRICH_WORKERS` (1 to
+/// 64), else 1.
+pub fn default_workers() -> usize {
+    std::env::var("IPWHO_ENRICH_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(|n| n.clamp(1, 64))
+        .unwrap_or(1)
 }
 
 impl Default for EnrichOptions {
@@ -356,6 +400,8 @@ impl Default for EnrichOptions {
             max_errors_listed: 100,
             error_lines: true,
             queue_chunks: 4,
+            workers: default_workers(),
+            batch_bytes: 256 << 10,
         }
     }
 }

@@ -79,6 +79,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Writes `s`, one of ipwho's own names that need no escaping, as a JSON string.
+#[inline]
+fn write_plain(out: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(!s.bytes().any(|b| ESCAPE[b as usize] != 0));
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 #[inline]
 fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut b = itoa::Buffer::new();
@@ -171,7 +180,16 @@ impl LineWriter {
     fn timestamp(&mut self, out: &mut Vec<u8>, micros: i64) {
         let secs = micros.div_euclid(1_000_000);
         if !self.ts_valid || secs != self.ts_secs {
-            tuple::format_secs(&mut self.ts_date, secs);
+            if self.ts_valid && secs.div_euclid(86_400) == self.ts_secs.div_euclid(86_400) {
+                // Same day: only the time of day changes.
+                let sod = secs.rem_euclid(86_400) as u32;
+                let two = |v: u32| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+                self.ts_date[11..13].copy_from_slice(&two(sod / 3600));
+                self.ts_date[14..16].copy_from_slice(&two(sod / 60 % 60));
+                self.ts_date[17..19].copy_from_slice(&two(sod % 60));
+            } else {
+                tuple::format_secs(&mut self.ts_date, secs);
+            }
             self.ts_secs = secs;
             self.ts_valid = true;
         }
@@ -240,7 +258,7 @@ impl LineWriter {
             if let Some(p) = t.protocol {
                 key(out, &mut first, b"transport");
                 match p.name() {
-                    Some(n) => write_str(out, n),
+                    Some(n) => write_plain(out, n),
                     None => {
                         out.push(b'"');
                         write_u64(out, p.iana() as u64);
@@ -254,7 +272,7 @@ impl LineWriter {
             }
             if let Some(d) = t.direction {
                 key(out, &mut first, b"direction");
-                write_str(out, d.as_str());
+                write_plain(out, d.as_str());
             }
             if let Some(p) = packets {
                 key(out, &mut first, b"packets");
@@ -290,7 +308,7 @@ impl LineWriter {
         out.extend_from_slice(b",\"azure\":{\"flowlog\":{");
         if let Some(s) = t.state {
             out.extend_from_slice(b"\"state\":");
-            write_str(out, s.as_str());
+            write_plain(out, s.as_str());
             out.push(b',');
         }
         if let Some(e) = t.encryption {
@@ -419,30 +437,108 @@ fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
     }
 }
 
-/// Rendered NIC fragments by `Arc` identity (the `Arc` is kept, so an
-/// address is never reused while cached). Bounded: cleared when full.
-type Rendered = (Arc<NicInfo>, Box<[u8]>);
+/// What an end names, rendered: `,"nic":..,"vm":..,"vnet":..` of the NIC,
+/// then `,"evidence":..` and `,"window":{..}`.
+fn render_named(
+    out: &mut Vec<u8>,
+    n: &NicInfo,
+    evidence: Option<&str>,
+    window: Option<(Option<i64>, Option<i64>)>,
+) {
+    render_nic(out, n);
+    render_basis(out, evidence, window);
+}
 
+/// `,"evidence":..,"window":{..}`, each when known.
+fn render_basis(
+    out: &mut Vec<u8>,
+    evidence: Option<&str>,
+    window: Option<(Option<i64>, Option<i64>)>,
+) {
+    if let Some(e) = evidence {
+        out.extend_from_slice(b",\"evidence\":");
+        write_str(out, e);
+    }
+    if let Some((from, until)) = window {
+        out.extend_from_slice(b",\"window\":{");
+        let mut first = true;
+        for (k, v) in [(&b"from"[..], from), (&b"until"[..], until)] {
+            if let Some(v) = v {
+                key(out, &mut first, k);
+                out.push(b'"');
+                tuple::write_rfc3339(out, v.clamp(0, tuple::MAX_EPOCH_SECS * 1_000_000));
+                out.push(b'"');
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// The window as a key: presence bits and both ends.
+fn window_key(w: Option<(Option<i64>, Option<i64>)>) -> (u8, i64, i64) {
+    match w {
+        None => (0, 0, 0),
+        Some((f, u)) => (
+            1 | (f.is_some() as u8) << 1 | (u.is_some() as u8) << 2,
+            f.unwrap_or(0),
+            u.unwrap_or(0),
+        ),
+    }
+}
+
+/// One rendered answer: the `Arc` is kept so its address is never reused
+/// while cached, and the evidence is compared on every hit.
+struct Rendered {
+    _nic: Arc<NicInfo>,
+    evidence: Option<std::borrow::Cow<'static, str>>,
+    bytes: Box<[u8]>,
+}
+
+/// Equal strings, by address first (evidence kinds are static strings).
+fn same_str(
+    a: &Option<std::borrow::Cow<'static, str>>,
+    b: &Option<std::borrow::Cow<'static, str>>,
+) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x.as_ptr() == y.as_ptr() && x.len() == y.len()) || x == y,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Rendered NIC, evidence and window of an answer, by the NIC's `Arc`
+/// identity and the window (an index hands out one `Arc` per claim or NIC
+/// state, so the same claim renders once). Bounded: cleared when full.
 #[derive(Default)]
 pub(crate) struct NicCache {
-    map: HashMap<usize, Rendered, BuildHasherDefault<FastHasher>>,
+    map: HashMap<(usize, u8, i64, i64), Rendered, BuildHasherDefault<FastHasher>>,
 }
 
 impl NicCache {
-    const MAX: usize = 1 << 14;
+    const MAX: usize = 1 << 15;
 
-    fn write(&mut self, out: &mut Vec<u8>, n: &Arc<NicInfo>) {
-        let key = Arc::as_ptr(n) as usize;
-        if let Some((_, bytes)) = self.map.get(&key) {
-            out.extend_from_slice(bytes);
+    fn write(&mut self, out: &mut Vec<u8>, a: &EndAttribution, n: &Arc<NicInfo>) {
+        let (bits, from, until) = window_key(a.window);
+        let key = (Arc::as_ptr(n) as usize, bits, from, until);
+        if let Some(r) = self.map.get(&key)
+            && same_str(&r.evidence, &a.evidence)
+        {
+            out.extend_from_slice(&r.bytes);
             return;
         }
         let start = out.len();
-        render_nic(out, n);
+        render_named(out, n, a.evidence.as_deref(), a.window);
         if self.map.len() >= Self::MAX {
             self.map.clear();
         }
-        self.map.insert(key, (n.clone(), out[start..].into()));
+        self.map.insert(
+            key,
+            Rendered {
+                _nic: n.clone(),
+                evidence: a.evidence.clone(),
+                bytes: out[start..].into(),
+            },
+        );
     }
 }
 
@@ -459,25 +555,9 @@ fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
             b",\"ip_held\":false"
         });
     }
-    if let Some(n) = &a.nic {
-        cache.write(out, n);
-    }
-    if let Some(e) = &a.evidence {
-        out.extend_from_slice(b",\"evidence\":");
-        write_str(out, e);
-    }
-    if let Some((from, until)) = a.window {
-        out.extend_from_slice(b",\"window\":{");
-        let mut first = true;
-        for (k, v) in [(&b"from"[..], from), (&b"until"[..], until)] {
-            if let Some(v) = v {
-                key(out, &mut first, k);
-                out.push(b'"');
-                tuple::write_rfc3339(out, v.clamp(0, tuple::MAX_EPOCH_SECS * 1_000_000));
-                out.push(b'"');
-            }
-        }
-        out.push(b'}');
+    match &a.nic {
+        Some(n) => cache.write(out, a, n),
+        None => render_basis(out, a.evidence.as_deref(), a.window),
     }
     if !a.candidates.is_empty() {
         out.extend_from_slice(b",\"candidates\":[");

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::LineWriter;
-use super::record::{Decoded, Decoder, ErrorItem, FlowContext};
+use super::record::{DecodeStats, Decoded, Decoder, ErrorItem, FlowContext};
 use super::tuple::{Direction, FlowTuple};
-use super::{Attributor, EndAttribution, EnrichOptions, NicInfo, ScopeHint, Status, Summary, Via};
+use super::{
+    Attributor, EndAttribution, EnrichOptions, Lookups, NicInfo, ScopeHint, Status, Summary, Via,
+};
 use crate::model::Mac;
 
 /// A byte source that can tell whether its next read would wait, so that
@@ -129,11 +131,11 @@ impl<'a> Enricher<'a> {
         }
     }
 
-    fn item(&mut self, item: Decoded<'_>, sink: &mut dyn Sink) -> io::Result<()> {
+    fn item(&mut self, item: Decoded<'_>, sink: &mut dyn Sink, l: &dyn Lookups) -> io::Result<()> {
         match item {
             Decoded::Tuple(ctx, t) => {
                 if self.opts.lookups {
-                    let (s, d) = self.attribute(ctx, t);
+                    let (s, d) = self.attribute(l, ctx, t);
                     self.summary.source.add(&s);
                     self.summary.destination.add(&d);
                     self.writer.tuple(&mut self.out, ctx, t, Some((&s, &d)));
@@ -151,18 +153,25 @@ impl<'a> Enricher<'a> {
     }
 
     /// By IP, skipping addresses the index cannot hold.
-    fn by_ip(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        if !self.attr.may_hold(ip) {
+    fn by_ip(&self, l: &dyn Lookups, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        if !l.may_hold(ip) {
             return EndAttribution::unknown(Via::NotLookedUp);
         }
-        self.attr.remote(ip, at, hint)
+        l.remote(ip, at, hint)
     }
 
     /// The capturing side: by MAC, by IP when the index does not know the MAC.
-    fn local(&self, mac: &Mac, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        let a = self.attr.local(mac, ip, at);
+    fn local(
+        &self,
+        l: &dyn Lookups,
+        mac: &Mac,
+        ip: IpAddr,
+        at: i64,
+        hint: &ScopeHint,
+    ) -> EndAttribution {
+        let a = l.local(mac, ip, at);
         if a.status == Status::Unknown && a.nic.is_none() {
-            return self.by_ip(ip, at, hint);
+            return self.by_ip(l, ip, at, hint);
         }
         a
     }
@@ -182,24 +191,26 @@ impl<'a> Enricher<'a> {
 
     fn far(
         &mut self,
+        l: &dyn Lookups,
         ctx: &FlowContext<'_>,
         local: &EndAttribution,
         ip: IpAddr,
         at: i64,
     ) -> EndAttribution {
-        if !self.attr.may_hold(ip) {
+        if !l.may_hold(ip) {
             return EndAttribution::unknown(Via::NotLookedUp);
         }
         if self.remote_hint(ctx, local) {
-            self.attr.remote(ip, at, &self.hint)
+            l.remote(ip, at, &self.hint)
         } else {
-            self.attr.remote(ip, at, ctx.scope)
+            l.remote(ip, at, ctx.scope)
         }
     }
 
     /// (source, destination) attributions.
     fn attribute(
         &mut self,
+        l: &dyn Lookups,
         ctx: &FlowContext<'_>,
         t: &FlowTuple<'_>,
     ) -> (EndAttribution, EndAttribution) {
@@ -211,10 +222,10 @@ impl<'a> Enricher<'a> {
                     Direction::Inbound => (t.dst_ip, t.src_ip),
                 };
                 let local = match mac {
-                    Some(m) => self.local(m, lip, at, ctx.scope),
-                    None => self.by_ip(lip, at, ctx.scope),
+                    Some(m) => self.local(l, m, lip, at, ctx.scope),
+                    None => self.by_ip(l, lip, at, ctx.scope),
                 };
-                let remote = self.far(ctx, &local, rip, at);
+                let remote = self.far(l, ctx, &local, rip, at);
                 match dir {
                     Direction::Outbound => (local, remote),
                     Direction::Inbound => (remote, local),
@@ -224,23 +235,23 @@ impl<'a> Enricher<'a> {
                 // Flat input with a MAC but no direction: the end whose IP the
                 // NIC held is the capturing one.
                 let held = |a: &EndAttribution| a.nic.is_some() && a.status != Status::MacMismatch;
-                let s = self.attr.local(mac, t.src_ip, at);
+                let s = l.local(mac, t.src_ip, at);
                 if held(&s) {
-                    let d = self.far(ctx, &s, t.dst_ip, at);
+                    let d = self.far(l, ctx, &s, t.dst_ip, at);
                     return (s, d);
                 }
-                let d = self.attr.local(mac, t.dst_ip, at);
+                let d = l.local(mac, t.dst_ip, at);
                 if held(&d) {
-                    let s = self.far(ctx, &d, t.src_ip, at);
+                    let s = self.far(l, ctx, &d, t.src_ip, at);
                     return (s, d);
                 }
-                let s = self.by_ip(t.src_ip, at, ctx.scope);
-                let d = self.by_ip(t.dst_ip, at, ctx.scope);
+                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
+                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
                 (s, d)
             }
             (None, None) => {
-                let s = self.by_ip(t.src_ip, at, ctx.scope);
-                let d = self.by_ip(t.dst_ip, at, ctx.scope);
+                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
+                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
                 (s, d)
             }
         }
@@ -276,6 +287,9 @@ where
     R: Input,
     I: IntoIterator<Item = R>,
 {
+    if opts.workers > 1 {
+        return parallel::run(inputs, sink, opts, attr);
+    }
     let started = Instant::now();
     let mut en = Enricher::new(opts, attr);
     let mut dec = Decoder::with_max_record(opts.format, opts.max_record_bytes);
@@ -294,7 +308,7 @@ where
                 }
                 match dec.read_from(&mut src, read_bytes) {
                     Ok(0) => break,
-                    Ok(_) => dec.drain(&mut |item| en.item(item, sink))?,
+                    Ok(_) => dec.drain(&mut |item| en.item(item, sink, attr))?,
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -302,22 +316,30 @@ where
                 }
             },
         }
-        dec.finish(&mut |item| en.item(item, sink))?;
+        dec.finish(&mut |item| en.item(item, sink, attr))?;
         if let Some(e) = failed {
             complete = false;
-            en.error(ErrorItem {
-                record: None,
-                tuple: None,
-                line: 0,
-                path: None,
-                reason: format!("reading input {}: {e}; stopped here", n + 1),
-                input: None,
-            });
+            en.error(input_error(n, &e));
             break;
         }
     }
     let stats = dec.stats();
-    let s = &mut en.summary;
+    finish_summary(&mut en.summary, complete, &stats, opts, attr, started);
+    let summary = en.summary.clone();
+    en.writer.summary(&mut en.out, &summary);
+    sink.send(&mut en.out)?;
+    Ok(summary)
+}
+
+/// Fills the summary's totals at the end of a run.
+fn finish_summary(
+    s: &mut Summary,
+    complete: bool,
+    stats: &DecodeStats,
+    opts: &EnrichOptions,
+    attr: &dyn Attributor,
+    started: Instant,
+) {
     s.complete = complete;
     s.records_in = stats.records_in;
     s.records_rejected = stats.records_rejected;
@@ -332,10 +354,502 @@ where
         serde_json::Value::Null
     };
     s.elapsed_ms = started.elapsed().as_millis() as u64;
-    let summary = en.summary.clone();
-    en.writer.summary(&mut en.out, &summary);
-    sink.send(&mut en.out)?;
-    Ok(summary)
+}
+
+/// The error that ends a run when input `n` (from 0) could not be read.
+fn input_error(n: usize, e: &io::Error) -> ErrorItem {
+    ErrorItem {
+        record: None,
+        tuple: None,
+        line: 0,
+        path: None,
+        reason: format!("reading input {}: {e}; stopped here", n + 1),
+        input: None,
+    }
+}
+
+/// The pipeline on several threads: the calling thread reads and frames the
+/// input and writes the output; workers decode, attribute and render batches
+/// of whole records, each with its own [`RecordDecoder`] and [`Enricher`].
+/// Batches are numbered and their output leaves in that order, so the bytes
+/// are those of the one-thread pipeline:
+///
+/// - record and tuple indices come from the framer and the records;
+/// - each worker's caches (flow groups, scope hints, rendered NICs) are its
+///   own and only ever save work;
+/// - counts and listed errors are summed and appended batch by batch;
+/// - format detection after a flat record tries flat first, so a record can
+///   decode differently depending on the record before it: a worker guesses
+///   the format before its batch and says whether any record depended on it
+///   (rare: an object with both `src_ip` and a flow-log shape, or one that
+///   only parses as flat); when the guess was wrong the batch is decoded
+///   again, in order, on the calling thread.
+///
+/// At most `2 x workers` batches are in flight. When the input would wait,
+/// the partial batch is handed out and finished output is written while
+/// waiting, as the one-thread pipeline flushes before it blocks.
+mod parallel {
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::sync::{Mutex, mpsc};
+    use std::time::{Duration, Instant};
+
+    use super::super::frame::{Frame, Framer};
+    use super::super::record::{BatchDependence, DecodeStats, Decoded, ErrorItem, RecordDecoder};
+    use super::super::{Attributor, EnrichOptions, Format, StatusCounts, Summary};
+    use super::{Enricher, Input, Sink, Src, finish_summary, input_error};
+
+    /// A framed unit, by its place in the batch's bytes.
+    enum Item {
+        Record {
+            start: usize,
+            end: usize,
+            index: u64,
+            line: u64,
+        },
+        FrameError {
+            index: Option<u64>,
+            line: u64,
+            reason: &'static str,
+        },
+    }
+
+    #[derive(Default)]
+    struct Batch {
+        seq: u64,
+        bytes: Vec<u8>,
+        items: Vec<Item>,
+    }
+
+    impl Batch {
+        fn is_empty(&self) -> bool {
+            self.items.is_empty()
+        }
+    }
+
+    /// What a worker made of a batch.
+    struct Done {
+        batch: Batch,
+        chunks: Vec<Vec<u8>>,
+        summary: Summary,
+        stats: DecodeStats,
+        dep: BatchDependence,
+    }
+
+    /// Collects output chunks instead of sending them.
+    struct Collect<'p> {
+        chunks: Vec<Vec<u8>>,
+        cap: usize,
+        pool: &'p Pool,
+    }
+
+    impl Sink for Collect<'_> {
+        fn send(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+            if !buf.is_empty() {
+                let fresh = self.pool.take(self.cap);
+                self.chunks.push(std::mem::replace(buf, fresh));
+            }
+            Ok(())
+        }
+    }
+
+    /// Output buffers written out and handed back for reuse (a few: fresh
+    /// memory for every chunk costs page faults).
+    #[derive(Default)]
+    struct Pool(Mutex<Vec<Vec<u8>>>);
+
+    impl Pool {
+        const MAX: usize = 32;
+
+        fn take(&self, cap: usize) -> Vec<u8> {
+            let v = self.0.lock().ok().and_then(|mut p| p.pop());
+            v.unwrap_or_else(|| Vec::with_capacity(cap))
+        }
+
+        fn give(&self, mut v: Vec<u8>, cap: usize) {
+            if v.capacity() >= cap / 2
+                && let Ok(mut p) = self.0.lock()
+                && p.len() < Self::MAX
+            {
+                v.clear();
+                p.push(v);
+            }
+        }
+    }
+
+    /// A worker's state: the record decoder and the enricher, both kept
+    /// across batches (their caches only save work).
+    struct Worker<'a> {
+        rec: RecordDecoder,
+        en: Enricher<'a>,
+        cap: usize,
+        pool: &'a Pool,
+    }
+
+    impl<'a> Worker<'a> {
+        fn new(opts: &'a EnrichOptions, attr: &'a dyn Attributor, pool: &'a Pool) -> Self {
+            Worker {
+                rec: RecordDecoder::new(opts.format),
+                en: Enricher::new(opts, attr),
+                cap: opts.chunk_bytes + (64 << 10),
+                pool,
+            }
+        }
+
+        /// Decodes, attributes and renders a batch; `last`: the format of the
+        /// record before it, when known (else the worker's guess stands).
+        fn run(&mut self, batch: Batch, last: Option<Format>) -> Done {
+            self.rec.begin_batch(last);
+            let entry = self.rec.last();
+            let mut sink = Collect {
+                chunks: Vec::new(),
+                cap: self.cap,
+                pool: self.pool,
+            };
+            let Worker { rec, en, .. } = self;
+            en.summary = Summary {
+                lookups: en.opts.lookups,
+                ..Summary::default()
+            };
+            // One read of the index for the whole batch: the work is bounded
+            // and never waits on output.
+            let attr = en.attr;
+            attr.with_lookups(&mut |l| {
+                let mut f = |item: Decoded<'_>| en.item(item, &mut sink, l);
+                for item in &batch.items {
+                    // `Collect` never fails, so neither does `f`.
+                    let _ = match *item {
+                        Item::Record {
+                            start,
+                            end,
+                            index,
+                            line,
+                        } => rec.record(&batch.bytes[start..end], index, line, &mut f),
+                        Item::FrameError {
+                            index,
+                            line,
+                            reason,
+                        } => rec.frame_error(index, line, reason, &mut f),
+                    };
+                }
+            });
+            let _ = sink.send(&mut en.out);
+            let (stats, dep) = rec.end_batch(entry);
+            Done {
+                batch,
+                chunks: sink.chunks,
+                summary: std::mem::take(&mut en.summary),
+                stats,
+                dep,
+            }
+        }
+    }
+
+    fn add_counts(a: &mut StatusCounts, b: &StatusCounts) {
+        a.confirmed += b.confirmed;
+        a.probable += b.probable;
+        a.possible += b.possible;
+        a.ambiguous += b.ambiguous;
+        a.unknown += b.unknown;
+        a.mac_mismatch += b.mac_mismatch;
+        a.not_looked_up += b.not_looked_up;
+    }
+
+    fn add_stats(a: &mut DecodeStats, b: &DecodeStats) {
+        a.records_rejected += b.records_rejected;
+        a.tuples_in += b.tuples_in;
+        a.tuples_rejected += b.tuples_rejected;
+        a.nsg_records += b.nsg_records;
+        a.vnet_records += b.vnet_records;
+        a.flat_records += b.flat_records;
+        a.input_errors += b.input_errors;
+    }
+
+    /// The calling thread's side: hands out batches, puts the results back
+    /// in order and writes them.
+    struct Merger<'a, 's> {
+        opts: &'a EnrichOptions,
+        attr: &'a dyn Attributor,
+        sink: &'s mut dyn Sink,
+        work: Option<mpsc::SyncSender<(Batch, Option<Format>)>>,
+        done: mpsc::Receiver<Done>,
+        max_in_flight: usize,
+        /// Sequence number of the next batch handed out, and of the next to write.
+        next_seq: u64,
+        next_out: u64,
+        waiting: BTreeMap<u64, Done>,
+        /// The format of the last record written (format detection).
+        last: Format,
+        summary: Summary,
+        stats: DecodeStats,
+        /// Decodes again, in order, a batch whose worker guessed wrong.
+        redo: Option<Worker<'a>>,
+        /// Summary line and input errors are rendered here.
+        en: Enricher<'a>,
+        pool: &'a Pool,
+    }
+
+    impl<'a> Merger<'a, '_> {
+        fn in_flight(&self) -> usize {
+            (self.next_seq - self.next_out) as usize
+        }
+
+        /// Hands a batch out, first making room when too many are in flight.
+        fn dispatch(&mut self, batch: &mut Batch) -> io::Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            while self.in_flight() >= self.max_in_flight {
+                self.wait_one()?;
+            }
+            let mut b = std::mem::take(batch);
+            b.seq = self.next_seq;
+            self.next_seq += 1;
+            // The format before the batch is known when nothing is in flight.
+            let last = (self.next_seq - 1 == self.next_out).then_some(self.last);
+            let work = self.work.as_ref().expect("workers run until the end");
+            work.send((b, last))
+                .map_err(|_| io::Error::other("an enrichment worker stopped"))
+        }
+
+        /// Waits for one result and writes whatever is then in order.
+        fn wait_one(&mut self) -> io::Result<()> {
+            let d = self
+                .done
+                .recv()
+                .map_err(|_| io::Error::other("an enrichment worker stopped"))?;
+            self.accept(d)
+        }
+
+        fn accept(&mut self, d: Done) -> io::Result<()> {
+            self.waiting.insert(d.batch.seq, d);
+            while let Some(d) = self.waiting.remove(&self.next_out) {
+                self.next_out += 1;
+                self.write(d)?;
+            }
+            Ok(())
+        }
+
+        fn write(&mut self, mut d: Done) -> io::Result<()> {
+            if d.dep.dependent && (d.dep.entry == Format::Flat) != (self.last == Format::Flat) {
+                let (opts, attr) = (self.opts, self.attr);
+                let pool = self.pool;
+                let redo = self
+                    .redo
+                    .get_or_insert_with(|| Worker::new(opts, attr, pool));
+                d = redo.run(d.batch, Some(self.last));
+            }
+            if let Some(l) = d.dep.exit {
+                self.last = l;
+            }
+            let s = &mut self.summary;
+            s.tuples_out += d.summary.tuples_out;
+            add_counts(&mut s.source, &d.summary.source);
+            add_counts(&mut s.destination, &d.summary.destination);
+            s.errors_total += d.summary.errors_total;
+            let room = self.opts.max_errors_listed.saturating_sub(s.errors.len());
+            s.errors.extend(d.summary.errors.into_iter().take(room));
+            add_stats(&mut self.stats, &d.stats);
+            let cap = self.opts.chunk_bytes + (64 << 10);
+            for mut c in d.chunks {
+                self.sink.send(&mut c)?;
+                self.pool.give(c, cap);
+            }
+            Ok(())
+        }
+
+        /// Writes everything in flight.
+        fn drain(&mut self) -> io::Result<()> {
+            while self.in_flight() > 0 {
+                self.wait_one()?;
+            }
+            Ok(())
+        }
+
+        /// The input would wait: writes results as they come until input
+        /// arrives or nothing is left in flight.
+        fn drain_until_input<R: Input>(&mut self, src: &mut Src<R>) -> io::Result<()> {
+            while self.in_flight() > 0 {
+                match self.done.recv_timeout(Duration::from_millis(1)) {
+                    Ok(d) => self.accept(d)?,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(io::Error::other("an enrichment worker stopped"));
+                    }
+                }
+                if !src.would_block() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        /// An error outside any batch (an input that could not be read),
+        /// after everything before it.
+        fn error(&mut self, e: ErrorItem) -> io::Result<()> {
+            self.drain()?;
+            self.summary.errors_total += 1;
+            if self.opts.error_lines {
+                self.en.writer.error(&mut self.en.out, &e);
+                self.sink.send(&mut self.en.out)?;
+            }
+            if self.summary.errors.len() < self.opts.max_errors_listed {
+                self.summary.errors.push(e);
+            }
+            Ok(())
+        }
+    }
+
+    /// Moves the frames complete in `framer` into `batch`, handing out full
+    /// batches.
+    fn frames(
+        framer: &mut Framer,
+        batch: &mut Batch,
+        m: &mut Merger<'_, '_>,
+        batch_bytes: usize,
+    ) -> io::Result<()> {
+        while let Some(frame) = framer.next_frame() {
+            match frame {
+                Frame::Record { bytes, index, line } => {
+                    let start = batch.bytes.len();
+                    batch.bytes.extend_from_slice(bytes);
+                    batch.items.push(Item::Record {
+                        start,
+                        end: batch.bytes.len(),
+                        index,
+                        line,
+                    });
+                }
+                Frame::Error {
+                    index,
+                    line,
+                    reason,
+                } => batch.items.push(Item::FrameError {
+                    index,
+                    line,
+                    reason,
+                }),
+            }
+            if batch.bytes.len() >= batch_bytes {
+                m.dispatch(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn run<R, I>(
+        inputs: I,
+        sink: &mut dyn Sink,
+        opts: &EnrichOptions,
+        attr: &dyn Attributor,
+    ) -> io::Result<Summary>
+    where
+        R: Input,
+        I: IntoIterator<Item = R>,
+    {
+        let started = Instant::now();
+        let workers = opts.workers.max(1);
+        let read_bytes = opts.read_bytes.max(4096);
+        let batch_bytes = opts.batch_bytes.max(1);
+        let (work_tx, work_rx) = mpsc::sync_channel::<(Batch, Option<Format>)>(workers);
+        let work_rx = Mutex::new(work_rx);
+        let pool = Pool::default();
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            for _ in 0..workers {
+                let (work_rx, done_tx, pool) = (&work_rx, done_tx.clone(), &pool);
+                std::thread::Builder::new()
+                    .name("ipwho-enrich".into())
+                    .spawn_scoped(scope, move || {
+                        let mut w = Worker::new(opts, attr, pool);
+                        loop {
+                            let next = work_rx.lock().map(|rx| rx.recv());
+                            let Ok(Ok((batch, last))) = next else { break };
+                            if done_tx.send(w.run(batch, last)).is_err() {
+                                break;
+                            }
+                        }
+                    })?;
+            }
+            drop(done_tx);
+            let mut m = Merger {
+                opts,
+                attr,
+                sink,
+                work: Some(work_tx),
+                done: done_rx,
+                max_in_flight: 2 * workers,
+                next_seq: 0,
+                next_out: 0,
+                waiting: BTreeMap::new(),
+                last: opts.format.unwrap_or(Format::Nsg),
+                summary: Summary {
+                    lookups: opts.lookups,
+                    ..Summary::default()
+                },
+                stats: DecodeStats::default(),
+                redo: None,
+                en: Enricher::new(opts, attr),
+                pool: &pool,
+            };
+            let mut framer = Framer::new(opts.max_record_bytes);
+            let mut batch = Batch::default();
+            let mut complete = true;
+            for (n, input) in inputs.into_iter().enumerate() {
+                if n > 0 {
+                    framer.reset_input();
+                }
+                let mut failed = None;
+                match Src::open(input, read_bytes) {
+                    Err(e) => failed = Some(e),
+                    Ok(mut src) => loop {
+                        if (!batch.is_empty() || m.in_flight() > 0) && src.would_block() {
+                            m.dispatch(&mut batch)?;
+                            m.drain_until_input(&mut src)?;
+                        }
+                        match framer.read_from(&mut src, read_bytes) {
+                            Ok(0) => break,
+                            Ok(_) => frames(&mut framer, &mut batch, &mut m, batch_bytes)?,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    },
+                }
+                framer.finish();
+                frames(&mut framer, &mut batch, &mut m, batch_bytes)?;
+                if let Some(Frame::Error {
+                    index,
+                    line,
+                    reason,
+                }) = framer.eof_frame()
+                {
+                    batch.items.push(Item::FrameError {
+                        index,
+                        line,
+                        reason,
+                    });
+                }
+                if let Some(e) = failed {
+                    complete = false;
+                    m.dispatch(&mut batch)?;
+                    m.error(input_error(n, &e))?;
+                    break;
+                }
+            }
+            m.dispatch(&mut batch)?;
+            m.drain()?;
+            m.work = None;
+            let mut stats = m.stats;
+            stats.records_in = framer.records_seen();
+            finish_summary(&mut m.summary, complete, &stats, opts, attr, started);
+            let summary = m.summary.clone();
+            m.en.writer.summary(&mut m.en.out, &summary);
+            m.sink.send(&mut m.en.out)?;
+            Ok(summary)
+        })
+    }
 }
 
 /// Enriches one input (a blob, JSON Lines, flat lines; plain or gzip) into

@@ -372,14 +372,101 @@ struct ScopeCache {
     hint: ScopeHint,
 }
 
-struct RecordDecoder {
+/// Records to items: the part of the [`Decoder`] after framing. The parallel
+/// pipeline runs one per worker on records framed elsewhere.
+pub(crate) struct RecordDecoder {
     format: Option<Format>,
+    /// The format of the last record decoded: format detection tries flat
+    /// first after a flat record, so a record's fate can depend on it.
     last: Format,
     stats: DecodeStats,
     group_id: u64,
     scope: ScopeCache,
     mac_cache: Option<(String, Option<Mac>)>,
     empty_scope: ScopeHint,
+    /// Batch tracking (parallel pipeline): `last` was set by a record of the
+    /// current batch ...
+    settled: bool,
+    /// ... and before that, a record was decoded whose format would have
+    /// been detected differently had `last` been (or not been) flat.
+    dependent: bool,
+}
+
+/// How a batch of records depended on the format of the record before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchDependence {
+    /// The `last` format the batch was decoded with.
+    pub entry: Format,
+    /// Some record's detection depended on whether `entry` was flat.
+    pub dependent: bool,
+    /// `last` after the batch, when a record of the batch set it.
+    pub exit: Option<Format>,
+}
+
+impl RecordDecoder {
+    pub(crate) fn new(format: Option<Format>) -> Self {
+        RecordDecoder {
+            format,
+            last: format.unwrap_or(Format::Nsg),
+            stats: DecodeStats::default(),
+            group_id: 0,
+            scope: ScopeCache {
+                key: Default::default(),
+                hint: ScopeHint::default(),
+            },
+            mac_cache: None,
+            empty_scope: ScopeHint::default(),
+            settled: false,
+            dependent: false,
+        }
+    }
+
+    /// Starts a batch decoded as if the record before it had format `last`
+    /// (`None`: keep the guess from the previous batch).
+    pub(crate) fn begin_batch(&mut self, last: Option<Format>) {
+        if let Some(l) = last {
+            self.last = l;
+        }
+        self.settled = false;
+        self.dependent = false;
+    }
+
+    /// Ends a batch: its counters (reset) and how it depended on the record
+    /// before it.
+    pub(crate) fn end_batch(&mut self, entry: Format) -> (DecodeStats, BatchDependence) {
+        let dep = BatchDependence {
+            entry,
+            dependent: self.dependent,
+            exit: self.settled.then_some(self.last),
+        };
+        (std::mem::take(&mut self.stats), dep)
+    }
+
+    pub(crate) fn last(&self) -> Format {
+        self.last
+    }
+}
+
+/// Whether format detection of `bytes` (auto) depends on the previous
+/// record: a flat-looking object (`src_ip`/`dst_ip`) that also has a
+/// flow-log shape is flat after a flat record and NSG or VNet after any
+/// other.
+fn detection_depends_on_last(bytes: &[u8]) -> bool {
+    use memchr::memmem;
+    // Cheap test first: a flat key, or an escape that could spell one.
+    if memchr::memchr(b'\\', bytes).is_none()
+        && memmem::find(bytes, b"src_ip").is_none()
+        && memmem::find(bytes, b"dst_ip").is_none()
+    {
+        return false;
+    }
+    let flat = serde_json::from_slice::<FlatMap>(bytes)
+        .is_ok_and(|m| m.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip"));
+    flat && serde_json::from_slice::<RawRecord>(bytes).is_ok_and(|rec| {
+        rec.flow_records.is_some()
+            || rec.flow_log_version.is_some()
+            || rec.properties.as_ref().is_some_and(|p| p.flows.is_some())
+    })
 }
 
 /// Default largest record accepted (bigger ones are reported and skipped
@@ -395,18 +482,7 @@ impl Decoder {
     pub fn with_max_record(format: Option<Format>, max_record_bytes: usize) -> Self {
         Decoder {
             framer: Framer::new(max_record_bytes),
-            rec: RecordDecoder {
-                format,
-                last: format.unwrap_or(Format::Nsg),
-                stats: DecodeStats::default(),
-                group_id: 0,
-                scope: ScopeCache {
-                    key: Default::default(),
-                    hint: ScopeHint::default(),
-                },
-                mac_cache: None,
-                empty_scope: ScopeHint::default(),
-            },
+            rec: RecordDecoder::new(format),
         }
     }
 
@@ -527,7 +603,7 @@ fn build_scope(resource_id: &str, flow_log_id: &str, target_id: &str) -> ScopeHi
 }
 
 impl RecordDecoder {
-    fn frame_error<F>(
+    pub(crate) fn frame_error<F>(
         &mut self,
         index: Option<u64>,
         line: u64,
@@ -567,10 +643,26 @@ impl RecordDecoder {
         }))
     }
 
-    fn record<F>(&mut self, bytes: &[u8], index: u64, line: u64, f: &mut F) -> io::Result<()>
+    pub(crate) fn record<F>(
+        &mut self,
+        bytes: &[u8],
+        index: u64,
+        line: u64,
+        f: &mut F,
+    ) -> io::Result<()>
     where
         F: FnMut(Decoded<'_>) -> io::Result<()>,
     {
+        if !self.settled
+            && !self.dependent
+            && self.format.is_none()
+            && detection_depends_on_last(bytes)
+        {
+            self.dependent = true;
+        }
+        // An invalid MAC is reported once per record (not once per run of
+        // records sharing it): records decode the same on any worker.
+        self.mac_cache = None;
         let try_flat_first = match self.format {
             Some(Format::Flat) => true,
             Some(_) => false,
@@ -593,7 +685,18 @@ impl RecordDecoder {
         }
         let rec: RawRecord = match serde_json::from_slice(bytes) {
             Ok(r) => r,
-            Err(e) => return self.reject(index, line, format!("invalid record: {e}"), f),
+            Err(e) => {
+                // A flat object need not parse as a flow-log record (an
+                // epoch-number `time`): detection tries flat before giving up.
+                if self.format.is_none()
+                    && !try_flat_first
+                    && let Ok(map) = serde_json::from_slice::<FlatMap>(bytes)
+                    && map.0.iter().any(|(k, _)| k == "src_ip" || k == "dst_ip")
+                {
+                    return self.flat(map, index, line, f);
+                }
+                return self.reject(index, line, format!("invalid record: {e}"), f);
+            }
         };
         let is_vnet = rec.flow_records.is_some() || rec.flow_log_version.is_some();
         let is_nsg = rec.properties.as_ref().is_some_and(|p| p.flows.is_some());
@@ -626,6 +729,7 @@ impl RecordDecoder {
             }
         };
         self.last = kind;
+        self.settled = true;
         let s = |o: &Option<Str>| o.as_ref().map(|s| s.0.as_ref()).unwrap_or("").to_string();
         let key_matches = {
             let k = &self.scope.key;
@@ -831,6 +935,7 @@ impl RecordDecoder {
     {
         self.stats.flat_records += 1;
         self.last = Format::Flat;
+        self.settled = true;
         self.stats.tuples_in += 1;
         let mut extras = FlatExtras {
             passthrough: Vec::with_capacity(map.0.len()),

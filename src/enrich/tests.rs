@@ -691,3 +691,519 @@ proptest! {
         no_panic(rec.as_bytes());
     }
 }
+
+// ---- several workers --------------------------------------------------------
+
+/// The output with the summary's `elapsed_ms` zeroed (the only field that
+/// may differ between two runs).
+fn normalised(out: &[u8]) -> (Vec<u8>, Value) {
+    let text = std::str::from_utf8(out).unwrap();
+    let body_end = text[..text.len() - 1]
+        .rfind('\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let mut summary: Value = serde_json::from_str(&text[body_end..]).unwrap();
+    summary["ipwho.summary"]["elapsed_ms"] = Value::from(0);
+    (out[..body_end].to_vec(), summary)
+}
+
+/// Where two outputs part: the first differing lines.
+fn first_diff(a: &(Vec<u8>, Value), b: &(Vec<u8>, Value)) -> String {
+    let (la, lb) = (String::from_utf8_lossy(&a.0), String::from_utf8_lossy(&b.0));
+    for (i, (x, y)) in la.lines().zip(lb.lines()).enumerate() {
+        if x != y {
+            return format!("line {i}:\n  {x}\n  {y}");
+        }
+    }
+    format!(
+        "{} vs {} lines; summaries {} vs {}",
+        la.lines().count(),
+        lb.lines().count(),
+        a.1,
+        b.1
+    )
+}
+
+fn enrich_with(input: &[u8], opts: EnrichOptions, attr: Arc<dyn Attributor>) -> (Vec<u8>, Value) {
+    let mut out = Vec::new();
+    enrich_reader(input, &mut out, opts, attr).unwrap();
+    normalised(&out)
+}
+
+/// One record per line, of every kind the decoder meets, good and bad.
+fn palette() -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in [NSG_V2, VNET_BLOB] {
+        let v: Value = serde_json::from_slice(&sample(name)).unwrap();
+        for r in v["records"].as_array().unwrap() {
+            lines.push(serde_json::to_string(r).unwrap());
+        }
+    }
+    lines.extend(
+        [
+            r#"{"time":"2024-01-02T03:04:05Z","src_ip":"10.5.16.4","dst_ip":"1.2.3.4","k":[1,2]}"#,
+            // Epoch time: parses only as flat.
+            r#"{"time":1700000000123,"src_ip":"10.0.0.4","dst_ip":"10.5.16.4","direction":"O","mac":"000D3A18077E"}"#,
+            // Flat keys and an NSG shape: flat after a flat record, NSG otherwise.
+            r#"{"src_ip":"10.0.0.1","dst_ip":"10.0.0.2","time":"2024-01-02T03:04:05Z","properties":{"Version":2,"flows":[{"rule":"r","flows":[{"mac":"000D3AF87856","flowTuples":["1542110377,10.5.16.4,13.67.143.118,59831,443,T,O,A,B,,,,","bad"]}]}]}}"#,
+            r#"{"x":1}"#,
+            r#"{"time":"2024-01-02T03:04:05Z","src_ip":"nope"}"#,
+            r#"{"properties":{"Version":1,"flows":[{"rule":"r","flows":[{"mac":"nope","flowTuples":["1,10.0.0.1,10.0.0.2,1,2,T,I,A",7]}]}]}}"#,
+            "not json at all",
+            r#"{"truncated":"#,
+        ]
+        .map(String::from),
+    );
+    lines
+}
+
+#[test]
+fn workers_write_the_same_bytes_in_input_order() {
+    let p = palette();
+    // Every kind after every kind, as JSON Lines and as one envelope.
+    let mut order = Vec::new();
+    for i in 0..p.len() {
+        for j in 0..p.len() {
+            order.push(i);
+            order.push(j);
+        }
+    }
+    let lines = order.iter().map(|&i| p[i].as_str()).collect::<Vec<_>>();
+    let jsonl = lines.join("\n");
+    let good: Vec<&str> = order
+        .iter()
+        .filter(|&&i| i < p.len() - 2)
+        .map(|&i| p[i].as_str())
+        .collect();
+    let envelope = format!("{{\"records\":[{}]}}", good.join(","));
+    for input in [jsonl.as_bytes(), envelope.as_bytes(), &sample(NSG_V2)[..]] {
+        for format in [None, Some(Format::Nsg), Some(Format::Flat)] {
+            let one = EnrichOptions {
+                workers: 1,
+                format,
+                read_bytes: 4096,
+                chunk_bytes: 2048,
+                ..EnrichOptions::default()
+            };
+            let want = enrich_with(input, one.clone(), index());
+            for (workers, batch_bytes) in [(2, 1), (3, 1), (4, 700), (2, 1 << 20)] {
+                let opts = EnrichOptions {
+                    workers,
+                    batch_bytes,
+                    ..one.clone()
+                };
+                let got = enrich_with(input, opts, index());
+                assert!(
+                    got == want,
+                    "{workers} workers, batches of {batch_bytes} bytes, {format:?}: {}",
+                    first_diff(&got, &want)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn workers_keep_order_over_many_batches() {
+    // 2,000 records of one tuple each, their times in input order.
+    let mut input = String::new();
+    for i in 0..2000 {
+        input.push_str(&format!(
+            "{{\"time\":{},\"src_ip\":\"10.5.16.4\",\"dst_ip\":\"10.0.0.{}\",\"n\":{i}}}\n",
+            1_700_000_000 + i,
+            i % 250
+        ));
+    }
+    let opts = EnrichOptions {
+        workers: 3,
+        batch_bytes: 300,
+        ..EnrichOptions::default()
+    };
+    let (t, e, s) = run_with(input.as_bytes(), opts, index());
+    assert!(e.is_empty());
+    assert_eq!(s["tuples_out"], 2000);
+    let n: Vec<u64> = t.iter().map(|l| l["n"].as_u64().unwrap()).collect();
+    assert_eq!(n, (0..2000).collect::<Vec<_>>());
+}
+
+#[test]
+fn workers_report_an_unreadable_input_after_what_came_before() {
+    struct Failing<'a>(&'a [u8]);
+    impl std::io::Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let blob = sample(NSG_V2);
+    let mut outs = Vec::new();
+    for workers in [1, 2] {
+        let mut out = Vec::new();
+        let s = enrich_readers(
+            [Failing(&blob[..blob.len() / 2])],
+            &mut out,
+            EnrichOptions {
+                workers,
+                batch_bytes: 1,
+                ..EnrichOptions::default()
+            },
+            index(),
+        )
+        .unwrap();
+        assert!(!s.complete);
+        outs.push(normalised(&out));
+    }
+    assert!(outs[0] == outs[1]);
+    assert!(String::from_utf8_lossy(&outs[1].0).contains("disk on fire"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_with_workers_starts_before_input_ends() {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let input = futures::stream::poll_fn({
+        let mut rx = rx;
+        move |cx| rx.poll_recv(cx)
+    });
+    let v: Value = serde_json::from_slice(&sample(NSG_V2)).unwrap();
+    let rec = serde_json::to_string(&v["records"][0]).unwrap();
+    let opts = EnrichOptions {
+        workers: 3,
+        batch_bytes: 1 << 20,
+        ..EnrichOptions::default()
+    };
+    let (out, summary) = enrich_stream_with_summary(input, opts, index());
+    let mut out = Box::pin(out);
+    tx.send(Ok(bytes::Bytes::from(format!("{{\"records\":[{rec}"))))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), out.next())
+        .await
+        .expect("first chunk before the input ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::str::from_utf8(&first).unwrap().lines().count(), 7);
+    tx.send(Ok(bytes::Bytes::from(format!(",{rec}]}}"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let mut rest = String::new();
+    while let Some(c) = out.next().await {
+        rest.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
+    }
+    assert_eq!(rest.lines().count(), 8);
+    assert_eq!(summary.await.unwrap().tuples_out, 14);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn workers_match_one_worker(
+        picks in proptest::collection::vec(0usize..64, 1..60),
+        workers in 2usize..5,
+        batch_bytes in 1usize..3000,
+        envelope in any::<bool>(),
+    ) {
+        let p = palette();
+        let lines: Vec<&str> = picks.iter().map(|&i| p[i % p.len()].as_str()).collect();
+        let input = if envelope {
+            format!("{{\"records\":[{}]}}", lines.join(","))
+        } else {
+            lines.join("\n")
+        };
+        let one = EnrichOptions { workers: 1, read_bytes: 4096, ..EnrichOptions::default() };
+        let want = enrich_with(input.as_bytes(), one.clone(), index_once());
+        let got = enrich_with(
+            input.as_bytes(),
+            EnrichOptions { workers, batch_bytes, ..one },
+            index_once(),
+        );
+        prop_assert!(got == want, "{}", first_diff(&got, &want));
+    }
+}
+
+// ---- the claims index as an attributor ----------------------------------------
+
+mod index_attributor {
+    //! `Index`'s enrichment lookups against the straightforward reading of
+    //! the attribution model over its public API (claims of the IP, of the
+    //! MAC's NICs, `engine::answer`), on random claims.
+
+    use super::*;
+    use crate::engine::{
+        self, Claim, ClaimKey, EvidenceKind, EvidenceRef, Micros, NEG_INF, POS_INF, Window,
+    };
+    use crate::index::{Entry, Index, Scope};
+    use ipnet::IpNet;
+
+    fn vnet_id(sub: u8, v: u8) -> String {
+        format!(
+            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v{v}"
+        )
+    }
+
+    #[derive(Clone, Debug)]
+    struct Gen {
+        nic: u8,
+        vnet: u8,
+        ip: u8,
+        vm: u8,
+        start: Option<i64>,
+        len: Option<i64>,
+        certain: (i64, i64),
+    }
+
+    fn claim(g: &Gen) -> Claim {
+        // NICs 0..6 live in subscription nic % 2; VNets 0..3 in vnet % 2.
+        let sub = g.nic % 2;
+        let nic = ArmId::parse(&format!(
+            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/n{}",
+            g.nic
+        ))
+        .unwrap();
+        let vnet = ArmId::parse(&vnet_id(g.vnet % 2, g.vnet)).unwrap();
+        let vm = ArmId::parse(&format!(
+            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{}",
+            g.vm
+        ))
+        .unwrap();
+        // IPs 0..3 are /32s of 10.0.0.0/30; 4 is the /30 itself.
+        let ip: IpNet = if g.ip < 4 {
+            format!("10.0.0.{}/32", g.ip).parse().unwrap()
+        } else {
+            "10.0.0.0/30".parse().unwrap()
+        };
+        let start = g.start.unwrap_or(NEG_INF);
+        let end = match (g.start, g.len) {
+            (_, None) => POS_INF,
+            (Some(s), Some(l)) => s + l,
+            (None, Some(l)) => l,
+        };
+        let lo = if start == NEG_INF { -100 } else { start };
+        let hi = if end == POS_INF { 200 } else { end };
+        let cs = (lo + g.certain.0).min(hi);
+        let ce = (cs + g.certain.1).min(hi);
+        let ev = |at: Micros, kind| EvidenceRef {
+            kind,
+            id: format!("e{at}"),
+            at,
+        };
+        Claim {
+            key: ClaimKey {
+                nic: nic.key().to_string(),
+                scope: vnet.key().to_string(),
+                ip,
+                vm: vm.key().to_string(),
+            },
+            nic_name: nic.name().to_string(),
+            // NICs 0 and 1 share a MAC; the others have their own.
+            mac: Some(Mac::parse(&format!("00000000000{}", g.nic.max(1))).unwrap()),
+            nic,
+            vm: Some(vm),
+            subnet: None,
+            vnet: Some(vnet),
+            certain: Window { start: cs, end: ce },
+            possible: Window { start, end },
+            start_exact: false,
+            end_exact: false,
+            before: None,
+            first: ev(cs, EvidenceKind::Snapshot),
+            last: ev(
+                ce,
+                [EvidenceKind::Snapshot, EvidenceKind::ActivityWrite][g.vm as usize % 2],
+            ),
+            after: None,
+        }
+    }
+
+    fn estatus(s: engine::Status) -> Status {
+        match s {
+            engine::Status::Confirmed => Status::Confirmed,
+            engine::Status::Probable => Status::Probable,
+            engine::Status::Possible => Status::Possible,
+            engine::Status::Ambiguous => Status::Ambiguous,
+            engine::Status::Unknown => Status::Unknown,
+        }
+    }
+
+    fn answer(claims: &[Arc<Entry>], t: Micros, via: Via) -> EndAttribution {
+        let a = engine::answer(claims.iter().map(|c| &c.claim), t);
+        let find = |c: &Claim| {
+            claims
+                .iter()
+                .find(|x| std::ptr::eq(&x.claim, c))
+                .unwrap()
+                .clone()
+        };
+        let mut e = EndAttribution::unknown(via);
+        e.status = estatus(a.status);
+        if let Some(o) = a.owner.map(find) {
+            let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
+            e.nic = Some(o.info.clone());
+            e.evidence = Some(std::borrow::Cow::Borrowed(o.last.kind.as_str()));
+            e.window = Some((b(o.possible.start), b(o.possible.end)));
+        }
+        e.candidates = a
+            .candidates
+            .into_iter()
+            .map(|c| find(c).info.clone())
+            .collect();
+        e
+    }
+
+    fn reference_remote(idx: &Index, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+        let all = idx.claims_of_ip(ip, &Scope::Any);
+        if all.is_empty() {
+            return EndAttribution::unknown(Via::IpAnyScope);
+        }
+        if let Some(v) = &hint.vnet {
+            let scoped: Vec<_> = all.iter().filter(|c| c.key.scope == *v).cloned().collect();
+            let a = answer(&scoped, at, Via::IpInVnet);
+            if a.status != Status::Unknown {
+                return a;
+            }
+        }
+        if let Some(s) = &hint.subscription {
+            let scoped: Vec<_> = all
+                .iter()
+                .filter(|c| c.nic.subscription() == *s)
+                .cloned()
+                .collect();
+            let a = answer(&scoped, at, Via::IpInSubscription);
+            if a.status != Status::Unknown {
+                return a;
+            }
+        }
+        answer(&all, at, Via::IpAnyScope)
+    }
+
+    fn reference_local(idx: &Index, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
+        let mut other: Option<Arc<Entry>> = None;
+        for n in idx.nics_of_mac(mac) {
+            let live: Vec<_> = idx
+                .claims_of_nic(&n)
+                .into_iter()
+                .filter(|c| c.possible.contains(at))
+                .collect();
+            if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
+                let scoped: Vec<_> = idx
+                    .claims_of_ip(ip, &Scope::Any)
+                    .into_iter()
+                    .filter(|x| x.key.scope == c.key.scope)
+                    .collect();
+                let mut a = answer(&scoped, at, Via::Mac);
+                a.ip_held = Some(true);
+                if a.nic.is_none() && a.candidates.is_empty() {
+                    a.nic = Some(c.info.clone());
+                }
+                return a;
+            }
+            other = other.or_else(|| live.first().cloned());
+        }
+        match other {
+            Some(c) => {
+                let mut a = EndAttribution::nic(Status::MacMismatch, Via::Mac, c.info.clone());
+                a.ip_held = Some(false);
+                a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
+                a
+            }
+            None => EndAttribution::unknown(Via::Mac),
+        }
+    }
+
+    fn any_claim() -> impl Strategy<Value = Gen> {
+        (
+            0u8..6,
+            0u8..4,
+            0u8..5,
+            0u8..3,
+            proptest::option::weighted(0.85, 0i64..100),
+            proptest::option::weighted(0.8, 1i64..60),
+            (0i64..20, 0i64..40),
+        )
+            .prop_map(|(nic, vnet, ip, vm, start, len, certain)| Gen {
+                nic,
+                vnet,
+                ip,
+                vm,
+                start,
+                len,
+                certain,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn index_lookups_match_the_model(
+            gens in proptest::collection::vec(any_claim(), 0..14),
+            probes in proptest::collection::vec(
+                (0u8..5, -20i64..220, 0u8..4, proptest::option::of(0u8..4), proptest::option::of(0u8..3)),
+                1..40,
+            ),
+        ) {
+            let mut claims: Vec<Claim> = gens.iter().map(claim).collect();
+            // The index keeps a NIC's claims in insertion order and the
+            // model reads them oldest first: insert them oldest first.
+            claims.sort_by(|a, b| {
+                (&a.key.nic, a.possible.start, a.certain.start)
+                    .cmp(&(&b.key.nic, b.possible.start, b.certain.start))
+            });
+            let idx = Index::from_claims(claims);
+            for (ipn, at, macn, vnet, sub) in probes {
+                let ip = IpAddr::from([10, 0, 0, ipn]);
+                let mac = Mac::parse(&format!("00000000000{}", macn.max(1))).unwrap();
+                prop_assert_eq!(idx.local(&mac, ip, at), reference_local(&idx, &mac, ip, at));
+                let hint = ScopeHint {
+                    vnet: vnet.map(|v| vnet_id(v % 2, v).to_ascii_lowercase()),
+                    subscription: sub.map(|s| format!("0000000{s}-0000-0000-0000-000000000000")),
+                    ..ScopeHint::default()
+                };
+                prop_assert_eq!(idx.remote(ip, at, &hint), reference_remote(&idx, ip, at, &hint));
+            }
+        }
+    }
+}
+
+#[test]
+fn flat_lines_with_epoch_times_from_the_first_line() {
+    // The first line decides nothing: an epoch-number `time` (which no
+    // flow-log record has) is flat from the start.
+    let input = b"{\"time\":1700000000123,\"src_ip\":\"10.0.0.4\",\"dst_ip\":\"1.2.3.4\"}\n{\"time\":1700000000,\"src_ip\":\"10.0.0.5\",\"dst_ip\":\"1.2.3.4\"}\n";
+    for workers in [1, 2] {
+        let opts = EnrichOptions {
+            workers,
+            ..EnrichOptions::default()
+        };
+        let (t, e, s) = run_with(input, opts, index());
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["@timestamp"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(s["formats"]["flat"], 2);
+    }
+}
+
+#[test]
+fn an_invalid_mac_is_reported_in_every_record() {
+    let rec = r#"{"properties":{"Version":1,"flows":[{"rule":"a","flows":[{"mac":"nope","flowTuples":["1,10.0.0.1,10.0.0.2,1,2,T,I,A"]}]},{"rule":"b","flows":[{"mac":"nope","flowTuples":["1,10.0.0.1,10.0.0.2,1,2,T,I,A"]}]}]}}"#;
+    let input = format!("{rec}\n{rec}\n");
+    for workers in [1, 3] {
+        let opts = EnrichOptions {
+            workers,
+            batch_bytes: 1,
+            ..EnrichOptions::default()
+        };
+        let (t, e, _) = run_with(input.as_bytes(), opts, index());
+        assert_eq!(t.len(), 4);
+        // Once per record, for its first group with the MAC.
+        let at: Vec<_> = e.iter().map(|e| e["record"].clone()).collect();
+        assert_eq!(at, vec![Value::from(0), Value::from(1)], "{e:?}");
+    }
+}
