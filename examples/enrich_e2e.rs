@@ -274,6 +274,7 @@ fn claim(s: &Spec) -> Claim {
         first: ev(s.certain.start, kind),
         last: ev(s.certain.end - 1, EvidenceKind::Snapshot),
         after: (s.possible.end != POS_INF).then(|| ev(s.possible.end, kind)),
+        live: false,
     }
 }
 
@@ -454,7 +455,7 @@ fn serve(claims: u64) -> anyhow::Result<()> {
     let before = status_kib(me, "VmRSS:");
     let t = Instant::now();
     let claims: Vec<Claim> = specs(claims).map(|s| claim(&s)).collect();
-    let index = Arc::new(ipwho::index::Index::from_claims(claims));
+    let index = Arc::new(ipwho::index::Index::from_claims(claims, Default::default()));
     let after = status_kib(me, "VmRSS:");
     let built = t.elapsed();
     let rt = tokio::runtime::Runtime::new()?;
@@ -788,6 +789,7 @@ fn inproc(claims: u64, tuples: u64, input: &[u8], runs: usize) {
     }
     let index: Arc<dyn Attributor> = Arc::new(ipwho::index::Index::from_claims(
         specs(claims).map(|s| claim(&s)).collect(),
+        Default::default(),
     ));
     for workers in [1, 2] {
         for floor in [true, false] {

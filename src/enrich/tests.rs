@@ -1019,6 +1019,7 @@ mod index_attributor {
                 [EvidenceKind::Snapshot, EvidenceKind::ActivityWrite][g.vm as usize % 2],
             ),
             after: None,
+            live: false,
         }
     }
 
@@ -1156,7 +1157,7 @@ mod index_attributor {
                 (&a.key.nic, a.possible.start, a.certain.start)
                     .cmp(&(&b.key.nic, b.possible.start, b.certain.start))
             });
-            let idx = Index::from_claims(claims);
+            let idx = Index::from_claims(claims, Default::default());
             for (ipn, at, macn, vnet, sub) in probes {
                 let ip = IpAddr::from([10, 0, 0, ipn]);
                 let mac = Mac::parse(&format!("00000000000{}", macn.max(1))).unwrap();

@@ -551,7 +551,7 @@ fn is_prefix(ip: &IpNet) -> bool {
 
 /// Finds two NICs' certain windows overlapping on overlapping IPs in one
 /// scope (live claims read at their horizon) and records them. Candidates
-/// come from (ip, scope) equality and the few prefix claims, so a claim on
+/// come from IP equality and the few prefix claims, so a claim on
 /// an IP nobody else held costs one index probe.
 pub(super) async fn refresh_conflicts(
     conn: &mut PgConnection,
@@ -589,7 +589,7 @@ pub(super) async fn refresh_conflicts(
         return Ok(());
     }
 
-    // Candidates: the same (ip, scope), prefixes in the same scopes, and
+    // Candidates: the same IP, prefixes in the same scopes, and
     // what lies inside the checked prefixes.
     let mut ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
     ips.sort_unstable();
