@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench core                 # full size: 100k NICs, >= 1M claims
 //! cargo bench --bench core -- --nics 10000 # smaller
+//! cargo bench --bench core -- --lookups-only  # lookups again, on the database a full run left
 //! ```
 //!
 //! Phases, each timed: a complete 100,000-NIC snapshot posted in pages of
@@ -164,7 +165,9 @@ async fn main() -> anyhow::Result<()> {
         u.push_str("/ipwho_bench");
         u
     };
-    {
+    // --lookups-only: measure lookups again on the database a full run left.
+    let lookups_only = args.iter().any(|a| a == "--lookups-only");
+    if !lookups_only {
         let pool = ipwho::store::connect(&admin, 1).await?;
         sqlx::query("DROP DATABASE IF EXISTS ipwho_bench WITH (FORCE)")
             .execute(&pool)
@@ -188,66 +191,68 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(900))
         .build()?;
 
-    println!("# ipwho core benchmark: {n} NICs x 3 IPs, pages of {PAGE}");
-    let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
-    println!(
-        "complete snapshot, first post:       {:>8.2} s   {}",
-        d.as_secs_f64(),
-        counts(&pool).await
-    );
-    let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
-    println!(
-        "same snapshot posted again:          {:>8.2} s   {}",
-        d.as_secs_f64(),
-        counts(&pool).await
-    );
-    let d = post_snapshot(&client, &base, "bench-s1-t1", T1, SUB1, 1, n, 0).await;
-    println!(
-        "new snapshot, unchanged estate:      {:>8.2} s   {}",
-        d.as_secs_f64(),
-        counts(&pool).await
-    );
+    if !lookups_only {
+        println!("# ipwho core benchmark: {n} NICs x 3 IPs, pages of {PAGE}");
+        let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
+        println!(
+            "complete snapshot, first post:       {:>8.2} s   {}",
+            d.as_secs_f64(),
+            counts(&pool).await
+        );
+        let d = post_snapshot(&client, &base, "bench-s1-t0", T0, SUB1, 1, n, 0).await;
+        println!(
+            "same snapshot posted again:          {:>8.2} s   {}",
+            d.as_secs_f64(),
+            counts(&pool).await
+        );
+        let d = post_snapshot(&client, &base, "bench-s1-t1", T1, SUB1, 1, n, 0).await;
+        println!(
+            "new snapshot, unchanged estate:      {:>8.2} s   {}",
+            d.as_secs_f64(),
+            counts(&pool).await
+        );
 
-    // 100,000 Activity Log events: for half the NICs an update that moves
-    // the first IP, then a delete; posted as Event Hub batches of 10,000.
-    let events: Vec<Value> = (0..n / 2)
-        .flat_map(|i| {
-            let mut moved = nic(SUB1, 1, i, 0);
-            moved["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"] = json!(v4(3, i, 0));
-            let id = moved["id"].as_str().unwrap().to_uppercase();
-            let w = json!({"time": format!("2025-05-01T00:20:{:02}.{:07}Z", i % 60, i), "resourceId": id,
-                           "operationName": "MICROSOFT.NETWORK/NETWORKINTERFACES/WRITE", "category": "Administrative",
-                           "resultType": "Success", "resultSignature": "Succeeded.OK", "correlationId": format!("w-{i}"),
-                           "properties": {"statusCode": "OK", "responseBody": moved.to_string()}});
-            let d = json!({"time": format!("2025-05-01T00:40:{:02}.{:07}Z", i % 60, i), "resourceId": id,
-                           "operationName": "MICROSOFT.NETWORK/NETWORKINTERFACES/DELETE", "category": "Administrative",
-                           "resultType": "Success", "resultSignature": "Succeeded.OK", "correlationId": format!("d-{i}"),
-                           "properties": {"statusCode": "OK"}});
-            [w, d]
-        })
-        .collect();
-    let batches: Vec<String> = events
-        .chunks(10_000)
-        .map(|c| json!({"records": c}).to_string())
-        .collect();
-    let t = Instant::now();
-    for b in batches {
-        post(&client, &format!("{base}/v1/activity"), b).await;
+        // 100,000 Activity Log events: for half the NICs an update that moves
+        // the first IP, then a delete; posted as Event Hub batches of 10,000.
+        let events: Vec<Value> = (0..n / 2)
+            .flat_map(|i| {
+                let mut moved = nic(SUB1, 1, i, 0);
+                moved["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"] = json!(v4(3, i, 0));
+                let id = moved["id"].as_str().unwrap().to_uppercase();
+                let w = json!({"time": format!("2025-05-01T00:20:{:02}.{:07}Z", i % 60, i), "resourceId": id,
+                               "operationName": "MICROSOFT.NETWORK/NETWORKINTERFACES/WRITE", "category": "Administrative",
+                               "resultType": "Success", "resultSignature": "Succeeded.OK", "correlationId": format!("w-{i}"),
+                               "properties": {"statusCode": "OK", "responseBody": moved.to_string()}});
+                let d = json!({"time": format!("2025-05-01T00:40:{:02}.{:07}Z", i % 60, i), "resourceId": id,
+                               "operationName": "MICROSOFT.NETWORK/NETWORKINTERFACES/DELETE", "category": "Administrative",
+                               "resultType": "Success", "resultSignature": "Succeeded.OK", "correlationId": format!("d-{i}"),
+                               "properties": {"statusCode": "OK"}});
+                [w, d]
+            })
+            .collect();
+        let batches: Vec<String> = events
+            .chunks(10_000)
+            .map(|c| json!({"records": c}).to_string())
+            .collect();
+        let t = Instant::now();
+        for b in batches {
+            post(&client, &format!("{base}/v1/activity"), b).await;
+        }
+        println!(
+            "{:>6} Activity Log events:          {:>8.2} s   {}",
+            events.len(),
+            t.elapsed().as_secs_f64(),
+            counts(&pool).await
+        );
+        drop(events);
+
+        let d = post_snapshot(&client, &base, "bench-s2-t0", T0, SUB2, 2, n2, 0).await;
+        println!(
+            "second subscription, {n2} NICs:   {:>8.2} s   {}",
+            d.as_secs_f64(),
+            counts(&pool).await
+        );
     }
-    println!(
-        "{:>6} Activity Log events:          {:>8.2} s   {}",
-        events.len(),
-        t.elapsed().as_secs_f64(),
-        counts(&pool).await
-    );
-    drop(events);
-
-    let d = post_snapshot(&client, &base, "bench-s2-t0", T0, SUB2, 2, n2, 0).await;
-    println!(
-        "second subscription, {n2} NICs:   {:>8.2} s   {}",
-        d.as_secs_f64(),
-        counts(&pool).await
-    );
     println!("claims in memory: {}", index.len());
 
     // Lookups under concurrency 32, from wrk in a separate process.

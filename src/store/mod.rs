@@ -55,11 +55,12 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 /// Connects to `url` (creating the database if missing).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     create_database_if_missing(url).await?;
-    // No JIT: ingest queries are many and short; with row estimates that lag
-    // bulk loads, JIT compilation cost tens of milliseconds a query.
+    // No JIT and no parallel plans: ingest queries are many and short; with
+    // row estimates that lag bulk loads, JIT compilation and starting
+    // parallel workers cost tens of milliseconds a query.
     let opts = PgConnectOptions::from_str(url)?
         .log_statements(tracing::log::LevelFilter::Trace)
-        .options([("jit", "off")]);
+        .options([("jit", "off"), ("max_parallel_workers_per_gather", "0")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
