@@ -592,20 +592,26 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     let app = TestApp::start(pool.clone()).await;
     // Another process (a second replica, or `ipwho ingest`) writes to the same database.
     let other = ipwho::index::Index::new();
-    let body = snapshot(
-        T0,
-        &[SUB1],
-        true,
-        vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
-    );
-    ipwho::service::ingest_snapshot(
-        &pool,
-        &other,
-        body.to_string().as_bytes(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let post_elsewhere = |at: &'static str| {
+        let (pool, other) = (&pool, &other);
+        async move {
+            let body = snapshot(
+                at,
+                &[SUB1],
+                true,
+                vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
+            );
+            ipwho::service::ingest_snapshot(
+                pool,
+                other,
+                body.to_string().as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    post_elsewhere(T0).await;
     let (status, _, _) = app.owner("10.2.0.1", T0, "").await;
     assert_eq!(status, "unknown", "not seen before catching up");
     let n = ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap();
@@ -619,20 +625,7 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     // A later complete snapshot of the unchanged estate writes no claim: it
     // moves the subscription's horizon, which followers pick up too.
     let later = "2025-03-01T11:00:00Z";
-    let body = snapshot(
-        later,
-        &[SUB1],
-        true,
-        vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
-    );
-    ipwho::service::ingest_snapshot(
-        &pool,
-        &other,
-        body.to_string().as_bytes(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    post_elsewhere(later).await;
     let (status, _, _) = app.owner("10.2.0.1", later, "").await;
     assert_eq!(status, "probable", "the horizon has not moved here yet");
     assert_eq!(

@@ -17,7 +17,6 @@ use super::runs::CompleteSnapshot;
 use super::runs::Runs;
 use super::{micros, to_ts};
 use crate::azure::activity::{ActivityChange, ActivityEvent};
-use crate::engine::Micros;
 use crate::model::{ArmId, NicState};
 
 /// The advisory lock every ingest holds: one writer at a time, across replicas.
@@ -438,6 +437,9 @@ async fn finish(
     .await?;
     let t = meta.taken_at;
     let tm = micros(t);
+    // The finished complete snapshots now, this one included when complete.
+    let completes = load_completes(conn, &meta.subscriptions).await?;
+    let horizons = horizons_of(&completes);
 
     // NICs of the scope it did not list: runs it splits, live runs (their
     // claims, live or not, may reach back past it), and other claims whose
@@ -464,13 +466,10 @@ async fn finish(
     };
     // Deferred members whose run does not reach this snapshot after all
     // (it was ended meanwhile, or the snapshot ended up partial).
-    let (h_sub, h_at): (Vec<String>, Vec<DateTime<Utc>>) = {
-        let now = load_completes(conn, &meta.subscriptions).await?;
-        horizons_of(&now)
-            .into_iter()
-            .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
-            .unzip()
-    };
+    let (h_sub, h_at): (Vec<&String>, Vec<DateTime<Utc>>) = horizons
+        .iter()
+        .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
+        .unzip();
     let uncovered: Vec<(String, String)> = sqlx::query_as(
         "SELECT m.nic_key, m.fingerprint FROM snapshot_members m JOIN nics n USING (nic_key)
          LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
@@ -492,7 +491,6 @@ async fn finish(
     touched.sort();
     touched.dedup();
     if !touched.is_empty() {
-        let completes = load_completes(conn, &meta.subscriptions).await?;
         let without_this: HashMap<String, Vec<CompleteSnapshot>> = completes
             .iter()
             .map(|(s, v)| {
@@ -543,11 +541,9 @@ async fn finish(
     // Horizons this snapshot moved: live claims of each subscription now
     // reach it, which can make two of them overlap for the first time.
     if meta.complete {
-        let after = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
-        let h: HashMap<String, Micros> = after.iter().map(|(s, c)| (s.clone(), c.at)).collect();
         let mut moved = false;
         for sub in &meta.subscriptions {
-            let (Some(now), old) = (after.get(sub), before.get(sub)) else {
+            let (Some(now), old) = (horizons.get(sub), before.get(sub)) else {
                 continue;
             };
             if old == Some(now) {
@@ -561,7 +557,7 @@ async fn finish(
                     after: old.map(|o| o.at),
                     upto: now.at,
                 },
-                &h,
+                &horizons,
             )
             .await?;
             changes.horizons.push((sub.clone(), now.clone()));

@@ -324,13 +324,8 @@ pub(super) async fn recompute(
                 nic: c.key.nic.clone(),
                 scope: c.key.scope.clone(),
                 ip: c.key.ip,
-                certain: c.certain,
+                certain: at_horizon(c.certain, c.live, horizons.get(&sub)),
             };
-            if c.live
-                && let Some(h) = horizons.get(&sub)
-            {
-                row.certain.end = row.certain.end.max(h.at.saturating_add(1));
-            }
             match existing.remove(&ident) {
                 Some((id, d)) if d == digest => row.id = id,
                 Some((id, _)) => {
@@ -416,8 +411,7 @@ pub(super) async fn recompute(
         }
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
-        let h: HashMap<String, Micros> = horizons.iter().map(|(s, c)| (s.clone(), c.at)).collect();
-        refresh_conflicts(conn, ConflictsOf::Rows { nics, rows: xs }, &h).await?;
+        refresh_conflicts(conn, ConflictsOf::Rows { nics, rows: xs }, &horizons).await?;
         let changed: Vec<String> = changes.by_nic.keys().cloned().collect();
         changes.seq = feed(conn, &changed).await?;
     }
@@ -527,21 +521,30 @@ type CDbRow = (
 const CROW_COLUMNS: &str =
     "id, nic_key, scope, ip, lower(certain), upper(certain), live, subscription";
 
-fn crow(r: CDbRow, horizons: &HashMap<String, Micros>) -> CRow {
-    let (id, nic, scope, ip, lo, hi, live, sub) = r;
-    let mut end = hi.map_or(POS_INF, micros);
-    if live && let Some(h) = horizons.get(&sub) {
-        end = end.max(h.saturating_add(1));
+/// A claim's certain window as lookups read it: a live claim's reaches its
+/// subscription's horizon (as [`Claim::extend_to`] does in the index).
+fn at_horizon(certain: Window, live: bool, horizon: Option<&CompleteSnapshot>) -> Window {
+    match horizon {
+        Some(h) if live => Window {
+            end: certain.end.max(h.at.saturating_add(1)),
+            ..certain
+        },
+        _ => certain,
     }
+}
+
+fn crow(r: CDbRow, horizons: &HashMap<String, CompleteSnapshot>) -> CRow {
+    let (id, nic, scope, ip, lo, hi, live, sub) = r;
+    let stored = Window {
+        start: lo.map_or(NEG_INF, micros),
+        end: hi.map_or(POS_INF, micros),
+    };
     CRow {
         id,
         nic,
         scope,
         ip,
-        certain: Window {
-            start: lo.map_or(NEG_INF, micros),
-            end,
-        },
+        certain: at_horizon(stored, live, horizons.get(&sub)),
     }
 }
 
@@ -556,7 +559,7 @@ fn is_prefix(ip: &IpNet) -> bool {
 pub(super) async fn refresh_conflicts(
     conn: &mut PgConnection,
     of: ConflictsOf<'_>,
-    horizons: &HashMap<String, Micros>,
+    horizons: &HashMap<String, CompleteSnapshot>,
 ) -> sqlx::Result<()> {
     let xs: Vec<CRow> = match of {
         ConflictsOf::Rows { nics, rows } => {
