@@ -1,18 +1,20 @@
 //! Figures for the built-in collector: time and memory to collect and ingest
-//! a large subscription (default 500 pages of 200 NICs = 100,000 NICs) from
-//! a fake Resource Manager started in-process, into a fresh database
-//! `ipwho_bench_collect`.
+//! a large subscription from a fake Resource Manager started in-process, into
+//! a fresh database `ipwho_bench_collect`. The NICs are the first complete
+//! snapshot of the simulator's `bench-snapshot` estate (100,000 NICs in 100
+//! ARM list pages of 1,000; `ipwho-sim generate --profile bench-snapshot`),
+//! generated into `target/bench-estates/bench-snapshot-<seed>` if missing.
 //!
 //! ```text
 //! cargo build --release --example collect_bench
-//! /usr/bin/time -v target/release/examples/collect_bench [--pages 500] [--per-page 200] [--rps 0] [--runs 2]
+//! /usr/bin/time -v target/release/examples/collect_bench [--seed 7] [--rps 0] [--runs 2]
 //! ```
 //!
-//! The fake builds each page when asked, so the process's peak memory is the
-//! collector's and the store's, not the fixture's. `--rps` is the
-//! collector's request-rate limit (0: unlimited, to measure its own speed).
-//! The second run re-collects the same, unchanged estate: the steady-state
-//! cost of a scheduled collection.
+//! The fake reads each page from disk when asked, so the process's peak
+//! memory is the collector's and the store's, not the fixture's. `--rps` is
+//! the collector's request-rate limit (0: unlimited, to measure its own
+//! speed). The second run re-collects the same, unchanged estate: the
+//! steady-state cost of a scheduled collection.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,51 +27,11 @@ use ipwho::collector::{self, CollectorConfig, Credential, CredentialSource, Secr
 use serde_json::{Value, json};
 use sqlx::ConnectOptions;
 
-const SUB: &str = "bbbbbbbb-0000-0000-0000-00000000b001";
-
 #[derive(Clone)]
 struct Fake {
     base: String,
-    pages: usize,
-    per_page: usize,
-}
-
-fn nic(n: usize) -> Value {
-    let name = format!("nic-{n:06}");
-    let base = format!("/subscriptions/{SUB}/resourceGroups/rg-{}", n % 50);
-    let id = format!("{base}/providers/Microsoft.Network/networkInterfaces/{name}");
-    let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
-    json!({
-        "name": name,
-        "id": id,
-        "etag": "W/\"3f1c1c0e-0000-0000-0000-000000000000\"",
-        "type": "Microsoft.Network/networkInterfaces",
-        "location": "westeurope",
-        "properties": {
-            "provisioningState": "Succeeded",
-            "resourceGuid": "00000000-0000-0000-0000-000000000000",
-            "macAddress": format!("00-0D-3A-{:02X}-{:02X}-{:02X}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
-            "primary": true,
-            "enableAcceleratedNetworking": true,
-            "enableIPForwarding": false,
-            "virtualMachine": {"id": format!("{base}/providers/Microsoft.Compute/virtualMachines/vm-{n:06}")},
-            "ipConfigurations": [{
-                "name": "ipconfig1",
-                "id": format!("{id}/ipConfigurations/ipconfig1"),
-                "type": "Microsoft.Network/networkInterfaces/ipConfigurations",
-                "properties": {
-                    "provisioningState": "Succeeded",
-                    "privateIPAddress": ip,
-                    "privateIPAllocationMethod": "Dynamic",
-                    "privateIPAddressVersion": "IPv4",
-                    "primary": true,
-                    "subnet": {"id": format!("/subscriptions/{SUB}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/hub/subnets/s{}", n % 16)}
-                }
-            }],
-            "dnsSettings": {"dnsServers": [], "appliedDnsServers": [], "internalDomainNameSuffix": "abc.ax.internal.cloudapp.net"},
-            "nicType": "Standard"
-        }
-    })
+    /// The ARM list pages, in order.
+    pages: std::sync::Arc<Vec<std::path::PathBuf>>,
 }
 
 async fn token() -> impl IntoResponse {
@@ -88,18 +50,21 @@ async fn arm(State(f): State<Fake>, uri: Uri) -> impl IntoResponse {
         .find_map(|kv| kv.strip_prefix("$skiptoken="))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let value: Vec<Value> = (0..f.per_page)
-        .map(|i| nic(page * f.per_page + i))
-        .collect();
-    let mut body = json!({"value": value});
-    if page + 1 < f.pages {
-        body["nextLink"] = json!(format!(
+    let Some(file) = f.pages.get(page) else {
+        return axum::Json(json!({"value": []}));
+    };
+    let mut body: Value =
+        serde_json::from_slice(&std::fs::read(file).expect("page file")).expect("page JSON");
+    body["nextLink"] = if page + 1 < f.pages.len() {
+        json!(format!(
             "{}{}?api-version=2024-03-01&$skiptoken={}",
             f.base,
             uri.path(),
             page + 1
-        ));
-    }
+        ))
+    } else {
+        Value::Null
+    };
     axum::Json(body)
 }
 
@@ -128,8 +93,11 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let pages: usize = arg("--pages", 500);
-    let per_page: usize = arg("--per-page", 200);
+    let seed: u64 = arg("--seed", 7);
+    let estates: std::path::PathBuf = arg(
+        "--estates",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-estates").into(),
+    );
     let rps: f64 = arg("--rps", 0.0);
     let runs: usize = arg("--runs", 2);
     let url: String = arg(
@@ -156,11 +124,29 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let base = format!("http://{addr}");
+    let dir = estates.join(format!("bench-snapshot-{seed}"));
+    if !dir.join("manifest.json").exists() {
+        let tmp = estates.join(format!(".bench-snapshot-{seed}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        ipwho::sim::generate(
+            &ipwho::sim::SimConfig::profile("bench-snapshot", seed)?,
+            &tmp,
+        )?;
+        std::fs::rename(&tmp, &dir)?;
+    }
+    let manifest = ipwho::sim::read_manifest(&dir)?;
+    let Some(ipwho::sim::FeedItem::Snapshot { dir: rel, .. }) = manifest.feed.first() else {
+        anyhow::bail!("{}: the first delivery is not a snapshot", dir.display());
+    };
+    let sdir = dir.join(rel);
+    let meta: ipwho::sim::write::SnapshotMeta =
+        serde_json::from_slice(&std::fs::read(sdir.join("meta.json"))?)?;
+    let sub = meta.subscriptions[0].clone();
     let fake = Fake {
         base: base.clone(),
-        pages,
-        per_page,
+        pages: std::sync::Arc::new(meta.pages.iter().map(|p| sdir.join(p)).collect()),
     };
+    let pages = fake.pages.len();
     let app = axum::Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .fallback(get(arm))
@@ -177,14 +163,14 @@ async fn main() -> anyhow::Result<()> {
         &base,
         Duration::from_secs(30),
     )?;
-    let mut cfg = CollectorConfig::new(&[SUB], &base, credential);
+    let mut cfg = CollectorConfig::new(&[sub.as_str()], &base, credential);
     cfg.requests_per_second = rps;
 
     let (rss, _) = memory();
     println!("set up (database, fake server): RSS {rss:.0} MiB");
     println!(
-        "collecting {pages} pages of {per_page} NICs ({} NICs), rate limit {rps} req/s",
-        pages * per_page
+        "collecting the {pages} pages of {}, rate limit {rps} req/s",
+        sdir.display()
     );
     for run in 1..=runs {
         let t = Instant::now();

@@ -1,423 +1,67 @@
 //! End-to-end benchmark of flow-log enrichment (issue 4), in one run:
 //!
 //! 1. **ipwho over HTTP**: a server process (this program with `--serve`:
-//!    the service's own router, `ipwho::api::serve`, over an
-//!    `ipwho::index::Index` of generated claims) is sent the blob as
-//!    `POST /v1/enrich`; the whole NDJSON response is read and its summary
-//!    line checked;
+//!    the service's own router, `ipwho::api::serve`, over the
+//!    `ipwho::index::Index` loaded from the database, as `ipwho serve` loads
+//!    it) is sent the blob as `POST /v1/enrich`; the whole NDJSON response
+//!    is read and its summary line checked;
 //! 2. **the floor**: the same request with `?floor=true` (parse and write,
 //!    no lookups, the same code path);
 //! 3. **the naive approach**: the tuples parsed, loaded with `COPY` into
-//!    Postgres and joined to a claims table holding the same claims
+//!    Postgres and joined to the claims table of the same database
 //!    (`JOIN claims c ON c.ip = t.src_ip AND c.possible @> t.time`, both
-//!    ends), the result read back with `COPY ... TO STDOUT`, in a scratch
-//!    database `ipwho_bench_enrich` created and dropped here.
+//!    ends), the result read back with `COPY ... TO STDOUT`.
 //!
-//! The estate: `--claims` claims (default 1,000,000) over 8 VNets in 4
-//! subscriptions, VNets in different subscriptions reusing the same address
-//! space; every IP is held by 8 NICs one after the other (a day each;
-//! scale-set churn). Half the IPs change hands by Activity Log events (exact
-//! ends), half are seen by hourly snapshots only (an hour of overlap:
-//! ambiguous). The blob: `--tuples` tuples (default 1,000,000) of VNet flow
-//! logs (version 4), one record per (NIC, minute): 35% inbound from the
-//! internet, 35% outbound to it, 20% to a NIC of the same VNet, 5% to a NIC of
-//! another VNet, 5% to an address nobody holds.
+//! The inputs come from the simulator's `bench-history` estate (seed 7 by
+//! default; `ipwho-sim generate --profile bench-history`): its claims, as
+//! the core benchmark's `history` phase leaves them in the database
+//! `ipwho_bench` (run `cargo bench --bench core -- --only history` first),
+//! and its blob `flowlogs/vnet-all.json`: 1,000,000 tuples of VNet flow logs
+//! (version 4) captured by 300 NICs in the estate's last hour.
 //!
-//! The server's memory: the index size is its RSS after building the index
+//! The server's memory: the index size is its RSS after loading the index
 //! minus before; the peak during each request is `VmHWM` after resetting it
 //! (`/proc/PID/clear_refs`) just before the request.
 //!
-//! Run: `cargo run --release --example enrich_e2e [-- --tuples N --claims N --runs R
-//! --workers W --no-naive --inproc --no-http]` (`--workers`: the server's
-//! `IPWHO_ENRICH_WORKERS`; `--inproc`: also the pipeline in process with 1
-//! and 2 workers; `--no-http`: only that)
-//! (`DATABASE_URL` names the Postgres server for the naive approach).
+//! Run: `cargo run --release --example enrich_e2e [-- --seed S --estates DIR
+//! --database NAME --runs R --workers W --no-naive --inproc --no-http]`
+//! (`--workers`: the server's `IPWHO_ENRICH_WORKERS`; `--inproc`: also the
+//! pipeline in process with 1 and 2 workers; `--no-http`: only that)
+//! (`DATABASE_URL` names the Postgres server).
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use ipwho::engine::{Claim, ClaimKey, EvidenceKind, EvidenceRef, NEG_INF, POS_INF, Window};
-use ipwho::model::{ArmId, Mac};
+use sqlx::PgPool;
 
-const HOUR: i64 = 3_600_000_000;
-const DAY: i64 = 24 * HOUR;
-const MIN: i64 = 60_000_000;
-/// 2025-03-03T00:00:00Z
-const T0: i64 = 1_740_960_000_000_000;
-/// NICs per IP, one after the other, a day each.
-const PER_SLOT: u64 = 8;
-const VNETS: u64 = 8;
-const SUBS: [&str; 4] = [
-    "6d1c2f3a-8b4e-4c5d-9e0f-a1b2c3d4e5f6",
-    "0b6f8e2a-4c1d-4e8f-9a3b-5c7d9e1f2a4b",
-    "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-    "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
-];
-
-// ---------------------------------------------------------------------------
-// the estate
-
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn mix(a: u64, b: u64) -> u64 {
-    let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b;
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn vnet_of(slot: u64) -> u64 {
-    slot % VNETS
-}
-
-fn sub_of_vnet(v: u64) -> &'static str {
-    SUBS[(v / 2) as usize]
-}
-
-/// VNets `v` and `v + 4` (other subscriptions) use the same address space.
-fn slot_ip(slot: u64) -> Ipv4Addr {
-    let v = vnet_of(slot);
-    let h = slot / VNETS;
-    Ipv4Addr::new(
-        10,
-        ((v % 4) * 64 + h / 250) as u8,
-        (4 + h % 250) as u8,
-        4 + (h % 7) as u8,
-    )
-}
-
-/// An address of VNet `v`'s space that no NIC holds.
-fn unused_ip(v: u64, r: u64) -> Ipv4Addr {
-    Ipv4Addr::new(10, ((v % 4) * 64 + r % 64) as u8, 254, 200 + (r % 50) as u8)
-}
-
-fn vnet_id(v: u64) -> String {
+/// The URL of database `db` on the Postgres server of `DATABASE_URL`.
+fn db_url(db: &str) -> String {
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     format!(
-        "/subscriptions/{}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet-{v}",
-        sub_of_vnet(v)
+        "{}/{db}",
+        admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(head, _)| head)
     )
 }
 
-fn nic_no(slot: u64, k: u64) -> u64 {
-    slot * PER_SLOT + k
-}
-
-fn mac_of(n: u64) -> String {
-    format!("00{:010X}", 0x000D_3A00_0000 + n)
-}
-
-/// When the `k`-th NIC of `slot` took the IP (truth): a day after the
-/// previous one, give or take two hours. `k = 0` holds it from the start.
-fn change_at(slot: u64, k: u64) -> i64 {
-    if k == 0 {
-        return NEG_INF;
-    }
-    let jitter = (mix(slot, k) % (4 * HOUR as u64)) as i64 - 2 * HOUR;
-    T0 + k as i64 * DAY + jitter
-}
-
-/// Snapshots are hourly, a minute past the hour.
-fn tick_after(t: i64) -> i64 {
-    (t - T0 - MIN).div_euclid(HOUR) * HOUR + HOUR + T0 + MIN
-}
-
-/// The last snapshot (all IPs last seen then): end of the history.
-fn history_end() -> i64 {
-    tick_after(T0 + PER_SLOT as i64 * DAY + 6 * HOUR) - HOUR
-}
-
-/// One claim as the generator sees it.
-struct Spec {
-    slot: u64,
-    k: u64,
-    certain: Window,
-    possible: Window,
-    exact: bool,
-}
-
-/// The claims of one slot: `PER_SLOT` NICs back to back. Event slots (even)
-/// change hands at known instants; snapshot slots (odd) are seen hourly,
-/// so a change leaves an hour in which both NICs may have held the IP.
-fn slot_specs(slot: u64) -> impl Iterator<Item = Spec> {
-    let exact = slot.is_multiple_of(2);
-    let end = history_end();
-    (0..PER_SLOT).map(move |k| {
-        let from = change_at(slot, k);
-        let until = if k + 1 < PER_SLOT {
-            change_at(slot, k + 1)
-        } else {
-            POS_INF
-        };
-        let (certain, possible) = if exact {
-            let c_start = if k == 0 { T0 - DAY } else { from };
-            let c_end = if until == POS_INF { end } else { until };
-            (
-                Window {
-                    start: c_start,
-                    end: c_end,
-                },
-                Window {
-                    start: if k == 0 { NEG_INF } else { from },
-                    end: until,
-                },
-            )
-        } else {
-            let first = if k == 0 { T0 - DAY } else { tick_after(from) };
-            let last = if until == POS_INF {
-                end
-            } else {
-                tick_after(until) - HOUR
-            };
-            (
-                Window {
-                    start: first,
-                    end: last + 1,
-                },
-                Window {
-                    start: if k == 0 { NEG_INF } else { first - HOUR },
-                    end: if until == POS_INF {
-                        POS_INF
-                    } else {
-                        last + HOUR
-                    },
-                },
-            )
-        };
-        Spec {
-            slot,
-            k,
-            certain,
-            possible,
-            exact,
-        }
-    })
-}
-
-fn specs(claims: u64) -> impl Iterator<Item = Spec> {
-    (0..claims.div_ceil(PER_SLOT)).flat_map(slot_specs)
-}
-
-struct Ids {
-    nic: String,
-    vm: String,
-    subnet: String,
-    vnet: String,
-}
-
-fn ids(slot: u64, k: u64) -> Ids {
-    let v = vnet_of(slot);
-    let sub = sub_of_vnet(v);
-    let rg = format!("rg-app-{}", slot % 40);
-    Ids {
-        nic: format!(
-            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkInterfaces/vm-{slot}-{k}-nic"
-        ),
-        vm: format!(
-            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/vm-{slot}-{k}"
-        ),
-        subnet: format!("{}/subnets/default", vnet_id(v)),
-        vnet: vnet_id(v),
-    }
-}
-
-fn claim(s: &Spec) -> Claim {
-    let i = ids(s.slot, s.k);
-    let nic = ArmId::parse(&i.nic).unwrap();
-    let vm = ArmId::parse(&i.vm).unwrap();
-    let vnet = ArmId::parse(&i.vnet).unwrap();
-    let kind = if s.exact {
-        EvidenceKind::ActivityWrite
-    } else {
-        EvidenceKind::Snapshot
-    };
-    let ev = |at: i64, kind: EvidenceKind| EvidenceRef {
-        kind,
-        id: format!("{}-{}", kind.as_str(), at / MIN),
-        at,
-    };
-    Claim {
-        key: ClaimKey {
-            nic: nic.key().to_string(),
-            scope: vnet.key().to_string(),
-            ip: IpNet::from(IpAddr::V4(slot_ip(s.slot))),
-            vm: vm.key().to_string(),
-        },
-        nic_name: nic.name().to_string(),
-        mac: Some(Mac::parse(&mac_of(nic_no(s.slot, s.k))).unwrap()),
-        subnet: Some(ArmId::parse(&i.subnet).unwrap()),
-        nic,
-        vm: Some(vm),
-        vnet: Some(vnet),
-        certain: s.certain,
-        possible: s.possible,
-        start_exact: s.exact && s.k > 0,
-        end_exact: s.exact && s.possible.end != POS_INF,
-        before: (s.possible.start != NEG_INF).then(|| ev(s.possible.start, kind)),
-        first: ev(s.certain.start, kind),
-        last: ev(s.certain.end - 1, EvidenceKind::Snapshot),
-        after: (s.possible.end != POS_INF).then(|| ev(s.possible.end, kind)),
-        live: false,
-    }
-}
-
-/// Which of a slot's NICs held its IP at `t` (truth).
-fn holder(slot: u64, t: i64) -> u64 {
-    (1..PER_SLOT)
-        .rev()
-        .find(|&k| change_at(slot, k) <= t)
-        .unwrap_or(0)
-}
-
-/// The VNet flow-log blob: `{"records":[...]}`, one record per (NIC,
-/// minute), 100 to 900 tuples each.
-fn blob(tuples: u64, slots: u64, seed: u64) -> Vec<u8> {
-    use std::io::Write;
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(tuples as usize * 90);
-    out.extend_from_slice(b"{\"records\":[");
-    let span = history_end() + 6 * HOUR - (T0 + 12 * HOUR);
-    let mut done = 0;
-    let mut groups: [Vec<u8>; 4] = Default::default();
-    const RULES: [&str; 4] = [
-        "DefaultRule_DenyAllInBound",
-        "UserRule_allow-web",
-        "DefaultRule_AllowInternetOutBound",
-        "DefaultRule_AllowVnetOutBound",
-    ];
-    while done < tuples {
-        let n = (100 + rng.below(800)).min(tuples - done);
-        let slot = rng.below(slots);
-        let v = vnet_of(slot);
-        let minute = (T0 + 12 * HOUR + rng.below(span as u64) as i64).div_euclid(MIN) * MIN;
-        let k = holder(slot, minute);
-        let local = slot_ip(slot);
-        for g in groups.iter_mut() {
-            g.clear();
-        }
-        for _ in 0..n {
-            let t_ms = (minute + rng.below(60_000_000) as i64) / 1000;
-            let public = Ipv4Addr::new(
-                20 + rng.below(180) as u8,
-                rng.below(256) as u8,
-                rng.below(256) as u8,
-                rng.below(256) as u8,
-            );
-            let r = rng.below(100);
-            let eph = 32768 + rng.below(28000);
-            let proto = if rng.below(10) < 9 { 6 } else { 17 };
-            let counters = |rng: &mut Rng| {
-                let (p1, p2) = (1 + rng.below(199), 1 + rng.below(199));
-                format!(
-                    "{p1},{},{p2},{}",
-                    p1 * (60 + rng.below(1340)),
-                    p2 * (60 + rng.below(1340))
-                )
-            };
-            let (g, line) = if r < 35 {
-                let deny = r < 25;
-                let port = [22, 3389, 443, 8080][rng.below(4) as usize];
-                if deny {
-                    (
-                        0,
-                        format!("{t_ms},{public},{local},{eph},{port},{proto},I,D,NX,0,0,0,0"),
-                    )
-                } else {
-                    (
-                        1,
-                        format!(
-                            "{t_ms},{public},{local},{eph},443,{proto},I,E,NX,{}",
-                            counters(&mut rng)
-                        ),
-                    )
-                }
-            } else if r < 70 {
-                let st = ["B", "C", "E"][rng.below(3) as usize];
-                let c = if st == "B" {
-                    "0,0,0,0".to_string()
-                } else {
-                    counters(&mut rng)
-                };
-                (
-                    2,
-                    format!("{t_ms},{local},{public},{eph},443,{proto},O,{st},NX,{c}"),
-                )
-            } else {
-                let peer = if r < 90 {
-                    // Same VNet.
-                    slot_ip(rng.below(slots / VNETS) * VNETS + v)
-                } else if r < 95 {
-                    // Another VNet (a peering), maybe another subscription.
-                    let v2 = (v + 1 + rng.below(VNETS - 1)) % VNETS;
-                    slot_ip(rng.below(slots / VNETS) * VNETS + v2)
-                } else {
-                    unused_ip(v, rng.next())
-                };
-                let port = [53, 123, 1433, 5432, 6379][rng.below(5) as usize];
-                (
-                    3,
-                    format!(
-                        "{t_ms},{local},{peer},{eph},{port},{proto},O,E,NX,{}",
-                        counters(&mut rng)
-                    ),
-                )
-            };
-            let buf = &mut groups[g];
-            if !buf.is_empty() {
-                buf.push(b',');
-            }
-            buf.push(b'"');
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'"');
-        }
-        if done > 0 {
-            out.push(b',');
-        }
-        let sub = sub_of_vnet(v).to_uppercase();
-        write!(
-            out,
-            "{{\"time\":\"{}\",\"flowLogVersion\":4,\"flowLogGUID\":\"66aa66aa-6a66-66a6-a6a6-a66aa6aa6a66\",\"macAddress\":\"{}\",\"category\":\"FlowLogFlowEvent\",\"flowLogResourceID\":\"/SUBSCRIPTIONS/{sub}/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/VNET-{v}-FLOWLOG\",\"targetResourceID\":\"{}\",\"operationName\":\"FlowLogFlowEvent\",\"flowRecords\":{{\"flows\":[{{\"aclID\":\"{:08x}-1111-4222-8333-444455556666\",\"flowGroups\":[",
-            ts(minute + MIN + 1_234_567),
-            mac_of(nic_no(slot, k)),
-            vnet_id(v),
-            v
-        )
-        .unwrap();
-        let mut first = true;
-        for (g, rule) in groups.iter().zip(RULES) {
-            if g.is_empty() {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write!(out, "{{\"rule\":\"{rule}\",\"flowTuples\":[").unwrap();
-            out.extend_from_slice(g);
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"]}]}}");
-        done += n;
-    }
-    out.extend_from_slice(b"]}");
-    out
+/// The index of the claims in database `db`, as the service loads it.
+async fn load_index(db: &str) -> anyhow::Result<ipwho::index::Index> {
+    let pool = PgPool::connect(&db_url(db)).await?;
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    anyhow::ensure!(
+        claims > 0,
+        "database {db} holds no claims: run `cargo bench --bench core -- --only history` first"
+    );
+    let index = ipwho::sync::load(&pool).await?;
+    pool.close().await;
+    Ok(index)
 }
 
 fn ts(micros: i64) -> String {
@@ -450,21 +94,18 @@ fn cpu_secs(pid: u32) -> (f64, f64) {
     (get(11), get(12))
 }
 
-fn serve(claims: u64) -> anyhow::Result<()> {
+fn serve(db: &str) -> anyhow::Result<()> {
     let me = std::process::id();
-    let before = status_kib(me, "VmRSS:");
-    let t = Instant::now();
-    let claims: Vec<Claim> = specs(claims).map(|s| claim(&s)).collect();
-    let index = Arc::new(ipwho::index::Index::from_claims(claims, Default::default()));
-    let after = status_kib(me, "VmRSS:");
-    let built = t.elapsed();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let before = status_kib(me, "VmRSS:");
+        let t = Instant::now();
+        let index = Arc::new(load_index(db).await?);
+        let after = status_kib(me, "VmRSS:");
+        let built = t.elapsed();
         // The enrichment endpoint never touches Postgres: a lazy pool that
         // never connects.
-        let pool = sqlx::PgPool::connect_lazy(&url)?;
+        let pool = sqlx::PgPool::connect_lazy(&db_url(db))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!(
             "READY port={} claims={} rss_before_kib={before} rss_after_kib={after} build_ms={}",
@@ -568,72 +209,10 @@ struct Naive {
     rows: u64,
 }
 
-async fn naive(url: &str, claims: u64, input: &[u8]) -> anyhow::Result<(Naive, f64)> {
+async fn naive(db: &str, input: &[u8]) -> anyhow::Result<Naive> {
     use sqlx::Connection as _;
-    use sqlx::postgres::PgConnectOptions;
-    use std::str::FromStr as _;
-    const DB: &str = "ipwho_bench_enrich";
-    let mut admin = sqlx::PgConnection::connect(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DB}")))
-        .execute(&mut admin)
-        .await?;
-    let result = async {
-        let opts = PgConnectOptions::from_str(url)?.database(DB);
-        let mut c = sqlx::PgConnection::connect_with(&opts).await?;
-        let t = Instant::now();
-        sqlx::raw_sql(
-            "CREATE TABLE claims (nic text NOT NULL, vm text, scope text NOT NULL, ip inet NOT NULL, \
-             possible tstzrange NOT NULL, certain tstzrange NOT NULL)",
-        )
-        .execute(&mut c)
-        .await?;
-        let range = |w: &Window| {
-            let b = |m: i64| {
-                if m == NEG_INF || m == POS_INF {
-                    String::new()
-                } else {
-                    ts(m)
-                }
-            };
-            format!("\"[{},{})\"", b(w.start), b(w.end))
-        };
-        let mut copy = c
-            .copy_in_raw("COPY claims FROM STDIN WITH (FORMAT csv)")
-            .await?;
-        let mut buf = String::with_capacity(8 << 20);
-        for s in specs(claims) {
-            let i = ids(s.slot, s.k);
-            use std::fmt::Write as _;
-            writeln!(
-                buf,
-                "{},{},{},{},{},{}",
-                i.nic.to_ascii_lowercase(),
-                i.vm.to_ascii_lowercase(),
-                i.vnet.to_ascii_lowercase(),
-                slot_ip(s.slot),
-                range(&s.possible),
-                range(&s.certain)
-            )?;
-            if buf.len() > 4 << 20 {
-                copy.send(buf.as_bytes()).await?;
-                buf.clear();
-            }
-        }
-        copy.send(buf.as_bytes()).await?;
-        copy.finish().await?;
-        sqlx::raw_sql(
-            "CREATE INDEX claims_by_ip ON claims USING gist (ip inet_ops, possible); \
-             CREATE INDEX claims_by_ip_btree ON claims (ip); ANALYZE claims",
-        )
-        .execute(&mut c)
-        .await?;
-        let setup = t.elapsed().as_secs_f64();
-
+    let mut c = sqlx::PgConnection::connect(&db_url(db)).await?;
+    {
         // Timed: parse the blob, COPY the tuples in, join, read everything back.
         let t = Instant::now();
         sqlx::raw_sql(
@@ -685,7 +264,7 @@ async fn naive(url: &str, claims: u64, input: &[u8]) -> anyhow::Result<(Naive, f
         let t = Instant::now();
         let mut out = c
             .copy_out_raw(
-                "COPY (SELECT t.*, s.nic, s.vm, s.scope, d.nic, d.vm, d.scope \
+                "COPY (SELECT t.*, s.nic_key, s.vm_key, s.scope, d.nic_key, d.vm_key, d.scope \
                  FROM tuples t \
                  LEFT JOIN claims s ON s.ip = t.src_ip AND s.possible @> t.time \
                  LEFT JOIN claims d ON d.ip = t.dst_ip AND d.possible @> t.time) \
@@ -700,31 +279,22 @@ async fn naive(url: &str, claims: u64, input: &[u8]) -> anyhow::Result<(Naive, f
         drop(out);
         let join_secs = t.elapsed().as_secs_f64();
         c.close().await.ok();
-        anyhow::Ok((
-            Naive {
-                load_secs,
-                join_secs,
-                rows: n,
-            },
-            setup,
-        ))
+        Ok(Naive {
+            load_secs,
+            join_secs,
+            rows: n,
+        })
     }
-    .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
-    let r = result?;
-    dropped?;
-    Ok(r)
 }
 
 // ---------------------------------------------------------------------------
 
 struct Args {
-    tuples: u64,
-    claims: u64,
+    seed: u64,
+    /// Where the estates are (generated there if missing).
+    estates: std::path::PathBuf,
+    /// The database holding the estate's claims.
+    database: String,
     runs: usize,
     naive: bool,
     serve: bool,
@@ -738,8 +308,9 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        tuples: 1_000_000,
-        claims: 1_000_000,
+        seed: 7,
+        estates: concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-estates").into(),
+        database: "ipwho_bench".into(),
         runs: 3,
         naive: true,
         serve: false,
@@ -749,17 +320,19 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let mut num = || -> u64 {
-            it.next()
-                .and_then(|v| v.replace('_', "").parse().ok())
-                .unwrap_or_else(|| panic!("{k} needs a number"))
+        let mut value = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        let num = |v: String| -> u64 {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{k} needs a number"))
         };
         match k.as_str() {
-            "--tuples" => a.tuples = num(),
-            "--claims" => a.claims = num(),
-            "--runs" => a.runs = num() as usize,
+            "--seed" => a.seed = num(value()),
+            "--estates" => a.estates = value().into(),
+            "--database" => a.database = value(),
+            "--runs" => a.runs = num(value()) as usize,
             "--no-naive" => a.naive = false,
-            "--workers" => a.workers = Some(num()),
+            "--workers" => a.workers = Some(num(value())),
             "--serve" => a.serve = true,
             "--inproc" => a.inproc = true,
             "--no-http" => {
@@ -773,9 +346,32 @@ fn args() -> Args {
     a
 }
 
+/// The `bench-history` estate of `seed` under `root` (generated if
+/// missing): its directory and its flow-log blob.
+fn estate(root: &std::path::Path, seed: u64) -> anyhow::Result<(std::path::PathBuf, Vec<u8>)> {
+    let dir = root.join(format!("bench-history-{seed}"));
+    if !dir.join("manifest.json").exists() {
+        let tmp = root.join(format!(".bench-history-{seed}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let t = Instant::now();
+        ipwho::sim::generate(
+            &ipwho::sim::SimConfig::profile("bench-history", seed)?,
+            &tmp,
+        )?;
+        std::fs::rename(&tmp, &dir)?;
+        println!(
+            "generated {} in {:.1} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let blob = std::fs::read(dir.join("flowlogs/vnet-all.json"))?;
+    Ok((dir, blob))
+}
+
 /// The pipeline in process, best of `runs`: floor and enrich with 1 and 2
 /// workers, into a byte counter.
-fn inproc(claims: u64, tuples: u64, input: &[u8], runs: usize) {
+fn inproc(db: &str, tuples: u64, input: &[u8], runs: usize) -> anyhow::Result<()> {
     use ipwho::enrich::{Attributor, EnrichOptions, NoIndex, enrich_reader};
     struct Count(u64);
     impl std::io::Write for Count {
@@ -787,10 +383,8 @@ fn inproc(claims: u64, tuples: u64, input: &[u8], runs: usize) {
             Ok(())
         }
     }
-    let index: Arc<dyn Attributor> = Arc::new(ipwho::index::Index::from_claims(
-        specs(claims).map(|s| claim(&s)).collect(),
-        Default::default(),
-    ));
+    let index: Arc<dyn Attributor> =
+        Arc::new(tokio::runtime::Runtime::new()?.block_on(load_index(db))?);
     for workers in [1, 2] {
         for floor in [true, false] {
             let mut best = f64::MAX;
@@ -816,6 +410,7 @@ fn inproc(claims: u64, tuples: u64, input: &[u8], runs: usize) {
             );
         }
     }
+    Ok(())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -825,21 +420,26 @@ fn mib(kib: u64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let a = args();
     if a.serve {
-        return serve(a.claims);
+        return serve(&a.database);
     }
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
+    let (dir, input) = estate(&a.estates, a.seed)?;
+    let summary: ipwho::sim::Summary =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json"))?)?;
+    let tuples = summary.flow.tuples;
+    println!(
+        "blob: {}/flowlogs/vnet-all.json, {tuples} tuples in {} records, {:.1} MB (VNet flow logs v4)",
+        dir.display(),
+        summary.flow.records,
+        input.len() as f64 / 1e6
+    );
 
     if a.no_http {
-        let input = blob(a.tuples, a.claims.div_ceil(PER_SLOT), 0x5EED);
-        inproc(a.claims, a.tuples, &input, a.runs);
-        return Ok(());
+        return inproc(&a.database, tuples, &input, a.runs);
     }
-    // The server builds its index while we generate the blob.
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["--serve", "--claims", &a.claims.to_string()])
+    cmd.args(["--serve", "--database", &a.database])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     if let Some(w) = a.workers {
@@ -854,15 +454,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut child = cmd.spawn()?;
     let server = child.id();
-    let t = Instant::now();
-    let slots = a.claims.div_ceil(PER_SLOT);
-    let input = bytes::Bytes::from(blob(a.tuples, slots, 0x5EED));
-    println!(
-        "blob: {} tuples, {:.1} MB (VNet flow logs v4), generated in {:.1} s",
-        a.tuples,
-        input.len() as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
+    let input = bytes::Bytes::from(input);
     let mut ready = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
     let field = |k: &str| -> u64 {
@@ -876,7 +468,8 @@ fn main() -> anyhow::Result<()> {
     let (rss0, rss1) = (field("rss_before_kib"), field("rss_after_kib"));
     let index_kib = rss1.saturating_sub(rss0);
     println!(
-        "server pid {server}: index of {claims} claims built in {:.1} s, RSS {:.0} -> {:.0} MiB (index {:.0} MiB)",
+        "server pid {server}: index of {claims} claims loaded from {} in {:.1} s, RSS {:.0} -> {:.0} MiB (index {:.0} MiB)",
+        a.database,
         field("build_ms") as f64 / 1e3,
         mib(rss0),
         mib(rss1),
@@ -901,7 +494,7 @@ fn main() -> anyhow::Result<()> {
             };
             let p = rt.block_on(post(&client, &url, input.clone(), server))?;
             anyhow::ensure!(
-                p.tuples_out == a.tuples && p.lines == a.tuples + 1,
+                p.tuples_out == tuples && p.lines == tuples + 1,
                 "run {run}: {} tuples out, {} lines: {}",
                 p.tuples_out,
                 p.lines,
@@ -911,7 +504,7 @@ fn main() -> anyhow::Result<()> {
                 "  run {run} {:<6} {:>7.3} s {:>10.0} tuples/s {:>8.1} MB out, server peak RSS {:>6.0} MiB, CPU s (user+sys): server {:.2}+{:.2}, client {:.2}+{:.2}",
                 if floor { "floor" } else { "enrich" },
                 p.secs,
-                a.tuples as f64 / p.secs,
+                tuples as f64 / p.secs,
                 p.out_bytes as f64 / 1e6,
                 mib(p.peak_rss_kib),
                 p.server_cpu.0,
@@ -932,25 +525,25 @@ fn main() -> anyhow::Result<()> {
     drop(child.stdin.take());
     let _ = child.wait();
     if a.inproc {
-        inproc(a.claims, a.tuples, &input, a.runs);
+        inproc(&a.database, tuples, &input, a.runs)?;
     }
 
     let naive = if a.naive {
         let t = Instant::now();
-        let (n, setup) = rt.block_on(naive(&url, a.claims, &input))?;
+        let n = rt.block_on(naive(&a.database, &input))?;
         println!(
-            "naive: claims table set up in {setup:.1} s (not timed); tuples parsed and loaded in {:.1} s, joined and read in {:.1} s ({} rows); total {:.1} s",
+            "naive: tuples parsed and loaded in {:.1} s, joined and read in {:.1} s ({} rows); total {:.1} s",
             n.load_secs,
             n.join_secs,
             n.rows,
-            t.elapsed().as_secs_f64() - setup
+            t.elapsed().as_secs_f64()
         );
         Some(n)
     } else {
         None
     };
 
-    let tps = |s: f64| a.tuples as f64 / s;
+    let tps = |s: f64| tuples as f64 / s;
     let blob_mib = input.len() as f64 / (1 << 20) as f64;
     let limit_mib = 2.0 * (blob_mib + mib(index_kib));
     println!();

@@ -508,23 +508,6 @@ where
 /// The index under one read of its lock: a worker's batch of lookups.
 struct Pinned<'a>(&'a Inner);
 
-impl Pinned<'_> {
-    /// The capturing NIC held `ip` by `c`: answer as a lookup of the IP in
-    /// that NIC's VNet would.
-    fn held_by<'a, I>(all: I, c: &Entry, ip_at: Micros) -> EndAttribution
-    where
-        I: Iterator<Item = &'a Arc<Entry>> + Clone,
-    {
-        let scope = &c.key.scope;
-        let mut a = answer_end(all, |x| x.key.scope == *scope, ip_at, Via::Mac);
-        a.ip_held = Some(true);
-        if a.nic.is_none() && a.candidates.is_empty() {
-            a.nic = Some(c.info.clone());
-        }
-        a
-    }
-}
-
 impl Lookups for Pinned<'_> {
     fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
         let r = self.0;
@@ -533,10 +516,13 @@ impl Lookups for Pinned<'_> {
         };
         let of_ip = r.of_ip(ip);
         let all = of_ip.iter();
-        // The first NIC with the MAC that held the IP at `at` answers. Its
-        // claim is found among the IP's claims (cheap); when it has several
-        // live claims on the IP, the first in the NIC's own order counts,
-        // as does the first live claim of a NIC that did not hold the IP.
+        // The record names the NIC that captured the tuple: a NIC with the
+        // MAC that may have held the IP at `at` is the local end, whatever
+        // other NICs of the VNet may have held it then (the capture rules
+        // them out). Its own claim gives the status. Several such NICs
+        // (a MAC reused) make the answer ambiguous between them. A NIC with
+        // several live claims on the IP counts its first in its own order.
+        let mut held: Vec<&Arc<Entry>> = Vec::new();
         for n in nics {
             let nic = &n.key.nic;
             let mut mine = all
@@ -546,14 +532,21 @@ impl Lookups for Pinned<'_> {
                 continue;
             };
             if mine.next().is_none() {
-                return Pinned::held_by(all, c, at);
+                held.push(c);
+                continue;
             }
             let claims = r.by_nic.get(nic).map(Vec::as_slice).unwrap_or_default();
-            let c = claims
-                .iter()
-                .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
-                .expect("a live claim of the NIC on the IP is among the NIC's claims");
-            return Pinned::held_by(all, c, at);
+            held.push(
+                claims
+                    .iter()
+                    .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
+                    .expect("a live claim of the NIC on the IP is among the NIC's claims"),
+            );
+        }
+        if !held.is_empty() {
+            let mut a = answer_end(held.iter().copied(), |_| true, at, Via::Mac);
+            a.ip_held = Some(true);
+            return a;
         }
         // No NIC with the MAC held the IP: the first live one is named.
         let other = nics.iter().find_map(|n| {

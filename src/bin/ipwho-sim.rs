@@ -41,7 +41,7 @@ struct GenArgs {
     #[arg(long)]
     out: PathBuf,
     /// Starting point: default, small, large, bench-snapshot, bench-activity,
-    /// bench-history, bench-flow. Flags below override it.
+    /// bench-history. Flags below override it.
     #[arg(long, default_value = "default")]
     profile: String,
     /// Start of the window (RFC 3339).
@@ -80,6 +80,12 @@ struct GenArgs {
     flow_single_blob: Option<bool>,
     #[arg(long)]
     flow_truth: Option<bool>,
+    /// Flow tuples fall in the last this many minutes of the window.
+    #[arg(long)]
+    flow_minutes: Option<u32>,
+    /// Only this many NICs capture flow tuples.
+    #[arg(long)]
+    flow_capture_nics: Option<u32>,
     #[arg(long)]
     probes: Option<u32>,
     #[arg(long)]
@@ -144,6 +150,12 @@ fn config(a: &GenArgs) -> anyhow::Result<SimConfig> {
     }
     if a.quiet_minutes.is_some() {
         c.quiet_minutes = a.quiet_minutes;
+    }
+    if a.flow_minutes.is_some() {
+        c.flow_minutes = a.flow_minutes;
+    }
+    if a.flow_capture_nics.is_some() {
+        c.flow_capture_nics = a.flow_capture_nics;
     }
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };

@@ -273,7 +273,8 @@ pub trait Lookups {
     /// Capturing side: the NIC with this MAC at this time, and whether it held
     /// `ip` then. `Status::Unknown` with no NIC when no NIC had the MAC (the
     /// caller then falls back to [`Lookups::remote`]); the NIC's status
-    /// with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
+    /// (its own claim's: other NICs that may have held the IP are ruled out
+    /// by the capture) with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
     /// with the NIC and `ip_held: Some(false)` when it did not.
     fn local(&self, mac: &Mac, ip: IpAddr, at_micros: i64) -> EndAttribution;
 

@@ -1086,6 +1086,7 @@ mod index_attributor {
 
     fn reference_local(idx: &Index, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
         let mut other: Option<Arc<Entry>> = None;
+        let mut held: Vec<Arc<Entry>> = Vec::new();
         for n in idx.nics_of_mac(mac) {
             let live: Vec<_> = idx
                 .claims_of_nic(&n)
@@ -1093,19 +1094,14 @@ mod index_attributor {
                 .filter(|c| c.possible.contains(at))
                 .collect();
             if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
-                let scoped: Vec<_> = idx
-                    .claims_of_ip(ip, &Scope::Any)
-                    .into_iter()
-                    .filter(|x| x.key.scope == c.key.scope)
-                    .collect();
-                let mut a = answer(&scoped, at, Via::Mac);
-                a.ip_held = Some(true);
-                if a.nic.is_none() && a.candidates.is_empty() {
-                    a.nic = Some(c.info.clone());
-                }
-                return a;
+                held.push(c.clone());
             }
             other = other.or_else(|| live.first().cloned());
+        }
+        if !held.is_empty() {
+            let mut a = answer(&held, at, Via::Mac);
+            a.ip_held = Some(true);
+            return a;
         }
         match other {
             Some(c) => {
@@ -1137,6 +1133,56 @@ mod index_attributor {
                 len,
                 certain,
             })
+    }
+
+    #[test]
+    fn the_capturing_nic_answers_for_its_own_ip() {
+        // NICs 2 and 3 may both have held 10.0.0.1 in VNet 0 at t = 50
+        // (two snapshot-seen claims whose possible windows overlap).
+        let a = Gen {
+            nic: 2,
+            vnet: 0,
+            ip: 1,
+            vm: 0,
+            start: Some(0),
+            len: Some(100),
+            certain: (10, 30),
+        };
+        let b = Gen {
+            nic: 3,
+            start: Some(40),
+            len: None,
+            certain: (20, 10),
+            vm: 1,
+            ..a.clone()
+        };
+        let idx = Index::from_claims(vec![claim(&a), claim(&b)], Default::default());
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let in_vnet = ScopeHint {
+            vnet: Some(vnet_id(0, 0).to_ascii_lowercase()),
+            ..ScopeHint::default()
+        };
+        // By IP, the evidence cannot tell them apart.
+        assert_eq!(idx.remote(ip, 50, &in_vnet).status, Status::Ambiguous);
+        // Captured by NIC 3's MAC: NIC 3, with its own claim's status.
+        let mac3 = Mac::parse("000000000003").unwrap();
+        let local = idx.local(&mac3, ip, 50);
+        assert_eq!(local.status, Status::Possible);
+        assert_eq!(local.ip_held, Some(true));
+        assert!(local.candidates.is_empty());
+        assert_eq!(local.nic.as_ref().map(|n| n.name.as_str()), Some("n3"));
+        // Inside NIC 3's certain window (60..70): confirmed.
+        assert_eq!(idx.local(&mac3, ip, 65).status, Status::Confirmed);
+        // Captured by NIC 2's MAC after NIC 2's possible end: a mismatch.
+        let mac2 = Mac::parse("000000000002").unwrap();
+        assert_eq!(idx.local(&mac2, ip, 150).status, Status::Unknown);
+        assert_eq!(
+            idx.local(&mac2, ip, 20)
+                .nic
+                .as_ref()
+                .map(|n| n.name.as_str()),
+            Some("n2")
+        );
     }
 
     proptest! {

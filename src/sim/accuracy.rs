@@ -34,12 +34,12 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::evidence::{Evidence, Interner, Scope, Settled};
+use super::feed::{item_bodies, post, post_json};
 use super::flowlogs::read_tuple_truth;
 use super::naive::{NaiveAnswer, NaiveLookup, run_naive};
 use super::probes::read_probes;
 use super::time::{self, Micros};
 use super::truth::{Interval, TruthIndex, TruthRecord};
-use super::write::SnapshotMeta;
 use super::{FeedItem, read_manifest};
 
 /// How to run the report.
@@ -419,30 +419,6 @@ fn build_lookups(dir: &Path, truth: &Truth) -> anyhow::Result<Vec<Lookup>> {
 // ---------------------------------------------------------------------------
 // Feeding and asking
 
-async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-    ctype: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let resp = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, ctype)
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!(
-            "POST {url}: {status}: {}",
-            text.chars().take(500).collect::<String>()
-        );
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
-}
-
 async fn feed(
     client: &reqwest::Client,
     base: &str,
@@ -453,49 +429,15 @@ async fn feed(
     let started = Instant::now();
     for item in items {
         match item {
-            FeedItem::Snapshot { dir: rel, .. } => {
-                let sdir = dir.join(rel);
-                let meta: SnapshotMeta =
-                    serde_json::from_slice(&fs::read(sdir.join("meta.json"))?)?;
-                stats.snapshots += 1;
-                for (i, page) in meta.pages.iter().enumerate() {
-                    let mut v: serde_json::Value =
-                        serde_json::from_slice(&fs::read(sdir.join(page))?)
-                            .with_context(|| format!("parsing {}/{page}", sdir.display()))?;
-                    let value = v
-                        .get_mut("value")
-                        .map(serde_json::Value::take)
-                        .unwrap_or_default();
-                    let body = serde_json::to_vec(&serde_json::json!({
-                        "snapshot_id": meta.snapshot_id,
-                        "taken_at": meta.taken_at,
-                        "subscriptions": meta.subscriptions,
-                        "complete": meta.complete,
-                        "last_page": i + 1 == meta.pages.len(),
-                        "value": value,
-                    }))?;
-                    stats.bytes += body.len() as u64;
-                    stats.pages += 1;
-                    post_json(
-                        client,
-                        &format!("{base}/v1/snapshots"),
-                        body,
-                        "application/json",
-                    )
-                    .await?;
-                }
+            FeedItem::Snapshot { .. } => stats.snapshots += 1,
+            FeedItem::Activity { .. } => stats.activity_files += 1,
+        }
+        for body in item_bodies(dir, item)? {
+            stats.bytes += body.bytes.len() as u64;
+            if body.path == "/v1/snapshots" {
+                stats.pages += 1;
             }
-            FeedItem::Activity { file, .. } => {
-                let body = fs::read(dir.join(file)).with_context(|| format!("reading {file}"))?;
-                stats.bytes += body.len() as u64;
-                stats.activity_files += 1;
-                let ctype = if file.ends_with(".jsonl") {
-                    "application/x-ndjson"
-                } else {
-                    "application/json"
-                };
-                post_json(client, &format!("{base}/v1/activity"), body, ctype).await?;
-            }
+            post(client, base, body).await?;
         }
     }
     stats.feed_ms = started.elapsed().as_millis() as u64;

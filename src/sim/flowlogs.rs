@@ -27,6 +27,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use rand::Rng;
+use rand::seq::SliceRandom as _;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -153,15 +154,28 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
 
     // Intervals that can capture traffic (attached NIC, inside the window),
     // overall and per VNet; and intervals that end inside the window.
+    // `flow_minutes` narrows the window the tuples fall in.
+    let t0 = cfg
+        .flow_minutes
+        .map_or(t0, |m| (t_end - i64::from(m) * MIN).max(t0));
     let ivs = &truth.intervals;
     let clip = |iv: &Interval| (iv.from.max(t0), iv.to.unwrap_or(t_end).min(t_end));
-    let capture: Vec<u32> = (0..ivs.len() as u32)
+    let mut capture: Vec<u32> = (0..ivs.len() as u32)
         .filter(|&i| {
             let iv = &ivs[i as usize];
             let (a, b) = clip(iv);
             iv.vm.is_some() && b - a >= 2 * SEC
         })
         .collect();
+    if let Some(k) = cfg.flow_capture_nics {
+        let mut nics: Vec<u32> = capture.iter().map(|&i| ivs[i as usize].nic).collect();
+        nics.sort_unstable();
+        nics.dedup();
+        nics.shuffle(&mut rng);
+        nics.truncate(k as usize);
+        let keep: std::collections::HashSet<u32> = nics.into_iter().collect();
+        capture.retain(|&i| keep.contains(&ivs[i as usize].nic));
+    }
     if capture.is_empty() {
         return Ok(stats);
     }

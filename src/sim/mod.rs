@@ -21,6 +21,7 @@
 
 pub mod accuracy;
 pub mod evidence;
+pub mod feed;
 pub mod flowlogs;
 pub mod naive;
 pub mod probes;
@@ -94,6 +95,14 @@ pub struct SimConfig {
     pub flow_kinds: FlowKinds,
     /// Write all flow tuples of a kind into one blob (benchmarks).
     pub flow_single_blob: bool,
+    /// Flow tuples fall in the last this many minutes of the window
+    /// (`None`: anywhere in it).
+    #[serde(default)]
+    pub flow_minutes: Option<u32>,
+    /// Only this many NICs (chosen at random among those attached in the
+    /// flow window) capture the flow tuples (`None`: any attached NIC).
+    #[serde(default)]
+    pub flow_capture_nics: Option<u32>,
     /// Write `flowlogs/truth.jsonl`.
     pub flow_truth: bool,
     /// Random (ip, time) probes.
@@ -142,6 +151,8 @@ impl Default for SimConfig {
             flow_tuples: 5_000,
             flow_kinds: FlowKinds::Both,
             flow_single_blob: false,
+            flow_minutes: None,
+            flow_capture_nics: None,
             flow_truth: true,
             probes: 5_000,
             vmss_share: 0.35,
@@ -167,7 +178,6 @@ pub const PROFILES: &[&str] = &[
     "bench-snapshot",
     "bench-activity",
     "bench-history",
-    "bench-flow",
 ];
 
 impl SimConfig {
@@ -177,12 +187,13 @@ impl SimConfig {
     ///   integration tests).
     /// - `small`: a few seconds end to end, for CI.
     /// - `large`: the by-hand accuracy run recorded in `docs/accuracy.md`.
-    /// - `bench-snapshot`: one complete 100,000-NIC snapshot.
+    /// - `bench-snapshot`: one complete 100,000-NIC snapshot, every VNet
+    ///   dual-stack (two or more IPs a NIC).
     /// - `bench-activity`: over 100,000 Activity Log `Success` records.
     /// - `bench-history`: over 1,000,000 owner intervals (claims), mostly
-    ///   scale-set churn seen by hourly snapshots.
-    /// - `bench-flow`: one VNet flow-log blob of 1,000,000 tuples from a busy
-    ///   hour of 300 NICs.
+    ///   scale-set churn seen by snapshots every two hours, and one VNet
+    ///   flow-log blob of 1,000,000 tuples captured by 300 NICs in the last
+    ///   hour, with probes for the lookup benchmark.
     pub fn profile(name: &str, seed: u64) -> anyhow::Result<Self> {
         let base = Self {
             seed,
@@ -221,6 +232,7 @@ impl SimConfig {
             },
             "bench-snapshot" => Self {
                 nics: 100_000,
+                dual_stack: DualStack::All,
                 days: 0.25,
                 subscriptions: 1,
                 snapshot_minutes: 24 * 60,
@@ -260,22 +272,14 @@ impl SimConfig {
                 vmss_share: 0.9,
                 vmss_life_hours: 1.0,
                 vm_life_hours: 24.0,
-                flow_tuples: 0,
-                probes: 1_000,
-                page_size: 1_000,
-                ..base
-            },
-            "bench-flow" => Self {
-                nics: 300,
-                days: 1.0 / 24.0,
-                snapshot_minutes: 15,
-                quiet_minutes: Some(10),
-                vmss_life_hours: 0.5,
                 flow_tuples: 1_000_000,
                 flow_kinds: FlowKinds::Vnet,
                 flow_single_blob: true,
+                flow_minutes: Some(60),
+                flow_capture_nics: Some(300),
                 flow_truth: false,
-                probes: 1_000,
+                probes: 50_000,
+                page_size: 1_000,
                 ..base
             },
             other => anyhow::bail!("unknown profile {other:?}; known: {}", PROFILES.join(", ")),

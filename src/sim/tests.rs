@@ -385,6 +385,32 @@ fn flow_truth_names_the_capturing_nic() {
 }
 
 #[test]
+fn flow_window_and_capturing_nics_narrow_the_tuples() {
+    let cfg = SimConfig {
+        flow_minutes: Some(60),
+        flow_capture_nics: Some(4),
+        flow_tuples: 600,
+        ..tiny(11)
+    };
+    let (d, s) = generated("flowbusy", &cfg);
+    let m = read_manifest(&d.0).unwrap();
+    let tuples = read_tuple_truth(&d.0).unwrap();
+    assert_eq!(tuples.len() as u64, s.flow.tuples);
+    assert!(tuples.len() > 300, "{} tuples", tuples.len());
+    let from = m.end - 60 * super::time::MIN;
+    assert!(
+        tuples.iter().all(|t| t.at >= from && t.at < m.end),
+        "a tuple outside the last hour"
+    );
+    let macs: HashSet<&str> = tuples.iter().map(|t| t.mac.as_str()).collect();
+    assert!(
+        (1..=4).contains(&macs.len()),
+        "{} capturing MACs, at most 4 asked",
+        macs.len()
+    );
+}
+
+#[test]
 fn truth_intervals_never_overlap() {
     let cfg = tiny(13);
     let world = truth::World::simulate(&cfg);
