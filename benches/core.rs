@@ -39,19 +39,15 @@ use std::time::{Duration, Instant};
 
 use ipwho::api::{AppState, Limits};
 use ipwho::index::Index;
+use ipwho::sim::FeedItem;
 use ipwho::sim::feed::{self, Body};
-use ipwho::sim::{FeedItem, SimConfig};
 use sqlx::PgPool;
 
 /// The estate of `profile` and `seed` under `root`, generated if missing.
 fn estate(root: &Path, profile: &str, seed: u64) -> anyhow::Result<PathBuf> {
-    let dir = root.join(format!("{profile}-{seed}"));
-    if !dir.join("manifest.json").exists() {
-        let tmp = root.join(format!(".{profile}-{seed}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let t = Instant::now();
-        let s = ipwho::sim::generate(&SimConfig::profile(profile, seed)?, &tmp)?;
-        std::fs::rename(&tmp, &dir)?;
+    let t = Instant::now();
+    let (dir, generated) = ipwho::sim::cached_estate(root, profile, seed)?;
+    if let Some(s) = generated {
         println!(
             "generated {} ({:.1} s): {} NIC lives, {} owner intervals, {} snapshots, {} Activity Log Success records, {} flow tuples",
             dir.display(),
@@ -263,7 +259,6 @@ async fn main() -> anyhow::Result<()> {
         PathBuf::from(arg("--estates").unwrap_or_else(|| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-estates").into()
         }));
-    std::fs::create_dir_all(&root)?;
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let client = reqwest::Client::builder()

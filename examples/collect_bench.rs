@@ -124,16 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let base = format!("http://{addr}");
-    let dir = estates.join(format!("bench-snapshot-{seed}"));
-    if !dir.join("manifest.json").exists() {
-        let tmp = estates.join(format!(".bench-snapshot-{seed}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        ipwho::sim::generate(
-            &ipwho::sim::SimConfig::profile("bench-snapshot", seed)?,
-            &tmp,
-        )?;
-        std::fs::rename(&tmp, &dir)?;
-    }
+    let (dir, _) = ipwho::sim::cached_estate(&estates, "bench-snapshot", seed)?;
     let manifest = ipwho::sim::read_manifest(&dir)?;
     let Some(ipwho::sim::FeedItem::Snapshot { dir: rel, .. }) = manifest.feed.first() else {
         anyhow::bail!("{}: the first delivery is not a snapshot", dir.display());

@@ -349,16 +349,9 @@ fn args() -> Args {
 /// The `bench-history` estate of `seed` under `root` (generated if
 /// missing): its directory and its flow-log blob.
 fn estate(root: &std::path::Path, seed: u64) -> anyhow::Result<(std::path::PathBuf, Vec<u8>)> {
-    let dir = root.join(format!("bench-history-{seed}"));
-    if !dir.join("manifest.json").exists() {
-        let tmp = root.join(format!(".bench-history-{seed}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let t = Instant::now();
-        ipwho::sim::generate(
-            &ipwho::sim::SimConfig::profile("bench-history", seed)?,
-            &tmp,
-        )?;
-        std::fs::rename(&tmp, &dir)?;
+    let t = Instant::now();
+    let (dir, generated) = ipwho::sim::cached_estate(root, "bench-history", seed)?;
+    if generated.is_some() {
         println!(
             "generated {} in {:.1} s",
             dir.display(),

@@ -31,7 +31,7 @@ pub mod write;
 
 use std::fs;
 use std::io::{BufWriter, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -465,6 +465,29 @@ pub fn generate(cfg: &SimConfig, out: &Path) -> anyhow::Result<Summary> {
     };
     write_json_file(&out.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// The estate of `profile` and `seed` kept under `root` (in
+/// `<root>/<profile>-<seed>`), generated first when missing: into a
+/// temporary directory renamed once complete, so an interrupted run leaves
+/// no half estate behind. Returns its directory, and its summary when it was
+/// generated now. The benchmarks read their inputs through this.
+pub fn cached_estate(
+    root: &Path,
+    profile: &str,
+    seed: u64,
+) -> anyhow::Result<(PathBuf, Option<Summary>)> {
+    let dir = root.join(format!("{profile}-{seed}"));
+    if dir.join("manifest.json").exists() {
+        return Ok((dir, None));
+    }
+    let tmp = root.join(format!(".{profile}-{seed}.partial"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    let summary = generate(&SimConfig::profile(profile, seed)?, &tmp)?;
+    fs::rename(&tmp, &dir).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok((dir, Some(summary)))
 }
 
 /// Reads `manifest.json` of an estate directory.

@@ -385,6 +385,26 @@ fn flow_truth_names_the_capturing_nic() {
 }
 
 #[test]
+fn cached_estates_are_generated_once() {
+    let root = TempDir::new("cache");
+    let (dir, first) = cached_estate(&root.0, "tiny", 5).unwrap();
+    assert_eq!(dir, root.0.join("tiny-5"));
+    let first = first.expect("generated on the first call");
+    let manifest = fs::read(dir.join("manifest.json")).unwrap();
+    let (again, second) = cached_estate(&root.0, "tiny", 5).unwrap();
+    assert_eq!(again, dir);
+    assert!(second.is_none(), "generated twice");
+    assert_eq!(fs::read(dir.join("manifest.json")).unwrap(), manifest);
+    assert_eq!(first.seed, 5);
+    let names: Vec<String> = fs::read_dir(&root.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["tiny-5"], "no partial directory left");
+    assert!(cached_estate(&root.0, "no-such-profile", 5).is_err());
+}
+
+#[test]
 fn flow_window_and_capturing_nics_narrow_the_tuples() {
     let cfg = SimConfig {
         flow_minutes: Some(60),
