@@ -170,13 +170,14 @@ async fn snapshot_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> an
         sdir.display(),
         meta.pages.len()
     );
-    let (d, n) = post_all(client, &s.base, feed::snapshot_bodies(&sdir, None)?).await?;
+    let bodies = feed::snapshot_bodies(&sdir, None)?;
+    let (d, n) = post_all(client, &s.base, bodies.clone()).await?;
     report(
         &format!("complete snapshot of {n} NICs, first post"),
         d,
         &counts(&s.pool).await,
     );
-    let (d, _) = post_all(client, &s.base, feed::snapshot_bodies(&sdir, None)?).await?;
+    let (d, _) = post_all(client, &s.base, bodies).await?;
     report("same snapshot posted again", d, &counts(&s.pool).await);
     let bodies = feed::snapshot_bodies(&sdir, Some((&later_id, &later)))?;
     let (d, _) = post_all(client, &s.base, bodies).await?;

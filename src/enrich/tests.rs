@@ -515,8 +515,9 @@ fn several_inputs_continue_record_indices() {
     assert_eq!(s.tuples_out, 13);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_output_starts_before_input_ends() {
+/// Streams an NSG v2 blob of two records in two chunks, the second sent
+/// only after the first record's lines came out, and checks both halves.
+async fn streams_before_input_ends(opts: EnrichOptions) {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let input = futures::stream::poll_fn({
@@ -525,7 +526,7 @@ async fn streaming_output_starts_before_input_ends() {
     });
     let v: Value = serde_json::from_slice(&sample(NSG_V2)).unwrap();
     let rec = serde_json::to_string(&v["records"][0]).unwrap();
-    let (out, summary) = enrich_stream_with_summary(input, EnrichOptions::default(), index());
+    let (out, summary) = enrich_stream_with_summary(input, opts, index());
     let mut out = Box::pin(out);
     tx.send(Ok(bytes::Bytes::from(format!("{{\"records\":[{rec}"))))
         .await
@@ -556,6 +557,11 @@ async fn streaming_output_starts_before_input_ends() {
     let s = summary.await.unwrap();
     assert_eq!(s.tuples_out, 14);
     assert!(s.complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_output_starts_before_input_ends() {
+    streams_before_input_ends(EnrichOptions::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,40 +870,12 @@ fn workers_report_an_unreadable_input_after_what_came_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_with_workers_starts_before_input_ends() {
-    use futures::StreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let input = futures::stream::poll_fn({
-        let mut rx = rx;
-        move |cx| rx.poll_recv(cx)
-    });
-    let v: Value = serde_json::from_slice(&sample(NSG_V2)).unwrap();
-    let rec = serde_json::to_string(&v["records"][0]).unwrap();
-    let opts = EnrichOptions {
+    streams_before_input_ends(EnrichOptions {
         workers: 3,
         batch_bytes: 1 << 20,
         ..EnrichOptions::default()
-    };
-    let (out, summary) = enrich_stream_with_summary(input, opts, index());
-    let mut out = Box::pin(out);
-    tx.send(Ok(bytes::Bytes::from(format!("{{\"records\":[{rec}"))))
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), out.next())
-        .await
-        .expect("first chunk before the input ends")
-        .unwrap()
-        .unwrap();
-    assert_eq!(std::str::from_utf8(&first).unwrap().lines().count(), 7);
-    tx.send(Ok(bytes::Bytes::from(format!(",{rec}]}}"))))
-        .await
-        .unwrap();
-    drop(tx);
-    let mut rest = String::new();
-    while let Some(c) = out.next().await {
-        rest.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
-    }
-    assert_eq!(rest.lines().count(), 8);
-    assert_eq!(summary.await.unwrap().tuples_out, 14);
+    })
+    .await;
 }
 
 proptest! {

@@ -428,15 +428,16 @@ async fn feed(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     for item in items {
+        let bodies = item_bodies(dir, item)?;
         match item {
-            FeedItem::Snapshot { .. } => stats.snapshots += 1,
+            FeedItem::Snapshot { .. } => {
+                stats.snapshots += 1;
+                stats.pages += bodies.len() as u64;
+            }
             FeedItem::Activity { .. } => stats.activity_files += 1,
         }
-        for body in item_bodies(dir, item)? {
+        for body in bodies {
             stats.bytes += body.bytes.len() as u64;
-            if body.path == "/v1/snapshots" {
-                stats.pages += 1;
-            }
             post(client, base, body).await?;
         }
     }
