@@ -71,6 +71,13 @@ fn ip_key(ip: &IpNet) -> IpNet {
     ip.trunc()
 }
 
+/// Replaces `old` by `new` in `list` (when there).
+fn swap_entry(list: Option<&mut Vec<Arc<Entry>>>, old: &Arc<Entry>, new: &Arc<Entry>) {
+    if let Some(slot) = list.into_iter().flatten().find(|x| Arc::ptr_eq(x, old)) {
+        *slot = new.clone();
+    }
+}
+
 impl Inner {
     fn remove_nic(&mut self, nic: &str) {
         let Some(old) = self.by_nic.remove(nic) else {
@@ -230,20 +237,42 @@ impl Index {
         if moved.is_empty() {
             return;
         }
-        let nics: Vec<String> = w
-            .by_nic
-            .iter()
-            .filter(|(_, v)| {
-                v.iter()
-                    .any(|c| c.live && moved.contains(&c.nic.subscription()))
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for nic in nics {
-            let claims: Vec<Claim> = w.by_nic[&nic].iter().map(|e| e.claim.clone()).collect();
-            w.remove_nic(&nic);
-            for c in claims {
-                w.insert(c);
+        // Each live claim of a moved subscription is replaced by its extended
+        // copy wherever it is held; its NIC info is shared, not rebuilt.
+        let Inner {
+            by_ip,
+            by_vm,
+            by_mac,
+            by_nic,
+            horizons,
+            ..
+        } = &mut *w;
+        for entries in by_nic.values_mut() {
+            for e in entries.iter_mut() {
+                if !e.live {
+                    continue;
+                }
+                let sub = e.nic.subscription();
+                if !moved.contains(&sub) {
+                    continue;
+                }
+                let h = &horizons[&sub];
+                let mut claim = e.claim.clone();
+                if !claim.extend_to(h.at, &h.id) {
+                    continue;
+                }
+                let new = Arc::new(Entry {
+                    claim,
+                    info: e.info.clone(),
+                });
+                swap_entry(by_ip.get_mut(&ip_key(&e.key.ip)), e, &new);
+                if !e.key.vm.is_empty() {
+                    swap_entry(by_vm.get_mut(&e.key.vm), e, &new);
+                }
+                if let Some(m) = &e.mac {
+                    swap_entry(by_mac.get_mut(m), e, &new);
+                }
+                *e = new;
             }
         }
         drop(w);

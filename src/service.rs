@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{ApiError, ErrorCode};
 use crate::azure::activity::{ActivityOutcome, parse_activity};
-use crate::azure::nic::parse_nic;
+use crate::azure::nic::parse_nic_str;
 use crate::index::Index;
 use crate::model::NicState;
 use crate::store::{self, PageReport, SnapshotMeta, SnapshotPage};
@@ -122,14 +123,54 @@ fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool)
     )
 }
 
-fn nics_of(body: &Value) -> Option<&Vec<Value>> {
-    match body {
-        Value::Array(a) => Some(a),
-        Value::Object(o) => ["value", "nics", "data"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_array)),
-        _ => None,
+/// A snapshot body read one level deep: its NICs and metadata fields as
+/// JSON text, each NIC parsed on its own afterwards.
+struct PageBody<'a> {
+    nics: Option<Vec<&'a RawValue>>,
+    meta: serde_json::Map<String, Value>,
+}
+
+fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
+    const META: [&str; 5] = [
+        "snapshot_id",
+        "taken_at",
+        "subscriptions",
+        "complete",
+        "last_page",
+    ];
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Ok(PageBody {
+            nics: Some(serde_json::from_slice(body)?),
+            meta: Default::default(),
+        });
     }
+    let fields: Vec<(String, &RawValue)> = match first {
+        Some(b'{') => serde_json::from_slice::<BTreeMap<String, &RawValue>>(body)?
+            .into_iter()
+            .collect(),
+        _ => {
+            // Not an object or array: only a JSON error or nothing to use.
+            serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
+            Vec::new()
+        }
+    };
+    let mut meta = serde_json::Map::new();
+    let mut nics = None;
+    for key in ["value", "nics", "data"] {
+        if let Some((_, raw)) = fields.iter().find(|(k, _)| k == key)
+            && let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get())
+        {
+            nics = Some(list);
+            break;
+        }
+    }
+    for (k, raw) in fields {
+        if META.contains(&k.as_str()) {
+            meta.insert(k, serde_json::from_str(raw.get())?);
+        }
+    }
+    Ok(PageBody { nics, meta })
 }
 
 /// Parses and stores one snapshot page, then updates `index`.
@@ -139,38 +180,22 @@ pub async fn ingest_snapshot(
     body: &[u8],
     query: SnapshotParams,
 ) -> Result<SnapshotResponse, ApiError> {
-    let body: Value = serde_json::from_slice(body).map_err(|e| {
+    let body = page_body(body).map_err(|e| {
         ApiError::bad(
             ErrorCode::InvalidBody,
             "body",
             format!("snapshot body is not JSON: {e}"),
         )
     })?;
-    let from_body: SnapshotParams = match &body {
-        Value::Object(o) => {
-            const META: [&str; 5] = [
-                "snapshot_id",
-                "taken_at",
-                "subscriptions",
-                "complete",
-                "last_page",
-            ];
-            let meta: serde_json::Map<String, Value> = o
-                .iter()
-                .filter(|(k, _)| META.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            serde_json::from_value(Value::Object(meta)).map_err(|e| {
-                ApiError::bad(
-                    ErrorCode::InvalidBody,
-                    "body",
-                    format!("snapshot metadata: {e}"),
-                )
-            })?
-        }
-        _ => SnapshotParams::default(),
-    };
-    let nics = nics_of(&body).ok_or_else(|| {
+    let from_body: SnapshotParams =
+        serde_json::from_value(Value::Object(body.meta)).map_err(|e| {
+            ApiError::bad(
+                ErrorCode::InvalidBody,
+                "body",
+                format!("snapshot metadata: {e}"),
+            )
+        })?;
+    let nics = body.nics.ok_or_else(|| {
         ApiError::bad(
             ErrorCode::InvalidBody,
             "value",
@@ -197,7 +222,7 @@ pub async fn ingest_snapshot(
     let mut rejected = Vec::new();
     let mut parsed: Vec<(usize, NicState)> = Vec::with_capacity(nics.len());
     for (i, v) in nics.iter().enumerate() {
-        match parse_nic(v) {
+        match parse_nic_str(v.get()) {
             Ok(s) => parsed.push((i, s)),
             Err(e) => rejected.push(RejectedView {
                 index: i,

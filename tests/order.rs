@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{TestApp, activity, claims_table, nic};
+use common::{TestApp, activity, claims_table, dangling_references, nic};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
 use serde_json::{Value, json};
@@ -192,6 +192,11 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
                     assert_eq!(code, 200, "seed {seed}, {path}: {r}");
                 }
             }
+            let dangling = dangling_references(&app.pool).await;
+            assert!(
+                dangling.is_empty(),
+                "seed {seed}, order {order:?}: {dangling:?}"
+            );
             let claims = claims_table(&app.pool).await;
             let fresh = ipwho::sync::load(&app.pool).await.unwrap();
             assert_eq!(

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::recompute::{
-    ClaimChanges, ConflictsOf, feed, horizons_of, last_events, load_completes, load_runs,
+    ClaimChanges, ConflictsOf, Stored, feed, horizons_of, last_events, load_completes, load_runs,
     recompute, refresh_conflicts, save_runs,
 };
 use super::runs::CompleteSnapshot;
@@ -137,10 +137,13 @@ async fn insert_nics<'a>(
     Ok(())
 }
 
-async fn upsert_nics_and_states(
+/// Registers the NICs and stores their states (once each). Returns each
+/// state's fingerprint, and the states this call stored (the first of each
+/// new fingerprint), which recompute need not read back.
+async fn upsert_nics_and_states<'a>(
     conn: &mut PgConnection,
-    states: &[&NicState],
-) -> sqlx::Result<Vec<String>> {
+    states: &[&'a NicState],
+) -> sqlx::Result<(Vec<String>, Stored<'a>)> {
     insert_nics(conn, states.iter().map(|s| &s.id)).await?;
     let fps: Vec<String> = states.iter().map(|s| s.fingerprint()).collect();
     // Most states were stored before (an unchanged NIC): send only the new.
@@ -151,29 +154,31 @@ async fn upsert_nics_and_states(
             .await?
             .into_iter()
             .collect();
+    let mut stored = Stored::new();
     let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
     for (s, f) in states.iter().zip(&fps) {
-        if known.contains(f) {
+        if known.contains(f) || stored.contains_key(f) {
             continue;
         }
+        stored.insert(f.clone(), *s);
         fp.push(f.clone());
         fk.push(s.id.key().to_string());
         js.push(serde_json::to_string(s).expect("states serialize"));
     }
-    if fp.is_empty() {
-        return Ok(fps);
+    if !fp.is_empty() {
+        // Ingests are serialised (advisory lock): none of these is stored yet.
+        sqlx::query(
+            "INSERT INTO nic_states (fingerprint, nic_key, state)
+             SELECT f, n, s::json FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&fp)
+        .bind(&fk)
+        .bind(&js)
+        .execute(&mut *conn)
+        .await?;
     }
-    sqlx::query(
-        "INSERT INTO nic_states (fingerprint, nic_key, state)
-         SELECT f, n, s::json FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&fp)
-    .bind(&fk)
-    .bind(&js)
-    .execute(&mut *conn)
-    .await?;
-    Ok(fps)
+    Ok((fps, stored))
 }
 
 /// Stores one snapshot page (and finishes the snapshot on its last page).
@@ -265,7 +270,7 @@ pub async fn ingest_snapshot_page(
                 .fetch_one(&mut *tx)
                 .await?;
         let states: Vec<&NicState> = page.nics.iter().collect();
-        let fps = upsert_nics_and_states(&mut tx, &states).await?;
+        let (fps, stored) = upsert_nics_and_states(&mut tx, &states).await?;
         let keys: Vec<String> = page.nics.iter().map(|n| n.id.key().to_string()).collect();
         let mut subs: Vec<String> = page.nics.iter().map(|n| n.id.subscription()).collect();
         subs.sort();
@@ -339,7 +344,7 @@ pub async fn ingest_snapshot_page(
         report.changed = changed.len();
         save_runs(&mut tx, &changed).await?;
         let nics: Vec<String> = changed.into_iter().map(|(k, _)| k).collect();
-        changes.merge(recompute(&mut tx, &nics).await?);
+        changes.merge(recompute(&mut tx, &nics, &stored).await?);
     }
     if page.last_page && !finished {
         let effective = effective_meta(&mut tx, &meta.id).await?;
@@ -533,7 +538,7 @@ async fn finish(
             }
         }
         save_runs(conn, &dirty).await?;
-        let c = recompute(conn, &touched).await?;
+        let c = recompute(conn, &touched, &Stored::new()).await?;
         affected = absent.len();
         changes.merge(c);
     }
@@ -631,7 +636,7 @@ pub async fn ingest_activity(
             ActivityChange::Delete => deleted.push(&e.nic),
         }
     }
-    let fps = upsert_nics_and_states(&mut tx, &states).await?;
+    let (fps, stored) = upsert_nics_and_states(&mut tx, &states).await?;
     insert_nics(&mut tx, deleted.into_iter()).await?;
     let mut fp_iter = fps.into_iter();
     let (mut key, mut nic, mut at, mut kind, mut created, mut fp, mut corr) =
@@ -675,7 +680,7 @@ pub async fn ingest_activity(
     nics.sort();
     nics.dedup();
     end_live_runs_before_events(&mut tx, &nics).await?;
-    let changes = recompute(&mut tx, &nics).await?;
+    let changes = recompute(&mut tx, &nics, &stored).await?;
     tx.commit().await?;
     report.claims_inserted = changes.inserted;
     report.claims_updated = changes.updated;

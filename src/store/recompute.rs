@@ -179,8 +179,6 @@ pub(super) async fn load_completes(
     Ok(out)
 }
 
-/// Recomputes the claims of `nics` from all their evidence and writes the
-/// difference to `claims` and `conflicts`.
 /// Each subscription's horizon: its latest finished complete snapshot.
 pub(super) fn horizons_of(
     completes: &HashMap<String, Vec<CompleteSnapshot>>,
@@ -206,11 +204,16 @@ pub(super) async fn last_events(
     Ok(rows.into_iter().map(|(n, t)| (n, micros(t))).collect())
 }
 
+/// NIC states an ingest has just stored, by fingerprint: exactly what
+/// `nic_states` holds for them, so they need not be read back.
+pub(super) type Stored<'a> = HashMap<String, &'a NicState>;
+
 /// Recomputes the claims of `nics` from all their evidence and writes the
 /// difference to `claims` and `conflicts`.
 pub(super) async fn recompute(
     conn: &mut PgConnection,
     nics: &[String],
+    stored: &Stored<'_>,
 ) -> sqlx::Result<ClaimChanges> {
     let mut changes = ClaimChanges::default();
     if nics.is_empty() {
@@ -233,17 +236,6 @@ pub(super) async fn recompute(
     let horizons = horizons_of(&completes);
     let mut runs = load_runs(conn, nics).await?;
 
-    // States of runs and events, parsed once per fingerprint.
-    let states: Vec<(String, Json<NicState>)> = sqlx::query_as(
-        "SELECT s.fingerprint, s.state FROM nic_states s
-         WHERE s.fingerprint IN (SELECT fingerprint FROM observations WHERE nic_key = ANY($1)
-                                 UNION SELECT fingerprint FROM activity_events WHERE nic_key = ANY($1))",
-    )
-    .bind(nics)
-    .fetch_all(&mut *conn)
-    .await?;
-    let states: HashMap<String, NicState> = states.into_iter().map(|(f, s)| (f, s.0)).collect();
-
     type EvRow = (String, String, DateTime<Utc>, bool, Option<String>);
     let ev_rows: Vec<EvRow> = sqlx::query_as(
         "SELECT nic_key, key, at, created, fingerprint FROM activity_events WHERE nic_key = ANY($1)",
@@ -251,9 +243,36 @@ pub(super) async fn recompute(
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
+
+    // States of runs and events, parsed once per fingerprint; the ones this
+    // ingest has just stored are not read back.
+    let mut missing: Vec<&str> = runs
+        .values()
+        .flatten()
+        .map(|r| r.fingerprint.as_str())
+        .chain(ev_rows.iter().filter_map(|e| e.4.as_deref()))
+        .filter(|f| !stored.contains_key(*f))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let fetched: HashMap<String, NicState> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Json<NicState>)>(
+            "SELECT fingerprint, state FROM nic_states WHERE fingerprint = ANY($1)",
+        )
+        .bind(&missing)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(f, s)| (f, s.0))
+        .collect()
+    };
+    let state_of = |fp: &str| stored.get(fp).copied().or_else(|| fetched.get(fp));
+
     let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::new();
     for (nic, key, at, created, fp) in ev_rows {
-        let state = fp.and_then(|f| states.get(&f).cloned());
+        let state = fp.and_then(|f| state_of(&f).cloned());
         events.entry(nic).or_default().push(StoredEvent {
             key,
             at: micros(at),
@@ -299,7 +318,7 @@ pub(super) async fn recompute(
         let live_end = nic_runs.live().map(|r| r.last_at);
         let evidence = assemble_evidence(
             &nic_runs.runs,
-            |fp| states.get(fp),
+            state_of,
             events.get(nic).unwrap_or(&empty),
             completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]),
         );

@@ -196,7 +196,6 @@ pub fn samples_dir() -> PathBuf {
     ))
 }
 
-/// Every claim in the database as (nic, scope, ip, vm, possible, certain) text, sorted.
 /// Every claim as a lookup reads it (live claims at their subscription's
 /// horizon), one line each, sorted: equal for equal histories.
 pub async fn claims_table(pool: &PgPool) -> Vec<String> {
@@ -214,4 +213,40 @@ pub async fn claims_table(pool: &PgPool) -> Vec<String> {
         .collect();
     rows.sort();
     rows
+}
+
+/// Stored references that do not resolve (evidence naming a NIC or a state
+/// that is not stored), described; empty when the evidence is whole. The
+/// schema leaves these to ingest (no foreign keys on evidence, for speed).
+pub async fn dangling_references(pool: &PgPool) -> Vec<String> {
+    let checks = [
+        (
+            "nic_states.nic_key",
+            "SELECT count(*) FROM nic_states s WHERE NOT EXISTS (SELECT 1 FROM nics n WHERE n.nic_key = s.nic_key)",
+        ),
+        (
+            "observations.nic_key",
+            "SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM nics n WHERE n.nic_key = o.nic_key)",
+        ),
+        (
+            "observations.fingerprint",
+            "SELECT count(*) FROM observations o WHERE NOT EXISTS (SELECT 1 FROM nic_states s WHERE s.fingerprint = o.fingerprint)",
+        ),
+        (
+            "activity_events.nic_key",
+            "SELECT count(*) FROM activity_events e WHERE NOT EXISTS (SELECT 1 FROM nics n WHERE n.nic_key = e.nic_key)",
+        ),
+        (
+            "activity_events.fingerprint",
+            "SELECT count(*) FROM activity_events e WHERE e.fingerprint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nic_states s WHERE s.fingerprint = e.fingerprint)",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, sql) in checks {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if n > 0 {
+            out.push(format!("{n} rows with a dangling {what}"));
+        }
+    }
+    out
 }
