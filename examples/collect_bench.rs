@@ -16,6 +16,11 @@
 //! speed). The second run re-collects the same, unchanged estate: the
 //! steady-state cost of a scheduled collection.
 
+/// The allocator `ipwho serve` runs with (src/main.rs), so the server
+/// measured here is the one deployed.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

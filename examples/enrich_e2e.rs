@@ -29,6 +29,11 @@
 //! pipeline in process with 1 and 2 workers; `--no-http`: only that)
 //! (`DATABASE_URL` names the Postgres server).
 
+/// The allocator `ipwho serve` runs with (src/main.rs), so the server
+/// measured here is the one deployed.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

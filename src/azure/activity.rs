@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::nic::parse_nic;
+use super::nic::{parse_nic, parse_nic_str};
 use super::time::parse_time_value;
 use crate::model::{ArmId, NicState};
 
@@ -381,14 +381,14 @@ fn response_state(props: Option<&Map<String, Value>>) -> Result<(String, NicStat
     let (_, body) = props
         .and_then(|p| lookup(p, &["responseBody"]))
         .ok_or_else(missing)?;
-    let parsed;
-    let nic = match body {
-        Value::Object(_) => body,
+    let state = match body {
+        Value::Object(_) => parse_nic(body),
         Value::String(s) if s.trim().is_empty() => return Err(missing()),
         Value::String(s) => {
-            parsed = serde_json::from_str::<Value>(s)
+            // Text: read into the model directly (see `parse_nic_str`).
+            serde_json::from_str::<serde::de::IgnoredAny>(s)
                 .map_err(|e| (FIELD.to_string(), format!("not valid JSON: {e}")))?;
-            &parsed
+            parse_nic_str(s)
         }
         Value::Null => return Err(missing()),
         _ => {
@@ -397,8 +397,8 @@ fn response_state(props: Option<&Map<String, Value>>) -> Result<(String, NicStat
                 "expected the NIC as a JSON string or an object".into(),
             ));
         }
-    };
-    let state = parse_nic(nic).map_err(|e| {
+    }
+    .map_err(|e| {
         let e = e.within(FIELD);
         (e.field, e.reason)
     })?;
