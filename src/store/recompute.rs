@@ -616,7 +616,9 @@ pub(super) async fn refresh_conflicts(
     let mut ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
     ips.sort_unstable();
     ips.dedup();
-    let scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
+    let mut scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
     // In chunks: an index scan per chunk, whatever the planner's estimates.
     let mut same: Vec<CDbRow> = Vec::new();
     for chunk in ips.chunks(5_000) {
@@ -629,14 +631,11 @@ pub(super) async fn refresh_conflicts(
             .await?,
         );
     }
-    let mut distinct_scopes: Vec<&str> = scopes.clone();
-    distinct_scopes.sort_unstable();
-    distinct_scopes.dedup();
     let mut prefixes: Vec<CDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {CROW_COLUMNS} FROM claims
          WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END AND scope = ANY($1)"
     )))
-    .bind(&distinct_scopes)
+    .bind(&scopes)
     .fetch_all(&mut *conn)
     .await?;
     for x in xs.iter().filter(|x| is_prefix(&x.ip)) {
@@ -649,13 +648,10 @@ pub(super) async fn refresh_conflicts(
         .await?;
         prefixes.extend(inside);
     }
-    let mut by_key: HashMap<(&str, IpNet), Vec<CRow>> = HashMap::new();
     let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
+    let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
     for y in &same {
-        by_key
-            .entry((y.scope.as_str(), y.ip))
-            .or_default()
-            .push(y.clone());
+        by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
     }
     let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
 
@@ -663,7 +659,11 @@ pub(super) async fn refresh_conflicts(
     let (mut ida, mut idb, mut scope, mut ip, mut lo, mut hi) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for x in &xs {
-        let exact = by_key.get(&(x.scope.as_str(), x.ip)).into_iter().flatten();
+        let exact = by_key
+            .get(&(x.scope.as_str(), x.ip))
+            .into_iter()
+            .flatten()
+            .copied();
         for y in exact.chain(prefixes.iter()) {
             if y.nic == x.nic
                 || y.scope != x.scope
