@@ -145,26 +145,20 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
             meta: Default::default(),
         });
     }
-    let fields: Vec<(String, &RawValue)> = match first {
-        Some(b'{') => serde_json::from_slice::<BTreeMap<String, &RawValue>>(body)?
-            .into_iter()
-            .collect(),
+    let fields: BTreeMap<String, &RawValue> = match first {
+        Some(b'{') => serde_json::from_slice(body)?,
         _ => {
             // Not an object or array: only a JSON error or nothing to use.
             serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
-            Vec::new()
+            BTreeMap::new()
         }
     };
+    let nics = ["value", "nics", "data"].iter().find_map(|k| {
+        fields
+            .get(*k)
+            .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+    });
     let mut meta = serde_json::Map::new();
-    let mut nics = None;
-    for key in ["value", "nics", "data"] {
-        if let Some((_, raw)) = fields.iter().find(|(k, _)| k == key)
-            && let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get())
-        {
-            nics = Some(list);
-            break;
-        }
-    }
     for (k, raw) in fields {
         if META.contains(&k.as_str()) {
             meta.insert(k, serde_json::from_str(raw.get())?);

@@ -384,12 +384,8 @@ fn response_state(props: Option<&Map<String, Value>>) -> Result<(String, NicStat
     let state = match body {
         Value::Object(_) => parse_nic(body),
         Value::String(s) if s.trim().is_empty() => return Err(missing()),
-        Value::String(s) => {
-            // Text: read into the model directly (see `parse_nic_str`).
-            serde_json::from_str::<serde::de::IgnoredAny>(s)
-                .map_err(|e| (FIELD.to_string(), format!("not valid JSON: {e}")))?;
-            parse_nic_str(s)
-        }
+        // Text: read into the model directly (see `parse_nic_str`).
+        Value::String(s) => parse_nic_str(s),
         Value::Null => return Err(missing()),
         _ => {
             return Err((

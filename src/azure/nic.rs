@@ -102,9 +102,9 @@ pub fn parse_nic(v: &Value) -> Result<NicState, NicError> {
 pub fn parse_nic_str(text: &str) -> Result<NicState, NicError> {
     match serde_json::from_str::<NetworkInterface>(text) {
         Ok(nic) => from_model(nic),
-        Err(e) => match serde_json::from_str::<Value>(text) {
+        Err(_) => match serde_json::from_str::<Value>(text) {
             Ok(v) => parse_nic(&v),
-            Err(_) => Err(NicError::new("", format!("not JSON: {e}"))),
+            Err(e) => Err(NicError::new("", format!("not valid JSON: {e}"))),
         },
     }
 }
@@ -681,11 +681,12 @@ mod tests {
             // From text, the same error.
             assert_eq!(parse_nic_str(&v.to_string()), Err(err));
         }
+        let err = parse_nic_str("{\"id\": ").unwrap_err();
         assert_eq!(
-            parse_nic_str("{\"id\": ").unwrap_err().field,
-            "",
+            err.field, "",
             "text that is not JSON is an error of the whole record"
         );
+        assert!(err.reason.starts_with("not valid JSON: "), "{err}");
         let err = parse_nic(&json!([1])).unwrap_err();
         assert_eq!(err.field, "");
         assert_eq!(err.to_string(), "expected a NIC object, got an array");
