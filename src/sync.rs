@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::types::Json;
 
 use crate::engine::Claim;
 use crate::index::Index;
@@ -62,7 +61,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     .await?;
     // "" marks a moved horizon, not a NIC (the horizons are reloaded below).
     let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
-    let rows: Vec<(String, Json<Claim>)> =
+    let rows: Vec<(String, crate::store::Doc<Claim>)> =
         sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
             .bind(&nics)
             .fetch_all(pool)

@@ -10,8 +10,8 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::recompute::{
-    ClaimChanges, ConflictsOf, Stored, feed, horizons_of, last_events, load_completes, load_runs,
-    recompute, refresh_conflicts, save_runs,
+    ClaimChanges, ConflictsOf, Stored, derive, feed, horizons_of, last_events, load_completes,
+    load_runs, read_inputs, recompute, refresh_conflicts, save_runs, write_claims,
 };
 use super::runs::CompleteSnapshot;
 use super::runs::Runs;
@@ -169,7 +169,7 @@ async fn upsert_nics_and_states<'a>(
         // Ingests are serialised (advisory lock): none of these is stored yet.
         sqlx::query(
             "INSERT INTO nic_states (fingerprint, nic_key, state)
-             SELECT f, n, s::json FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
+             SELECT f, n, s FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
              ON CONFLICT DO NOTHING",
         )
         .bind(&fp)
@@ -317,6 +317,22 @@ pub async fn ingest_snapshot_page(
                 last_event.get(&key).copied(),
             );
         }
+        changed.retain(|(_, r)| r.is_dirty());
+        report.changed = changed.len();
+        let nics: Vec<String> = changed.iter().map(|(k, _)| k.clone()).collect();
+        // Claims are derived on another core while this connection writes
+        // the members and runs; the runs are passed as they are written
+        // here, not read back.
+        let derived = if nics.is_empty() {
+            None
+        } else {
+            let written = changed
+                .iter()
+                .map(|(k, r)| (k.clone(), r.runs.clone()))
+                .collect();
+            let inputs = read_inputs(&mut tx, &nics, &stored, Some(written)).await?;
+            Some(tokio::task::spawn_blocking(move || derive(inputs)))
+        };
         if !finished {
             let mut seen = HashSet::new();
             let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
@@ -340,11 +356,13 @@ pub async fn ingest_snapshot_page(
             .execute(&mut *tx)
             .await?;
         }
-        changed.retain(|(_, r)| r.is_dirty());
-        report.changed = changed.len();
         save_runs(&mut tx, &changed).await?;
-        let nics: Vec<String> = changed.into_iter().map(|(k, _)| k).collect();
-        changes.merge(recompute(&mut tx, &nics, &stored).await?);
+        if let Some(derived) = derived {
+            let derived = derived
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            changes.merge(write_claims(&mut tx, derived).await?);
+        }
     }
     if page.last_page && !finished {
         let effective = effective_meta(&mut tx, &meta.id).await?;

@@ -21,6 +21,27 @@ use sqlx::{ConnectOptions, PgPool};
 
 use crate::engine::{Claim, Micros};
 
+/// A JSON document that ipwho wrote as text (a claim's detail, a NIC
+/// state: see migration 0004), parsed as it is read.
+pub(crate) struct Doc<T>(pub T);
+
+impl<T> sqlx::Type<sqlx::Postgres> for Doc<T> {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::de::DeserializeOwned> sqlx::Decode<'r, sqlx::Postgres> for Doc<T> {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(Doc(serde_json::from_str(text)?))
+    }
+}
+
 /// Migrations, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -87,7 +108,7 @@ pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
 
 /// Every claim, for loading the in-memory index.
 pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
-    let rows: Vec<sqlx::types::Json<Claim>> = sqlx::query_scalar("SELECT detail FROM claims")
+    let rows: Vec<Doc<Claim>> = sqlx::query_scalar("SELECT detail FROM claims")
         .fetch_all(pool)
         .await?;
     Ok(rows.into_iter().map(|j| j.0).collect())

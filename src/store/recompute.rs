@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::{PgConnection, types::Json};
+use sqlx::PgConnection;
+
+use super::Doc;
 
 use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
 use super::{micros, to_ts};
@@ -208,17 +210,43 @@ pub(super) async fn last_events(
 /// `nic_states` holds for them, so they need not be read back.
 pub(super) type Stored<'a> = HashMap<String, &'a NicState>;
 
-/// Recomputes the claims of `nics` from all their evidence and writes the
-/// difference to `claims` and `conflicts`.
-pub(super) async fn recompute(
+/// A claim's identity in `claims`: NIC, scope, IP, VM and possible start.
+type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
+
+/// A stored claim's id, identity and digest.
+type Existing = (
+    i64,
+    String,
+    String,
+    IpNet,
+    String,
+    Option<DateTime<Utc>>,
+    String,
+);
+
+/// Everything recompute reads before it derives claims: the NICs' runs,
+/// events and states, their subscriptions' complete snapshots, and their
+/// claims as stored. Owned, so claims can be derived on another thread.
+pub(super) struct Inputs {
+    nics: Vec<String>,
+    sub_of: HashMap<String, String>,
+    completes: HashMap<String, Vec<CompleteSnapshot>>,
+    horizons: HashMap<String, CompleteSnapshot>,
+    runs: HashMap<String, Vec<Run>>,
+    states: HashMap<String, NicState>,
+    events: HashMap<String, Vec<StoredEvent>>,
+    existing: HashMap<Ident, (i64, String)>,
+}
+
+/// Reads what recomputing `nics` needs. `runs`, when given, are the NICs'
+/// runs exactly as the caller has written (or is writing) them, so they are
+/// not read back.
+pub(super) async fn read_inputs(
     conn: &mut PgConnection,
     nics: &[String],
     stored: &Stored<'_>,
-) -> sqlx::Result<ClaimChanges> {
-    let mut changes = ClaimChanges::default();
-    if nics.is_empty() {
-        return Ok(changes);
-    }
+    runs: Option<HashMap<String, Vec<Run>>>,
+) -> sqlx::Result<Inputs> {
     let subs: Vec<(String, String)> =
         sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
             .bind(nics)
@@ -234,7 +262,10 @@ pub(super) async fn recompute(
     sub_list.sort();
     let completes = load_completes(conn, &sub_list).await?;
     let horizons = horizons_of(&completes);
-    let mut runs = load_runs(conn, nics).await?;
+    let runs = match runs {
+        Some(r) => r,
+        None => load_runs(conn, nics).await?,
+    };
 
     type EvRow = (String, String, DateTime<Utc>, bool, Option<String>);
     let ev_rows: Vec<EvRow> = sqlx::query_as(
@@ -255,10 +286,10 @@ pub(super) async fn recompute(
         .collect();
     missing.sort_unstable();
     missing.dedup();
-    let fetched: HashMap<String, NicState> = if missing.is_empty() {
+    let mut states: HashMap<String, NicState> = if missing.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as::<_, (String, Json<NicState>)>(
+        sqlx::query_as::<_, (String, Doc<NicState>)>(
             "SELECT fingerprint, state FROM nic_states WHERE fingerprint = ANY($1)",
         )
         .bind(&missing)
@@ -268,11 +299,11 @@ pub(super) async fn recompute(
         .map(|(f, s)| (f, s.0))
         .collect()
     };
-    let state_of = |fp: &str| stored.get(fp).copied().or_else(|| fetched.get(fp));
+    states.extend(stored.iter().map(|(f, s)| (f.clone(), (*s).clone())));
 
     let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::new();
     for (nic, key, at, created, fp) in ev_rows {
-        let state = fp.and_then(|f| state_of(&f).cloned());
+        let state = fp.and_then(|f| states.get(&f).cloned());
         events.entry(nic).or_default().push(StoredEvent {
             key,
             at: micros(at),
@@ -281,37 +312,65 @@ pub(super) async fn recompute(
         });
     }
 
-    // Existing claims, by identity.
-    type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
-    type Existing = (
-        i64,
-        String,
-        String,
-        IpNet,
-        String,
-        Option<DateTime<Utc>>,
-        String,
-    );
     let existing: Vec<Existing> = sqlx::query_as(
         "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE nic_key = ANY($1)",
     )
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
-    let mut existing: HashMap<Ident, (i64, String)> = existing
+    let existing = existing
         .into_iter()
         .map(|(id, n, s, ip, vm, lo, d)| ((n, s, ip, vm, lo), (id, d)))
         .collect();
+    Ok(Inputs {
+        nics: nics.to_vec(),
+        sub_of,
+        completes,
+        horizons,
+        runs,
+        states,
+        events,
+        existing,
+    })
+}
 
+/// The claims derived from [`Inputs`], and how `claims` must change to hold
+/// them.
+pub(super) struct Derived {
+    nics: Vec<String>,
+    horizons: HashMap<String, CompleteSnapshot>,
+    changes: ClaimChanges,
+    del: Vec<i64>,
+    upd: ClaimRows,
+    ins: ClaimRows,
+    /// The claims as the conflict check needs them (ids of new ones filled
+    /// in after their insert, by `new_rows`).
+    xs: Vec<CRow>,
+    new_rows: HashMap<Ident, usize>,
+}
+
+/// Derives the claims of every NIC of `inputs` and compares them with the
+/// stored ones. Pure CPU work.
+pub(super) fn derive(inputs: Inputs) -> Derived {
+    let Inputs {
+        nics,
+        sub_of,
+        completes,
+        horizons,
+        mut runs,
+        states,
+        events,
+        mut existing,
+    } = inputs;
+    let state_of = |fp: &str| states.get(fp);
+    let mut changes = ClaimChanges::default();
     let empty = Vec::new();
     let mut unchanged: HashSet<String> = HashSet::new();
     let mut upd = ClaimRows::default();
     let mut ins = ClaimRows::default();
-    // The claims as the conflict check needs them (ids of new ones filled
-    // in after their insert).
     let mut xs: Vec<CRow> = Vec::new();
     let mut new_rows: HashMap<Ident, usize> = HashMap::new();
-    for nic in nics {
+    for nic in &nics {
         let sub = sub_of.get(nic).cloned().unwrap_or_default();
         let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
         nic_runs.materialize(horizons.get(&sub));
@@ -374,6 +433,48 @@ pub(super) async fn recompute(
     changes.deleted = del.len();
     changes.updated = upd.id.len();
     changes.inserted = ins.nic.len();
+    Derived {
+        nics,
+        horizons,
+        changes,
+        del,
+        upd,
+        ins,
+        xs,
+        new_rows,
+    }
+}
+
+/// Recomputes the claims of `nics` from all their evidence and writes the
+/// difference to `claims` and `conflicts`.
+pub(super) async fn recompute(
+    conn: &mut PgConnection,
+    nics: &[String],
+    stored: &Stored<'_>,
+) -> sqlx::Result<ClaimChanges> {
+    if nics.is_empty() {
+        return Ok(ClaimChanges::default());
+    }
+    let inputs = read_inputs(conn, nics, stored, None).await?;
+    write_claims(conn, derive(inputs)).await
+}
+
+/// Writes what [`derive`] found to `claims`, then checks the written claims
+/// for conflicts and appends their NICs to the change feed.
+pub(super) async fn write_claims(
+    conn: &mut PgConnection,
+    d: Derived,
+) -> sqlx::Result<ClaimChanges> {
+    let Derived {
+        nics,
+        horizons,
+        mut changes,
+        del,
+        upd,
+        ins,
+        mut xs,
+        new_rows,
+    } = d;
     if !del.is_empty() {
         sqlx::query("DELETE FROM claims WHERE id = ANY($1)")
             .bind(&del)
@@ -383,7 +484,7 @@ pub(super) async fn recompute(
     if !upd.id.is_empty() {
         sqlx::query(
             "UPDATE claims c SET possible = tstzrange(u.plo, u.phi, '[)'), certain = tstzrange(u.clo, u.chi, '[)'),
-                    live = u.live, digest = u.dig, detail = u.det::json, updated_at = now()
+                    live = u.live, digest = u.dig, detail = u.det, updated_at = now()
              FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
                          $6::bool[], $7::text[], $8::text[])
                   AS u(id, plo, phi, clo, chi, live, dig, det)
@@ -403,7 +504,7 @@ pub(super) async fn recompute(
     if !ins.nic.is_empty() {
         let ids: Vec<Existing> = sqlx::query_as(
             "INSERT INTO claims (nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
-             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det::json
+             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
                          $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
                   AS u(n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)
@@ -430,7 +531,15 @@ pub(super) async fn recompute(
         }
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
-        refresh_conflicts(conn, ConflictsOf::Rows { nics, rows: xs }, &horizons).await?;
+        refresh_conflicts(
+            conn,
+            ConflictsOf::Rows {
+                nics: &nics,
+                rows: xs,
+            },
+            &horizons,
+        )
+        .await?;
         let changed: Vec<String> = changes.by_nic.keys().cloned().collect();
         changes.seq = feed(conn, &changed).await?;
     }
@@ -694,7 +803,7 @@ pub(super) async fn refresh_conflicts(
     sqlx::query(
         "INSERT INTO conflicts (scope, ip, nic_a, nic_b, overlap, detail)
          SELECT u.scope, u.ip, a.nic_key, b.nic_key, tstzrange(u.lo, u.hi, '[)'),
-                jsonb_build_object('a', a.detail, 'b', b.detail)
+                jsonb_build_object('a', a.detail::jsonb, 'b', b.detail::jsonb)
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::inet[], $5::timestamptz[], $6::timestamptz[])
               AS u(ida, idb, scope, ip, lo, hi)
          JOIN claims a ON a.id = u.ida JOIN claims b ON b.id = u.idb
