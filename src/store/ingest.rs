@@ -600,40 +600,6 @@ async fn finish(
     Ok(affected)
 }
 
-/// A live run with an event after its end is live no more: its end (the
-/// horizon) is written down, so that later snapshots extend it explicitly.
-async fn end_live_runs_before_events(conn: &mut PgConnection, nics: &[String]) -> sqlx::Result<()> {
-    let live: Vec<(String, String)> = sqlx::query_as(
-        "SELECT o.nic_key, n.subscription FROM observations o JOIN nics n USING (nic_key)
-         WHERE o.live AND o.nic_key = ANY($1)
-           AND EXISTS (SELECT 1 FROM activity_events e WHERE e.nic_key = o.nic_key AND e.at > o.last_at)",
-    )
-    .bind(nics)
-    .fetch_all(&mut *conn)
-    .await?;
-    if live.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<String> = live.iter().map(|(k, _)| k.clone()).collect();
-    let mut subs: Vec<String> = live.iter().map(|(_, s)| s.clone()).collect();
-    subs.sort();
-    subs.dedup();
-    let horizons = horizons_of(&load_completes(conn, &subs).await?);
-    let last_event = last_events(conn, &keys).await?;
-    let mut loaded = load_runs(conn, &keys).await?;
-    let mut dirty = Vec::new();
-    for (nic, sub) in &live {
-        let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
-        let h = horizons.get(sub);
-        runs.materialize(h);
-        runs.settle(h.map(|h| h.at), last_event.get(nic).copied());
-        if runs.is_dirty() {
-            dirty.push((nic.clone(), runs));
-        }
-    }
-    save_runs(conn, &dirty).await
-}
-
 /// Stores Activity Log events (each once) and recomputes the NICs they concern.
 pub async fn ingest_activity(
     pool: &PgPool,
@@ -697,8 +663,20 @@ pub async fn ingest_activity(
     let mut nics: Vec<String> = inserted;
     nics.sort();
     nics.dedup();
-    end_live_runs_before_events(&mut tx, &nics).await?;
-    let changes = recompute(&mut tx, &nics, &stored).await?;
+    let changes = if nics.is_empty() {
+        ClaimChanges::default()
+    } else {
+        // Claims are derived on another core while this connection writes
+        // back the runs that the new events ended.
+        let mut inputs = read_inputs(&mut tx, &nics, &stored, None).await?;
+        let ended = inputs.end_live_runs_before_events();
+        let derived = tokio::task::spawn_blocking(move || derive(inputs));
+        save_runs(&mut tx, &ended).await?;
+        let derived = derived
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        write_claims(&mut tx, derived).await?
+    };
     tx.commit().await?;
     report.claims_inserted = changes.inserted;
     report.claims_updated = changes.updated;

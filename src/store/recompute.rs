@@ -334,6 +334,35 @@ pub(super) async fn read_inputs(
     })
 }
 
+impl Inputs {
+    /// A live run with an event after its end is live no more: settles the
+    /// runs of every such NIC (in these inputs, as [`write_claims`]'s caller
+    /// then writes them) and returns those that changed, to be saved. Its
+    /// end (the horizon) is then written down, so that later snapshots
+    /// extend it explicitly.
+    pub(super) fn end_live_runs_before_events(&mut self) -> Vec<(String, Runs)> {
+        let mut dirty = Vec::new();
+        for (nic, runs) in &mut self.runs {
+            let events = self.events.get(nic).map(Vec::as_slice).unwrap_or(&[]);
+            let ended = runs
+                .iter()
+                .any(|r| r.live && events.iter().any(|e| e.at > r.last_at));
+            if !ended {
+                continue;
+            }
+            let h = self.sub_of.get(nic).and_then(|s| self.horizons.get(s));
+            let mut settled = Runs::new(std::mem::take(runs));
+            settled.materialize(h);
+            settled.settle(h.map(|h| h.at), events.iter().map(|e| e.at).max());
+            runs.clone_from(&settled.runs);
+            if settled.is_dirty() {
+                dirty.push((nic.clone(), settled));
+            }
+        }
+        dirty
+    }
+}
+
 /// The claims derived from [`Inputs`], and how `claims` must change to hold
 /// them.
 pub(super) struct Derived {
