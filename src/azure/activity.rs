@@ -27,12 +27,47 @@
 //! records become evidence.
 
 use chrono::{DateTime, Utc};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::nic::{parse_nic, parse_nic_str};
 use super::time::parse_time_value;
 use crate::model::{ArmId, NicState};
+
+/// The record fields classification reads, each by its spellings in the
+/// three schemas (looked up exactly first, then ignoring ASCII case).
+const OPERATION: &[&str] = &["OperationNameValue", "operationName"];
+const STATUS: &[&str] = &[
+    "resultType",
+    "status",
+    "ActivityStatusValue",
+    "ActivityStatus",
+];
+const RESOURCE: &[&str] = &["resourceId", "ResourceId", "_ResourceId"];
+const TIME: &[&str] = &["time", "eventTimestamp", "TimeGenerated"];
+const CORRELATION: &[&str] = &["correlationId"];
+const EVENT_DATA: &[&str] = &["eventDataId"];
+const PROPERTIES: &[&str] = &["properties", "Properties_d"];
+const SIGNATURE: &[&str] = &[
+    "resultSignature",
+    "subStatus",
+    "ActivitySubstatusValue",
+    "ActivitySubstatus",
+];
+/// Every field of a record that is read: the others (identity claims,
+/// authorization, HTTP request, ...) are skipped unparsed.
+const RECORD_FIELDS: &[&[&str]] = &[
+    OPERATION,
+    STATUS,
+    RESOURCE,
+    TIME,
+    CORRELATION,
+    EVENT_DATA,
+    PROPERTIES,
+    SIGNATURE,
+];
 
 const NIC_WRITE: &str = "microsoft.network/networkinterfaces/write";
 const NIC_DELETE: &str = "microsoft.network/networkinterfaces/delete";
@@ -119,7 +154,7 @@ pub fn parse_activity(body: &[u8]) -> Vec<ActivityOutcome> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    match serde_json::from_slice::<Value>(body) {
+    match serde_json::from_slice::<&RawValue>(body) {
         Ok(doc) => push_document(doc, &mut out),
         Err(_) => {
             // JSON Lines: one document a line (itself possibly an envelope).
@@ -127,7 +162,7 @@ pub fn parse_activity(body: &[u8]) -> Vec<ActivityOutcome> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match serde_json::from_slice::<Value>(line) {
+                match serde_json::from_slice::<&RawValue>(line) {
                     Ok(doc) => push_document(doc, &mut out),
                     Err(e) => out.push(ActivityOutcome::Rejected {
                         index: out.len(),
@@ -141,35 +176,127 @@ pub fn parse_activity(body: &[u8]) -> Vec<ActivityOutcome> {
     out
 }
 
-/// Unwraps one JSON document's envelope and classifies its records.
-fn push_document(doc: Value, out: &mut Vec<ActivityOutcome>) {
-    let records = match doc {
-        Value::Array(items) => items,
-        Value::Object(mut obj) if is_envelope(&obj) => {
-            let key = if obj.get("records").is_some_and(Value::is_array) {
-                "records"
-            } else {
-                "value"
-            };
-            match obj.remove(key) {
-                Some(Value::Array(items)) => items,
-                _ => unreachable!("is_envelope checked the array"),
+/// A JSON object's fields in document order, their values unread.
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(entry);
+                }
+                Ok(Fields(fields))
             }
         }
-        other => vec![other],
-    };
-    for rec in &records {
-        let index = out.len();
-        out.push(classify(index, rec));
+        d.deserialize_map(V)
     }
 }
 
-/// `{"records": [...]}` or a REST page `{"value": [...]}` (a record itself
-/// never has an array `records`/`value`, nor, in the REST page, an operation).
-fn is_envelope(obj: &Map<String, Value>) -> bool {
-    obj.get("records").is_some_and(Value::is_array)
-        || (obj.get("value").is_some_and(Value::is_array)
-            && lookup(obj, &["operationName", "OperationNameValue"]).is_none())
+/// A record as [`classify_record`] reads it: an object holding only the
+/// fields of [`RECORD_FIELDS`] (in any ASCII case), parsed; every other
+/// field is skipped without being built.
+struct Record(Value);
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Record;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+                let mut obj = Map::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let read = RECORD_FIELDS
+                        .iter()
+                        .flat_map(|names| names.iter())
+                        .any(|n| n.eq_ignore_ascii_case(&key));
+                    if read {
+                        obj.insert(key.into_owned(), map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Record(Value::Object(obj)))
+            }
+            // Anything but an object is read whole (and then rejected).
+            fn visit_bool<E>(self, v: bool) -> Result<Record, E> {
+                Ok(Record(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Record, E> {
+                Ok(Record(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Record, E> {
+                Ok(Record(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Record, E> {
+                Ok(Record(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Record, E> {
+                Ok(Record(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Record, E> {
+                Ok(Record(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Record, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    items.push(v);
+                }
+                Ok(Record(Value::Array(items)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn items(raw: &RawValue) -> Vec<&RawValue> {
+    serde_json::from_str(raw.get()).expect("validated as a JSON array")
+}
+
+fn is_array(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('[')
+}
+
+/// Unwraps one JSON document's envelope and classifies its records. The
+/// envelope is `{"records": [...]}` or a REST page `{"value": [...]}` (a
+/// record itself never has an array `records`/`value`, nor, in the REST
+/// page, an operation); anything else is one record.
+fn push_document(doc: &RawValue, out: &mut Vec<ActivityOutcome>) {
+    let text = doc.get().trim_start();
+    let records: Vec<&RawValue> = if text.starts_with('[') {
+        items(doc)
+    } else if text.starts_with('{') {
+        let Fields(fields) = serde_json::from_str(text).expect("validated as a JSON object");
+        // The last of repeated keys counts, as in a parsed object.
+        let get = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|f| f.1);
+        let operation = OPERATION
+            .iter()
+            .any(|n| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)));
+        match (get("records"), get("value")) {
+            (Some(r), _) if is_array(r) => items(r),
+            (_, Some(v)) if is_array(v) && !operation => items(v),
+            _ => vec![doc],
+        }
+    } else {
+        vec![doc]
+    };
+    for rec in records {
+        let index = out.len();
+        let outcome = match serde_json::from_str::<Record>(rec.get()) {
+            Ok(Record(rec)) => classify(index, &rec),
+            Err(e) => rejected(index, (String::new(), format!("not valid JSON: {e}"))),
+        };
+        out.push(outcome);
+    }
 }
 
 /// Looks a field up by its spellings: first exactly, in order, then ignoring
@@ -242,7 +369,7 @@ fn classify_record(index: usize, rec: &Value) -> Result<ActivityOutcome, FieldEr
     let ignored = |reason| Ok(ActivityOutcome::Ignored { index, reason });
 
     // 1. The operation: anything but a NIC write/delete is of no interest.
-    let Some((_, operation)) = text(obj, &["OperationNameValue", "operationName"])? else {
+    let Some((_, operation)) = text(obj, OPERATION)? else {
         return Err(("operationName".into(), "missing".into()));
     };
     let op = match operation.to_ascii_lowercase().as_str() {
@@ -252,16 +379,7 @@ fn classify_record(index: usize, rec: &Value) -> Result<ActivityOutcome, FieldEr
     };
 
     // 2. The phase: only a success is evidence.
-    let Some((_, status)) = text(
-        obj,
-        &[
-            "resultType",
-            "status",
-            "ActivityStatusValue",
-            "ActivityStatus",
-        ],
-    )?
-    else {
+    let Some((_, status)) = text(obj, STATUS)? else {
         return Err(("resultType".into(), "missing".into()));
     };
     let status = status.to_ascii_lowercase();
@@ -270,19 +388,19 @@ fn classify_record(index: usize, rec: &Value) -> Result<ActivityOutcome, FieldEr
     }
 
     // 3. The NIC and the time.
-    let Some((rid_field, rid)) = text(obj, &["resourceId", "ResourceId", "_ResourceId"])? else {
+    let Some((rid_field, rid)) = text(obj, RESOURCE)? else {
         return Err(("resourceId".into(), "missing".into()));
     };
     let resource = ArmId::parse(rid).map_err(|e| (rid_field.clone(), format!("{rid:?}: {e}")))?;
     if !names_a_nic(&resource) {
         return ignored(IgnoreReason::OtherResourceType);
     }
-    let Some((time_field, time)) = lookup(obj, &["time", "eventTimestamp", "TimeGenerated"]) else {
+    let Some((time_field, time)) = lookup(obj, TIME) else {
         return Err(("time".into(), "missing".into()));
     };
     let at = parse_time_value(time).map_err(|e| (time_field.to_string(), e.to_string()))?;
-    let correlation_id = text(obj, &["correlationId"])?.map(|(_, s)| s.to_string());
-    let event_data_id = text(obj, &["eventDataId"])?.map(|(_, s)| s.to_string());
+    let correlation_id = text(obj, CORRELATION)?.map(|(_, s)| s.to_string());
+    let event_data_id = text(obj, EVENT_DATA)?.map(|(_, s)| s.to_string());
 
     // 4. The change.
     let (nic, change) = match op {
@@ -304,17 +422,9 @@ fn classify_record(index: usize, rec: &Value) -> Result<ActivityOutcome, FieldEr
                 .and_then(|p| lookup(p, &["statusCode"]))
                 .and_then(|(_, v)| v.as_str())
                 .unwrap_or_default();
-            let signature = text(
-                obj,
-                &[
-                    "resultSignature",
-                    "subStatus",
-                    "ActivitySubstatusValue",
-                    "ActivitySubstatus",
-                ],
-            )?
-            .map(|(_, s)| s.to_ascii_lowercase())
-            .unwrap_or_default();
+            let signature = text(obj, SIGNATURE)?
+                .map(|(_, s)| s.to_ascii_lowercase())
+                .unwrap_or_default();
             let created = status_code.trim().eq_ignore_ascii_case("created")
                 || signature.ends_with("created");
             (state.id.clone(), ActivityChange::Write { state, created })
@@ -352,7 +462,7 @@ fn names_a_nic(id: &ArmId) -> bool {
 /// The record's `properties` as an object (Log Analytics' `Properties` column
 /// is a JSON string). `None` when absent.
 fn properties(obj: &Map<String, Value>) -> Result<Option<Map<String, Value>>, FieldError> {
-    let Some((key, v)) = lookup(obj, &["properties", "Properties_d"]) else {
+    let Some((key, v)) = lookup(obj, PROPERTIES) else {
         return Ok(None);
     };
     match v {
@@ -1002,5 +1112,41 @@ mod tests {
         assert_eq!(out.len(), 3);
         // A top-level string is a rejected record, not a panic.
         assert_eq!(rejected_field(&parse_activity(b"\"hello\"")[0]), (0, ""));
+    }
+
+    #[test]
+    fn fields_not_read_are_skipped_and_read_ones_match_in_any_case() {
+        let full = export_write("Created", "", true);
+        let want = accepted(&parse_activity(full.to_string().as_bytes())[0]).clone();
+        // The same record with its keys respelled (one with a JSON escape),
+        // an operation given twice (the last counts), and bulky fields of no
+        // interest, nested and of every type.
+        let mut text = full.to_string();
+        text = text.replacen("\"resourceId\"", "\"RESOURCEID\"", 1);
+        text = text.replacen("\"time\"", "\"\\u0074ime\"", 1);
+        text = text.replacen(
+            "\"operationName\"",
+            "\"authorization\":{\"evidence\":[1,2.5,null,true,{\"x\":[]}]},\"operationName\":\"Microsoft.Network/publicIPAddresses/write\",\"operationName\"",
+            1,
+        );
+        let got = parse_activity(text.as_bytes());
+        assert_eq!(got.len(), 1);
+        assert_eq!(accepted(&got[0]), &want);
+        // The last repeated operation counts the other way round too.
+        let other = text.replacen(
+            "\"operationName\":\"MICROSOFT.NETWORK/NETWORKINTERFACES/WRITE\"",
+            "\"operationName\":\"MICROSOFT.NETWORK/NETWORKINTERFACES/WRITE\",\"operationName\":\"x/y/read\"",
+            1,
+        );
+        assert_eq!(
+            parse_activity(other.as_bytes()),
+            vec![ignored(0, IgnoreReason::OtherOperation)]
+        );
+        // A REST page with an operation is a record, not an envelope.
+        let page = json!({"value": [1], "operationName": "x/y/read"}).to_string();
+        assert_eq!(
+            parse_activity(page.as_bytes()),
+            vec![ignored(0, IgnoreReason::OtherOperation)]
+        );
     }
 }
