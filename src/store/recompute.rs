@@ -373,9 +373,10 @@ pub(super) struct Derived {
     upd: ClaimRows,
     ins: ClaimRows,
     /// The claims as the conflict check needs them (ids of new ones filled
-    /// in after their insert, by `new_rows`).
+    /// in after their insert: `new_rows[k]` is the row of the `k`-th
+    /// inserted claim).
     xs: Vec<CRow>,
-    new_rows: HashMap<Ident, usize>,
+    new_rows: Vec<usize>,
 }
 
 /// Derives the claims of every NIC of `inputs` and compares them with the
@@ -398,7 +399,7 @@ pub(super) fn derive(inputs: Inputs) -> Derived {
     let mut upd = ClaimRows::default();
     let mut ins = ClaimRows::default();
     let mut xs: Vec<CRow> = Vec::new();
-    let mut new_rows: HashMap<Ident, usize> = HashMap::new();
+    let mut new_rows: Vec<usize> = Vec::new();
     for nic in &nics {
         let sub = sub_of.get(nic).cloned().unwrap_or_default();
         let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
@@ -443,7 +444,7 @@ pub(super) fn derive(inputs: Inputs) -> Derived {
                 None => {
                     nic_changed = true;
                     ins.push(None, c, &sub, digest, detail);
-                    new_rows.insert(ident, xs.len());
+                    new_rows.push(xs.len());
                 }
             }
             xs.push(row);
@@ -531,14 +532,21 @@ pub(super) async fn write_claims(
         .await?;
     }
     if !ins.nic.is_empty() {
-        let ids: Vec<Existing> = sqlx::query_as(
-            "INSERT INTO claims (nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
-             SELECT n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-                         $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
-                  AS u(n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)
-             RETURNING id, nic_key, scope, ip, vm_key, lower(possible), digest",
+        // Ids drawn first, so nothing need be returned and matched up.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('claims', 'id')) FROM generate_series(1, $1)",
         )
+        .bind(ins.nic.len() as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO claims (id, nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
+             SELECT id, n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                         $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bool[], $12::text[], $13::text[])
+                  AS u(id, n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)",
+        )
+        .bind(&ids)
         .bind(&ins.nic)
         .bind(&ins.scope)
         .bind(&ins.ip)
@@ -551,12 +559,10 @@ pub(super) async fn write_claims(
         .bind(&ins.live)
         .bind(&ins.dig)
         .bind(&ins.det)
-        .fetch_all(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-        for (id, n, s, ip, vm, lo, _) in ids {
-            if let Some(&i) = new_rows.get(&(n, s, ip, vm, lo)) {
-                xs[i].id = id;
-            }
+        for (&i, id) in new_rows.iter().zip(ids) {
+            xs[i].id = id;
         }
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
@@ -718,20 +724,22 @@ pub(super) async fn refresh_conflicts(
     of: ConflictsOf<'_>,
     horizons: &HashMap<String, CompleteSnapshot>,
 ) -> sqlx::Result<()> {
-    let xs: Vec<CRow> = match of {
+    // `own`: NICs whose claims are all in `xs`, as just written; the
+    // candidate query need not read them back.
+    let (xs, own): (Vec<CRow>, &[String]) = match of {
         ConflictsOf::Rows { nics, rows } => {
             sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
                 .bind(nics)
                 .execute(&mut *conn)
                 .await?;
-            rows
+            (rows, nics)
         }
         ConflictsOf::HorizonMoved {
             subscription,
             after,
             upto,
         } => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {CROW_COLUMNS} FROM claims
                  WHERE subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
             )))
@@ -742,7 +750,8 @@ pub(super) async fn refresh_conflicts(
             .await?
             .into_iter()
             .map(|r| crow(r, horizons))
-            .collect()
+            .collect();
+            (rows, &[])
         }
     };
     if xs.is_empty() {
@@ -762,9 +771,10 @@ pub(super) async fn refresh_conflicts(
     for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[])"
+                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[]) AND NOT nic_key = ANY($2)"
             )))
             .bind(chunk)
+            .bind(own)
             .fetch_all(&mut *conn)
             .await?,
         );
@@ -788,7 +798,8 @@ pub(super) async fn refresh_conflicts(
     }
     let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
     let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
-    for y in &same {
+    let own_rows = if own.is_empty() { &xs[..0] } else { &xs[..] };
+    for y in same.iter().chain(own_rows) {
         by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
     }
     let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
