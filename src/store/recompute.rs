@@ -724,22 +724,20 @@ pub(super) async fn refresh_conflicts(
     of: ConflictsOf<'_>,
     horizons: &HashMap<String, CompleteSnapshot>,
 ) -> sqlx::Result<()> {
-    // `own`: NICs whose claims are all in `xs`, as just written; the
-    // candidate query need not read them back.
-    let (xs, own): (Vec<CRow>, &[String]) = match of {
+    let xs: Vec<CRow> = match of {
         ConflictsOf::Rows { nics, rows } => {
             sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
                 .bind(nics)
                 .execute(&mut *conn)
                 .await?;
-            (rows, nics)
+            rows
         }
         ConflictsOf::HorizonMoved {
             subscription,
             after,
             upto,
         } => {
-            let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {CROW_COLUMNS} FROM claims
                  WHERE subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
             )))
@@ -750,8 +748,7 @@ pub(super) async fn refresh_conflicts(
             .await?
             .into_iter()
             .map(|r| crow(r, horizons))
-            .collect();
-            (rows, &[])
+            .collect()
         }
     };
     if xs.is_empty() {
@@ -771,10 +768,9 @@ pub(super) async fn refresh_conflicts(
     for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[]) AND NOT nic_key = ANY($2)"
+                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[])"
             )))
             .bind(chunk)
-            .bind(own)
             .fetch_all(&mut *conn)
             .await?,
         );
@@ -798,8 +794,7 @@ pub(super) async fn refresh_conflicts(
     }
     let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
     let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
-    let own_rows = if own.is_empty() { &xs[..0] } else { &xs[..] };
-    for y in same.iter().chain(own_rows) {
+    for y in &same {
         by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
     }
     let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
