@@ -1,6 +1,6 @@
 -- The conflict check looks up, for each IP a recompute touched, the claims
--- on it whose certain window can overlap the checked ones: those ending after
--- the earliest checked start there (a live claim's end is its horizon, read
+-- on it whose certain window can overlap the new ones: those ending after the
+-- earliest new start (a live claim's end is its subscription's horizon, read
 -- as open here). Keyed by IP alone, an IP reused by scale-set NICs hour after
 -- hour returned every claim it ever had, and the check grew with history
 -- (14.8 million rows read over the 44 snapshots of the history benchmark).

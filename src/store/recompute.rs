@@ -757,38 +757,28 @@ pub(super) async fn refresh_conflicts(
 
     // Candidates: the same IP, prefixes in the same scopes, and
     // what lies inside the checked prefixes.
-    // Per IP, the earliest checked start: only claims ending after it can
-    // overlap a checked one there (a live claim's end, its horizon, counts
-    // as open).
-    let mut since: HashMap<IpNet, Micros> = HashMap::new();
-    for x in &xs {
-        let s = since.entry(x.ip).or_insert(x.certain.start);
-        *s = (*s).min(x.certain.start);
-    }
-    let mut since: Vec<(IpNet, Micros)> = since.into_iter().collect();
-    since.sort_unstable();
+    let mut ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
+    ips.sort_unstable();
+    ips.dedup();
     let mut scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    // In chunks, an index scan per IP (LATERAL), whatever the planner's
-    // estimates.
+    // Only claims ending after the earliest checked start can overlap a
+    // checked one (a live claim's end, its horizon, counts as open). In
+    // chunks: an index scan per chunk, whatever the planner's estimates.
+    let since = to_ts(xs.iter().map(|x| x.certain.start).min().unwrap_or(NEG_INF));
     let mut same: Vec<CDbRow> = Vec::new();
-    for chunk in since.chunks(5_000) {
-        let ips: Vec<IpNet> = chunk.iter().map(|(ip, _)| *ip).collect();
-        let starts: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(_, s)| to_ts(*s)).collect();
+    for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT c.* FROM unnest($1::inet[], $2::timestamptz[]) AS q(ip, since)
-                 CROSS JOIN LATERAL (
-                     SELECT {CROW_COLUMNS} FROM claims
-                     WHERE ip = q.ip
-                       AND (CASE WHEN live THEN 'infinity'::timestamptz
-                                 ELSE coalesce(upper(certain), 'infinity'::timestamptz) END)
-                           > coalesce(q.since, '-infinity'::timestamptz)
-                 ) AS c"
+                "SELECT {CROW_COLUMNS} FROM claims
+                 WHERE ip = ANY($1::inet[])
+                   AND (CASE WHEN live THEN 'infinity'::timestamptz
+                             ELSE coalesce(upper(certain), 'infinity'::timestamptz) END)
+                       > coalesce($2, '-infinity'::timestamptz)"
             )))
-            .bind(&ips)
-            .bind(&starts)
+            .bind(chunk)
+            .bind(since)
             .fetch_all(&mut *conn)
             .await?,
         );
