@@ -763,22 +763,14 @@ pub(super) async fn refresh_conflicts(
     let mut scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    // Only claims ending after the earliest checked start can overlap a
-    // checked one (a live claim's end, its horizon, counts as open). In
-    // chunks: an index scan per chunk, whatever the planner's estimates.
-    let since = to_ts(xs.iter().map(|x| x.certain.start).min().unwrap_or(NEG_INF));
+    // In chunks: an index scan per chunk, whatever the planner's estimates.
     let mut same: Vec<CDbRow> = Vec::new();
     for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims
-                 WHERE ip = ANY($1::inet[])
-                   AND (CASE WHEN live THEN 'infinity'::timestamptz
-                             ELSE coalesce(upper(certain), 'infinity'::timestamptz) END)
-                       > coalesce($2, '-infinity'::timestamptz)"
+                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[])"
             )))
             .bind(chunk)
-            .bind(since)
             .fetch_all(&mut *conn)
             .await?,
         );
