@@ -27,7 +27,9 @@
 //! records become evidence.
 
 use chrono::{DateTime, Utc};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -176,33 +178,10 @@ pub fn parse_activity(body: &[u8]) -> Vec<ActivityOutcome> {
     out
 }
 
-/// A JSON object's fields in document order, their values unread.
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    fields.push(entry);
-                }
-                Ok(Fields(fields))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 /// A record as [`classify_record`] reads it: an object holding only the
 /// fields of [`RECORD_FIELDS`] (in any ASCII case), parsed; every other
 /// field is skipped without being built.
-struct Record(Value);
+struct Record(Map<String, Value>);
 
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -210,7 +189,7 @@ impl<'de> Deserialize<'de> for Record {
         impl<'de> Visitor<'de> for V {
             type Value = Record;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
+                f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
                 let mut obj = Map::new();
@@ -225,36 +204,10 @@ impl<'de> Deserialize<'de> for Record {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(Record(Value::Object(obj)))
-            }
-            // Anything but an object is read whole (and then rejected).
-            fn visit_bool<E>(self, v: bool) -> Result<Record, E> {
-                Ok(Record(Value::Bool(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Record, E> {
-                Ok(Record(v.into()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Record, E> {
-                Ok(Record(v.into()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Record, E> {
-                Ok(Record(v.into()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Record, E> {
-                Ok(Record(v.into()))
-            }
-            fn visit_unit<E>(self) -> Result<Record, E> {
-                Ok(Record(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Record, A::Error> {
-                let mut items = Vec::new();
-                while let Some(v) = seq.next_element::<Value>()? {
-                    items.push(v);
-                }
-                Ok(Record(Value::Array(items)))
+                Ok(Record(obj))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_map(V)
     }
 }
 
@@ -275,13 +228,13 @@ fn push_document(doc: &RawValue, out: &mut Vec<ActivityOutcome>) {
     let records: Vec<&RawValue> = if text.starts_with('[') {
         items(doc)
     } else if text.starts_with('{') {
-        let Fields(fields) = serde_json::from_str(text).expect("validated as a JSON object");
-        // The last of repeated keys counts, as in a parsed object.
-        let get = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|f| f.1);
+        // As in a parsed object, the last of repeated keys counts.
+        let fields: BTreeMap<String, &RawValue> =
+            serde_json::from_str(text).expect("validated as a JSON object");
         let operation = OPERATION
             .iter()
-            .any(|n| fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)));
-        match (get("records"), get("value")) {
+            .any(|n| fields.keys().any(|k| k.eq_ignore_ascii_case(n)));
+        match (fields.get("records"), fields.get("value")) {
             (Some(r), _) if is_array(r) => items(r),
             (_, Some(v)) if is_array(v) && !operation => items(v),
             _ => vec![doc],
@@ -291,8 +244,14 @@ fn push_document(doc: &RawValue, out: &mut Vec<ActivityOutcome>) {
     };
     for rec in records {
         let index = out.len();
-        let outcome = match serde_json::from_str::<Record>(rec.get()) {
-            Ok(Record(rec)) => classify(index, &rec),
+        // An object is read shallowly; anything else whole (to be rejected).
+        let parsed = if rec.get().trim_start().starts_with('{') {
+            serde_json::from_str::<Record>(rec.get()).map(|Record(obj)| Value::Object(obj))
+        } else {
+            serde_json::from_str::<Value>(rec.get())
+        };
+        let outcome = match parsed {
+            Ok(rec) => classify(index, &rec),
             Err(e) => rejected(index, (String::new(), format!("not valid JSON: {e}"))),
         };
         out.push(outcome);

@@ -10,8 +10,8 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::recompute::{
-    ClaimChanges, ConflictsOf, Stored, derive, feed, horizons_of, last_events, load_completes,
-    load_runs, read_inputs, recompute, refresh_conflicts, save_runs, write_claims,
+    ClaimChanges, ConflictsOf, Stored, derive_meanwhile, feed, horizons_of, last_events,
+    load_completes, load_runs, read_inputs, recompute, refresh_conflicts, save_runs, write_claims,
 };
 use super::runs::CompleteSnapshot;
 use super::runs::Runs;
@@ -331,7 +331,7 @@ pub async fn ingest_snapshot_page(
                 .map(|(k, r)| (k.clone(), r.runs.clone()))
                 .collect();
             let inputs = read_inputs(&mut tx, &nics, &stored, Some(written)).await?;
-            Some(tokio::task::spawn_blocking(move || derive(inputs)))
+            Some(derive_meanwhile(inputs))
         };
         if !finished {
             let mut seen = HashSet::new();
@@ -358,10 +358,7 @@ pub async fn ingest_snapshot_page(
         }
         save_runs(&mut tx, &changed).await?;
         if let Some(derived) = derived {
-            let derived = derived
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            changes.merge(write_claims(&mut tx, derived).await?);
+            changes.merge(write_claims(&mut tx, derived.await).await?);
         }
     }
     if page.last_page && !finished {
@@ -670,12 +667,9 @@ pub async fn ingest_activity(
         // back the runs that the new events ended.
         let mut inputs = read_inputs(&mut tx, &nics, &stored, None).await?;
         let ended = inputs.end_live_runs_before_events();
-        let derived = tokio::task::spawn_blocking(move || derive(inputs));
+        let derived = derive_meanwhile(inputs);
         save_runs(&mut tx, &ended).await?;
-        let derived = derived
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        write_claims(&mut tx, derived).await?
+        write_claims(&mut tx, derived.await).await?
     };
     tx.commit().await?;
     report.claims_inserted = changes.inserted;

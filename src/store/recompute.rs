@@ -381,7 +381,7 @@ pub(super) struct Derived {
 
 /// Derives the claims of every NIC of `inputs` and compares them with the
 /// stored ones. Pure CPU work.
-pub(super) fn derive(inputs: Inputs) -> Derived {
+fn derive(inputs: Inputs) -> Derived {
     let Inputs {
         nics,
         sub_of,
@@ -472,6 +472,16 @@ pub(super) fn derive(inputs: Inputs) -> Derived {
         ins,
         xs,
         new_rows,
+    }
+}
+
+/// Starts [`derive`] on a blocking thread, so that the caller's connection
+/// can write meanwhile; the result is awaited (a panic there is resumed).
+pub(super) fn derive_meanwhile(inputs: Inputs) -> impl Future<Output = Derived> {
+    let task = tokio::task::spawn_blocking(move || derive(inputs));
+    async move {
+        task.await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 
