@@ -318,7 +318,7 @@ async fn arrival_order_never_changes_the_claims(pool: PgPool) {
         vec![7, 6, 5, 4, 3, 2, 1, 0],
         vec![3, 0, 5, 2, 7, 1, 4, 6],
     ] {
-        sqlx::query("TRUNCATE snapshots, snapshot_members, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
             .execute(&app.pool)
             .await
             .unwrap();
@@ -359,7 +359,7 @@ async fn storage_grows_with_change_not_repetition(pool: PgPool) {
     assert_eq!(app.count("observations").await, 50);
     assert_eq!(app.count("nic_states").await, 50);
     assert_eq!(app.count("claims").await, 50);
-    assert_eq!(app.count("snapshot_members").await, 0);
+    assert_eq!(app.count("snapshot_pages").await, 0);
     let (status, _, v) = app.owner("10.0.1.7", "2025-03-01T11:00:00Z", "").await;
     assert_eq!(status, "confirmed");
     assert_eq!(v["owner"]["certain"]["start"], "2025-03-01T10:00:00Z");

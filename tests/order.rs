@@ -177,7 +177,7 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
         }
         let mut results = Vec::new();
         for order in &orders {
-            sqlx::query("TRUNCATE snapshots, snapshot_members, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
                 .execute(&app.pool)
                 .await
                 .unwrap();

@@ -137,26 +137,32 @@ async fn insert_nics<'a>(
     Ok(())
 }
 
-/// Registers the NICs and stores their states (once each). Returns each
-/// state's fingerprint, and the states this call stored (the first of each
-/// new fingerprint), which recompute need not read back.
+/// Each state's fingerprint: computed before an ingest takes its lock, so
+/// that it overlaps another ingest's writes.
+fn fingerprints(states: &[&NicState]) -> Vec<String> {
+    states.iter().map(|s| s.fingerprint()).collect()
+}
+
+/// Registers the NICs and stores their states (once each; `fps` are their
+/// [`fingerprints`]). Returns the states this call stored (the first of
+/// each new fingerprint), which recompute need not read back.
 async fn upsert_nics_and_states<'a>(
     conn: &mut PgConnection,
     states: &[&'a NicState],
-) -> sqlx::Result<(Vec<String>, Stored<'a>)> {
+    fps: &[String],
+) -> sqlx::Result<Stored<'a>> {
     insert_nics(conn, states.iter().map(|s| &s.id)).await?;
-    let fps: Vec<String> = states.iter().map(|s| s.fingerprint()).collect();
     // Most states were stored before (an unchanged NIC): send only the new.
     let known: HashSet<String> =
         sqlx::query_scalar("SELECT fingerprint FROM nic_states WHERE fingerprint = ANY($1)")
-            .bind(&fps)
+            .bind(fps)
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
             .collect();
     let mut stored = Stored::new();
     let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
-    for (s, f) in states.iter().zip(&fps) {
+    for (s, f) in states.iter().zip(fps) {
         if known.contains(f) || stored.contains_key(f) {
             continue;
         }
@@ -178,7 +184,7 @@ async fn upsert_nics_and_states<'a>(
         .execute(&mut *conn)
         .await?;
     }
-    Ok((fps, stored))
+    Ok(stored)
 }
 
 /// Stores one snapshot page (and finishes the snapshot on its last page).
@@ -187,6 +193,8 @@ pub async fn ingest_snapshot_page(
     pool: &PgPool,
     page: &SnapshotPage,
 ) -> Result<(PageReport, ClaimChanges), StoreError> {
+    let states: Vec<&NicState> = page.nics.iter().collect();
+    let fps = fingerprints(&states);
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let meta = &page.meta;
@@ -269,8 +277,7 @@ pub async fn ingest_snapshot_page(
                 .bind(&meta.id)
                 .fetch_one(&mut *tx)
                 .await?;
-        let states: Vec<&NicState> = page.nics.iter().collect();
-        let (fps, stored) = upsert_nics_and_states(&mut tx, &states).await?;
+        let stored = upsert_nics_and_states(&mut tx, &states, &fps).await?;
         let keys: Vec<String> = page.nics.iter().map(|n| n.id.key().to_string()).collect();
         let mut subs: Vec<String> = page.nics.iter().map(|n| n.id.subscription()).collect();
         subs.sort();
@@ -343,13 +350,22 @@ pub async fn ingest_snapshot_page(
                     md.push(deferred.get(k).copied().unwrap_or(false));
                 }
             }
+            // One row for the page; the same page again only ANDs its
+            // deferred flags into the stored ones.
+            let mut listed = String::new();
+            for (k, f) in mk.iter().zip(&mf) {
+                listed.extend([k.as_str(), "\0", f.as_str(), "\0"]);
+            }
             sqlx::query(
-                "INSERT INTO snapshot_members (snapshot_id, nic_key, fingerprint, deferred)
-                 SELECT $1, k, f, d FROM unnest($2::text[], $3::text[], $4::bool[]) AS u(k, f, d)
-                 ON CONFLICT (snapshot_id, nic_key) DO UPDATE
-                 SET deferred = snapshot_members.deferred AND EXCLUDED.deferred",
+                "INSERT INTO snapshot_pages (snapshot_id, digest, nic_keys, fingerprints, deferred)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (snapshot_id, digest) DO UPDATE
+                 SET deferred = ARRAY(
+                     SELECT a AND b FROM unnest(snapshot_pages.deferred, EXCLUDED.deferred)
+                                         WITH ORDINALITY AS u(a, b, i) ORDER BY i)",
             )
             .bind(&meta.id)
+            .bind(crate::model::short_digest(listed.as_bytes()))
             .bind(&mk)
             .bind(&mf)
             .bind(&md)
@@ -590,7 +606,7 @@ async fn finish(
             });
         }
     }
-    sqlx::query("DELETE FROM snapshot_members WHERE snapshot_id = $1")
+    sqlx::query("DELETE FROM snapshot_pages WHERE snapshot_id = $1")
         .bind(&meta.id)
         .execute(&mut *conn)
         .await?;
@@ -606,8 +622,6 @@ pub async fn ingest_activity(
     if events.is_empty() {
         return Ok((report, ClaimChanges::default()));
     }
-    let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
     // Every NIC an event names must exist in `nics`, writes or deletes alike.
     let mut deleted: Vec<&ArmId> = Vec::new();
     let mut states: Vec<&NicState> = Vec::new();
@@ -617,7 +631,10 @@ pub async fn ingest_activity(
             ActivityChange::Delete => deleted.push(&e.nic),
         }
     }
-    let (fps, stored) = upsert_nics_and_states(&mut tx, &states).await?;
+    let fps = fingerprints(&states);
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    let stored = upsert_nics_and_states(&mut tx, &states, &fps).await?;
     insert_nics(&mut tx, deleted.into_iter()).await?;
     let mut fp_iter = fps.into_iter();
     let (mut key, mut nic, mut at, mut kind, mut created, mut fp, mut corr) =

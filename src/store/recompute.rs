@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection};
 
 use super::Doc;
 
@@ -370,8 +371,10 @@ pub(super) struct Derived {
     horizons: HashMap<String, CompleteSnapshot>,
     changes: ClaimChanges,
     del: Vec<i64>,
-    upd: ClaimRows,
-    ins: ClaimRows,
+    /// The updates' and inserts' bind parameters, encoded here (on the
+    /// deriving thread) rather than on the writing connection's.
+    upd: Option<Encoded>,
+    ins: Option<Encoded>,
     /// The claims as the conflict check needs them (ids of new ones filled
     /// in after their insert: `new_rows[k]` is the row of the `k`-th
     /// inserted claim).
@@ -468,8 +471,8 @@ fn derive(inputs: Inputs) -> Derived {
         horizons,
         changes,
         del,
-        upd,
-        ins,
+        upd: (!upd.id.is_empty()).then(|| upd.encode_update()),
+        ins: (!ins.nic.is_empty()).then(|| ins.encode_insert()),
         xs,
         new_rows,
     }
@@ -521,59 +524,51 @@ pub(super) async fn write_claims(
             .execute(&mut *conn)
             .await?;
     }
-    if !upd.id.is_empty() {
-        sqlx::query(
+    if let Some(upd) = upd {
+        sqlx::query_with(
             "UPDATE claims c SET possible = tstzrange(u.plo, u.phi, '[)'), certain = tstzrange(u.clo, u.chi, '[)'),
                     live = u.live, digest = u.dig, detail = u.det, updated_at = now()
              FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
                          $6::bool[], $7::text[], $8::text[])
                   AS u(id, plo, phi, clo, chi, live, dig, det)
              WHERE c.id = u.id",
+            upd.args.map_err(sqlx::Error::Encode)?,
         )
-        .bind(&upd.id)
-        .bind(&upd.plo)
-        .bind(&upd.phi)
-        .bind(&upd.clo)
-        .bind(&upd.chi)
-        .bind(&upd.live)
-        .bind(&upd.dig)
-        .bind(&upd.det)
         .execute(&mut *conn)
         .await?;
     }
-    if !ins.nic.is_empty() {
-        // Ids drawn first, so nothing need be returned and matched up.
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT nextval(pg_get_serial_sequence('claims', 'id')) FROM generate_series(1, $1)",
+    let mut fresh = None;
+    if let Some(ins) = ins {
+        // Ids drawn first, so nothing need be returned and matched up: one
+        // block of the sequence, reserved by moving the sequence past it
+        // (one call, where a `nextval` per claim took 3 microseconds each).
+        // Only ingest inserts claims, and ingests are serialised (advisory
+        // lock), so nothing draws from the sequence in between.
+        let n = ins.rows as i64;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT setval(s, nextval(s) + $1 - 1) FROM pg_get_serial_sequence('claims', 'id') AS s",
         )
-        .bind(ins.nic.len() as i64)
-        .fetch_all(&mut *conn)
+        .bind(n)
+        .fetch_one(&mut *conn)
         .await?;
-        sqlx::query(
+        let ids: Vec<i64> = (last - n + 1..=last).collect();
+        // The ids are the last parameter, added to what derive encoded.
+        let mut args = ins.args.map_err(sqlx::Error::Encode)?;
+        args.add(&ids).map_err(sqlx::Error::Encode)?;
+        sqlx::query_with(
             "INSERT INTO claims (id, nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
              SELECT id, n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-                         $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bool[], $12::text[], $13::text[])
+             FROM unnest($13::bigint[], $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
                   AS u(id, n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)",
+            args,
         )
-        .bind(&ids)
-        .bind(&ins.nic)
-        .bind(&ins.scope)
-        .bind(&ins.ip)
-        .bind(&ins.vm)
-        .bind(&ins.sub)
-        .bind(&ins.plo)
-        .bind(&ins.phi)
-        .bind(&ins.clo)
-        .bind(&ins.chi)
-        .bind(&ins.live)
-        .bind(&ins.dig)
-        .bind(&ins.det)
         .execute(&mut *conn)
         .await?;
         for (&i, id) in new_rows.iter().zip(ids) {
             xs[i].id = id;
         }
+        fresh = Some((last - n + 1, last));
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
         refresh_conflicts(
@@ -581,6 +576,7 @@ pub(super) async fn write_claims(
             ConflictsOf::Rows {
                 nics: &nics,
                 rows: xs,
+                fresh,
             },
             &horizons,
         )
@@ -632,7 +628,74 @@ struct ClaimRows {
     det: Vec<String>,
 }
 
+/// Bind parameters encoded ahead of their statement, and how many rows they hold.
+pub(super) struct Encoded {
+    rows: usize,
+    args: Result<PgArguments, sqlx::error::BoxDynError>,
+}
+
 impl ClaimRows {
+    /// The parameters of the insert, ids excepted (drawn when it is written).
+    fn encode_insert(self) -> Encoded {
+        let mut a = PgArguments::default();
+        a.reserve(13, self.wire_size());
+        let args = (|| {
+            a.add(&self.nic)?;
+            a.add(&self.scope)?;
+            a.add(&self.ip)?;
+            a.add(&self.vm)?;
+            a.add(&self.sub)?;
+            self.add_common(&mut a)?;
+            Ok(a)
+        })();
+        Encoded {
+            rows: self.nic.len(),
+            args,
+        }
+    }
+
+    /// The parameters of the update.
+    fn encode_update(self) -> Encoded {
+        let mut a = PgArguments::default();
+        a.reserve(8, self.wire_size());
+        let args = (|| {
+            a.add(&self.id)?;
+            self.add_common(&mut a)?;
+            Ok(a)
+        })();
+        Encoded {
+            rows: self.id.len(),
+            args,
+        }
+    }
+
+    fn add_common(&self, a: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError> {
+        a.add(&self.plo)?;
+        a.add(&self.phi)?;
+        a.add(&self.clo)?;
+        a.add(&self.chi)?;
+        a.add(&self.live)?;
+        a.add(&self.dig)?;
+        a.add(&self.det)?;
+        Ok(())
+    }
+
+    /// About the bytes the encoded parameters take (so the buffer is
+    /// allocated once).
+    fn wire_size(&self) -> usize {
+        let text = |v: &[String]| v.iter().map(|s| s.len() + 4).sum::<usize>();
+        let rows = self.plo.len();
+        text(&self.nic)
+            + text(&self.scope)
+            + text(&self.ip)
+            + text(&self.vm)
+            + text(&self.sub)
+            + text(&self.dig)
+            + text(&self.det)
+            + rows * (8 + 4 * 12 + 5 + 2 * 8)
+            + 13 * 64
+    }
+
     fn push(&mut self, id: Option<i64>, c: &Claim, sub: &str, digest: String, detail: String) {
         match id {
             Some(id) => self.id.push(id),
@@ -657,8 +720,12 @@ impl ClaimRows {
 /// Which claims to check for conflicts.
 pub(super) enum ConflictsOf<'a> {
     /// Every claim of these NICs, as just written (their old conflicts are
-    /// dropped first).
-    Rows { nics: &'a [String], rows: Vec<CRow> },
+    /// dropped first); the claims inserted have the ids `fresh` (inclusive).
+    Rows {
+        nics: &'a [String],
+        rows: Vec<CRow>,
+        fresh: Option<(i64, i64)>,
+    },
     /// Claims of a subscription whose certain window starts in
     /// `(after, upto]`: the only ones a live claim can newly overlap when
     /// the subscription's horizon moves from `after` to `upto` (a live
@@ -734,20 +801,38 @@ pub(super) async fn refresh_conflicts(
     of: ConflictsOf<'_>,
     horizons: &HashMap<String, CompleteSnapshot>,
 ) -> sqlx::Result<()> {
-    let xs: Vec<CRow> = match of {
-        ConflictsOf::Rows { nics, rows } => {
+    let (xs, fresh): (Vec<CRow>, Option<(i64, i64)>) = match of {
+        ConflictsOf::Rows { nics, rows, fresh } => {
             sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
                 .bind(nics)
                 .execute(&mut *conn)
                 .await?;
-            rows
+            (rows, fresh)
         }
         ConflictsOf::HorizonMoved {
             subscription,
             after,
             upto,
         } => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            // Only a live claim whose window the move extends can newly
+            // overlap anything: one whose stored end is at or before the
+            // new horizon (lookups read it as ending there). When there is
+            // none (a first snapshot, whose claims start at the horizon
+            // itself and were checked as they were written), nothing moved.
+            // Newest first (by the index on start): live claims are recent.
+            let grows: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM claims
+                 WHERE subscription = $1 AND lower(certain) < $2 AND live AND upper(certain) <= $2
+                 ORDER BY lower(certain) DESC LIMIT 1)",
+            )
+            .bind(subscription)
+            .bind(to_ts(upto))
+            .fetch_one(&mut *conn)
+            .await?;
+            if !grows {
+                return Ok(());
+            }
+            let moved = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {CROW_COLUMNS} FROM claims
                  WHERE subscription = $1 AND lower(certain) > coalesce($2, '-infinity') AND lower(certain) <= $3"
             )))
@@ -758,7 +843,8 @@ pub(super) async fn refresh_conflicts(
             .await?
             .into_iter()
             .map(|r| crow(r, horizons))
-            .collect()
+            .collect();
+            (moved, None)
         }
     };
     if xs.is_empty() {
@@ -774,13 +860,17 @@ pub(super) async fn refresh_conflicts(
     scopes.sort_unstable();
     scopes.dedup();
     // In chunks: an index scan per chunk, whatever the planner's estimates.
+    // The claims just inserted are not read back: they are among `xs`.
+    let (lo, hi) = fresh.unwrap_or((0, -1));
     let mut same: Vec<CDbRow> = Vec::new();
     for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[])"
+                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[]) AND (id < $2 OR id > $3)"
             )))
             .bind(chunk)
+            .bind(lo)
+            .bind(hi)
             .fetch_all(&mut *conn)
             .await?,
         );
@@ -802,7 +892,11 @@ pub(super) async fn refresh_conflicts(
         .await?;
         prefixes.extend(inside);
     }
-    let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
+    let same: Vec<CRow> = same
+        .into_iter()
+        .map(|r| crow(r, horizons))
+        .chain(xs.iter().filter(|x| lo <= x.id && x.id <= hi).cloned())
+        .collect();
     let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
     for y in &same {
         by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
