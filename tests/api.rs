@@ -144,12 +144,25 @@ async fn a_multi_page_snapshot_counts_as_complete_only_when_done(pool: PgPool) {
     let (_, r) = app.post_json("/v1/snapshots", &page(vec![a.clone()])).await;
     assert_eq!(r["finished"], false);
     app.post_json("/v1/snapshots", &page(vec![b.clone()])).await;
+    // A page posted again is stored once; a NIC on two pages counts once.
+    app.post_json("/v1/snapshots", &page(vec![b.clone()])).await;
+    assert_eq!(app.count("snapshot_pages").await, 2);
+    app.post_json("/v1/snapshots", &page(vec![a.clone(), b.clone()]))
+        .await;
+    assert_eq!(app.count("snapshot_pages").await, 3);
+    assert_eq!(app.count("snapshot_members").await, 2);
     let (status, _, _) = app.owner("10.0.0.6", T2, "").await;
     assert_eq!(status, "probable");
     let (code, r) = app.post("/v1/snapshots/listing-t1/done", "").await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["finished"], true);
     assert_eq!(r["absent_nics_affected"], 1);
+    let listed: i32 = sqlx::query_scalar("SELECT nics FROM snapshots WHERE id = 'listing-t1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(listed, 2);
+    assert_eq!(app.count("snapshot_pages").await, 0);
     let (status, _, _) = app.owner("10.0.0.6", T2, "").await;
     assert_eq!(status, "unknown");
     let (status, _, _) = app.owner("10.0.0.4", T1, "").await;
