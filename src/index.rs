@@ -248,19 +248,24 @@ impl Index {
             ..
         } = &mut *w;
         for entries in by_nic.values_mut() {
+            // A NIC's claims share its subscription.
+            let Some(sub) = entries.first().and_then(|e| e.nic.segment("subscriptions")) else {
+                continue;
+            };
+            let Some(h) = moved
+                .iter()
+                .find(|m| m.eq_ignore_ascii_case(sub))
+                .map(|m| &horizons[m])
+            else {
+                continue;
+            };
             for e in entries.iter_mut() {
-                if !e.live {
+                // Copied only when the horizon extends it.
+                if !e.claim.extends_to(h.at) {
                     continue;
                 }
-                let sub = e.nic.subscription();
-                if !moved.contains(&sub) {
-                    continue;
-                }
-                let h = &horizons[&sub];
                 let mut claim = e.claim.clone();
-                if !claim.extend_to(h.at, &h.id) {
-                    continue;
-                }
+                claim.extend_to(h.at, &h.id);
                 let new = Arc::new(Entry {
                     claim,
                     info: e.info.clone(),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 /// (upper-case in flow logs and Activity Log exports, ARM casing elsewhere), so
 /// ids compare by a lower-cased key while the original spelling is kept for
 /// display.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ArmId {
     raw: String,
     key: String,
@@ -155,6 +155,14 @@ impl TryFrom<String> for ArmId {
         ArmId::parse(&s)
     }
 }
+/// Serialised as its original spelling (borrowed: `into = "String"` would
+/// clone both strings of every id serialised).
+impl Serialize for ArmId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
 impl From<ArmId> for String {
     fn from(id: ArmId) -> String {
         id.raw

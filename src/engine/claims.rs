@@ -62,7 +62,7 @@ impl Claim {
     /// at `at` (id `id`) listed the NIC as the claim's last evidence did.
     /// Returns whether anything changed; does nothing to other claims.
     pub fn extend_to(&mut self, at: Micros, id: &str) -> bool {
-        if !self.live || at < self.last.at || at.saturating_add(1) <= self.certain.end {
+        if !self.extends_to(at) {
             return false;
         }
         self.certain.end = at.saturating_add(1);
@@ -72,6 +72,11 @@ impl Claim {
             at,
         };
         true
+    }
+
+    /// Whether [`Claim::extend_to`] at `at` would change the claim.
+    pub fn extends_to(&self, at: Micros) -> bool {
+        self.live && at >= self.last.at && at.saturating_add(1) > self.certain.end
     }
 
     /// The evidence behind the claim, oldest first.
