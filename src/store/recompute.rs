@@ -383,89 +383,65 @@ pub(super) struct Derived {
 }
 
 /// Derives the claims of every NIC of `inputs` and compares them with the
-/// stored ones. Pure CPU work.
+/// stored ones. Pure CPU work: NICs are independent, so a large batch is
+/// split in two halves derived on two threads.
 fn derive(inputs: Inputs) -> Derived {
+    /// Below this many NICs, one thread.
+    const SPLIT_AT: usize = 256;
     let Inputs {
         nics,
         sub_of,
         completes,
         horizons,
-        mut runs,
+        runs,
         states,
         events,
-        mut existing,
+        existing,
     } = inputs;
-    let state_of = |fp: &str| states.get(fp);
-    let mut changes = ClaimChanges::default();
-    let empty = Vec::new();
-    let mut unchanged: HashSet<String> = HashSet::new();
-    let mut upd = ClaimRows::default();
-    let mut ins = ClaimRows::default();
-    let mut xs: Vec<CRow> = Vec::new();
-    let mut new_rows: Vec<usize> = Vec::new();
-    for nic in &nics {
-        let sub = sub_of.get(nic).cloned().unwrap_or_default();
-        let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
-        nic_runs.materialize(horizons.get(&sub));
-        let live_end = nic_runs.live().map(|r| r.last_at);
-        let evidence = assemble_evidence(
-            &nic_runs.runs,
-            state_of,
-            events.get(nic).unwrap_or(&empty),
-            completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]),
-        );
-        let mut claims = derive_claims(&evidence);
-        for c in &mut claims {
-            c.live =
-                c.is_open() && c.last.kind == EvidenceKind::Snapshot && live_end == Some(c.last.at);
-        }
-        let mut nic_changed = false;
-        for c in &claims {
-            let detail = serde_json::to_string(c).expect("claims serialize");
-            let digest = crate::model::short_digest(detail.as_bytes());
-            let ident: Ident = (
-                c.key.nic.clone(),
-                c.key.scope.clone(),
-                c.key.ip,
-                c.key.vm.clone(),
-                to_ts(c.possible.start),
+    let cx = Context {
+        sub_of: &sub_of,
+        completes: &completes,
+        horizons: &horizons,
+        states: &states,
+        events: &events,
+    };
+    let part = if nics.len() < SPLIT_AT {
+        cx.derive(&nics, runs, existing)
+    } else {
+        let (a, b) = nics.split_at(nics.len() / 2);
+        let in_b: HashSet<&str> = b.iter().map(String::as_str).collect();
+        let (runs_b, runs_a): (HashMap<_, _>, HashMap<_, _>) = runs
+            .into_iter()
+            .partition(|(n, _)| in_b.contains(n.as_str()));
+        let (existing_b, existing_a): (HashMap<_, _>, HashMap<_, _>) = existing
+            .into_iter()
+            .partition(|(ident, _)| in_b.contains(ident.0.as_str()));
+        std::thread::scope(|s| {
+            let other = s.spawn(|| cx.derive(b, runs_b, existing_b));
+            let mut part = cx.derive(a, runs_a, existing_a);
+            part.append(
+                other
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
             );
-            let mut row = CRow {
-                id: 0,
-                nic: c.key.nic.clone(),
-                scope: c.key.scope.clone(),
-                ip: c.key.ip,
-                certain: at_horizon(c.certain, c.live, horizons.get(&sub)),
-            };
-            match existing.remove(&ident) {
-                Some((id, d)) if d == digest => row.id = id,
-                Some((id, _)) => {
-                    nic_changed = true;
-                    upd.push(Some(id), c, &sub, digest, detail);
-                    row.id = id;
-                }
-                None => {
-                    nic_changed = true;
-                    ins.push(None, c, &sub, digest, detail);
-                    new_rows.push(xs.len());
-                }
-            }
-            xs.push(row);
-        }
-        changes.by_nic.insert(nic.clone(), claims);
-        if !nic_changed {
-            unchanged.insert(nic.clone());
-        }
-    }
-    // NICs that lost a claim changed too.
-    for (n, ..) in existing.keys() {
-        unchanged.remove(n);
-    }
-    changes.by_nic.retain(|n, _| !unchanged.contains(n));
-    let del: Vec<i64> = existing.values().map(|(id, _)| *id).collect();
-    changes.deleted = del.len();
-    changes.updated = upd.id.len();
-    changes.inserted = ins.nic.len();
+            part
+        })
+    };
+    let Part {
+        by_nic,
+        del,
+        upd,
+        ins,
+        xs,
+        new_rows,
+    } = part;
+    let changes = ClaimChanges {
+        by_nic,
+        deleted: del.len(),
+        updated: upd.id.len(),
+        inserted: ins.nic.len(),
+        ..Default::default()
+    };
     Derived {
         nics,
         horizons,
@@ -475,6 +451,119 @@ fn derive(inputs: Inputs) -> Derived {
         ins: (!ins.nic.is_empty()).then(|| ins.encode_insert()),
         xs,
         new_rows,
+    }
+}
+
+/// What [`derive`] reads and never changes.
+struct Context<'a> {
+    sub_of: &'a HashMap<String, String>,
+    completes: &'a HashMap<String, Vec<CompleteSnapshot>>,
+    horizons: &'a HashMap<String, CompleteSnapshot>,
+    states: &'a HashMap<String, NicState>,
+    events: &'a HashMap<String, Vec<StoredEvent>>,
+}
+
+/// What deriving some NICs found: their changed claims, and how `claims`
+/// must change (as in [`Derived`]).
+#[derive(Default)]
+struct Part {
+    by_nic: HashMap<String, Vec<Claim>>,
+    del: Vec<i64>,
+    upd: ClaimRows,
+    ins: ClaimRows,
+    xs: Vec<CRow>,
+    new_rows: Vec<usize>,
+}
+
+impl Part {
+    /// Appends what other NICs found (inserts after this part's, so that
+    /// `new_rows` still follows the order of `ins`).
+    fn append(&mut self, other: Part) {
+        let offset = self.xs.len();
+        self.by_nic.extend(other.by_nic);
+        self.del.extend(other.del);
+        self.upd.append(other.upd);
+        self.ins.append(other.ins);
+        self.xs.extend(other.xs);
+        self.new_rows
+            .extend(other.new_rows.into_iter().map(|r| r + offset));
+    }
+}
+
+impl Context<'_> {
+    /// Derives the claims of `nics`, given their runs and stored claims.
+    fn derive(
+        &self,
+        nics: &[String],
+        mut runs: HashMap<String, Vec<Run>>,
+        mut existing: HashMap<Ident, (i64, String)>,
+    ) -> Part {
+        let state_of = |fp: &str| self.states.get(fp);
+        let empty = Vec::new();
+        let mut unchanged: HashSet<String> = HashSet::new();
+        let mut part = Part::default();
+        for nic in nics {
+            let sub = self.sub_of.get(nic).cloned().unwrap_or_default();
+            let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
+            nic_runs.materialize(self.horizons.get(&sub));
+            let live_end = nic_runs.live().map(|r| r.last_at);
+            let evidence = assemble_evidence(
+                &nic_runs.runs,
+                state_of,
+                self.events.get(nic).unwrap_or(&empty),
+                self.completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]),
+            );
+            let mut claims = derive_claims(&evidence);
+            for c in &mut claims {
+                c.live = c.is_open()
+                    && c.last.kind == EvidenceKind::Snapshot
+                    && live_end == Some(c.last.at);
+            }
+            let mut nic_changed = false;
+            for c in &claims {
+                let detail = serde_json::to_string(c).expect("claims serialize");
+                let digest = crate::model::short_digest(detail.as_bytes());
+                let ident: Ident = (
+                    c.key.nic.clone(),
+                    c.key.scope.clone(),
+                    c.key.ip,
+                    c.key.vm.clone(),
+                    to_ts(c.possible.start),
+                );
+                let mut row = CRow {
+                    id: 0,
+                    nic: c.key.nic.clone(),
+                    scope: c.key.scope.clone(),
+                    ip: c.key.ip,
+                    certain: at_horizon(c.certain, c.live, self.horizons.get(&sub)),
+                };
+                match existing.remove(&ident) {
+                    Some((id, d)) if d == digest => row.id = id,
+                    Some((id, _)) => {
+                        nic_changed = true;
+                        part.upd.push(Some(id), c, &sub, digest, detail);
+                        row.id = id;
+                    }
+                    None => {
+                        nic_changed = true;
+                        part.ins.push(None, c, &sub, digest, detail);
+                        part.new_rows.push(part.xs.len());
+                    }
+                }
+                part.xs.push(row);
+            }
+            part.by_nic.insert(nic.clone(), claims);
+            if !nic_changed {
+                unchanged.insert(nic.clone());
+            }
+        }
+        // NICs that lost a claim changed too.
+        for (n, ..) in existing.keys() {
+            unchanged.remove(n);
+        }
+        part.by_nic.retain(|n, _| !unchanged.contains(n));
+        part.del = existing.values().map(|(id, _)| *id).collect();
+        part
     }
 }
 
@@ -635,6 +724,22 @@ pub(super) struct Encoded {
 }
 
 impl ClaimRows {
+    fn append(&mut self, mut other: ClaimRows) {
+        self.id.append(&mut other.id);
+        self.nic.append(&mut other.nic);
+        self.scope.append(&mut other.scope);
+        self.ip.append(&mut other.ip);
+        self.vm.append(&mut other.vm);
+        self.sub.append(&mut other.sub);
+        self.plo.append(&mut other.plo);
+        self.phi.append(&mut other.phi);
+        self.clo.append(&mut other.clo);
+        self.chi.append(&mut other.chi);
+        self.live.append(&mut other.live);
+        self.dig.append(&mut other.dig);
+        self.det.append(&mut other.det);
+    }
+
     /// The parameters of the insert, ids excepted (drawn when it is written).
     fn encode_insert(self) -> Encoded {
         let mut a = PgArguments::default();
