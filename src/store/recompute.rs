@@ -626,7 +626,6 @@ pub(super) async fn write_claims(
         .execute(&mut *conn)
         .await?;
     }
-    let mut fresh = None;
     if let Some(ins) = ins {
         // Ids drawn first, so nothing need be returned and matched up: one
         // block of the sequence, reserved by moving the sequence past it
@@ -657,7 +656,6 @@ pub(super) async fn write_claims(
         for (&i, id) in new_rows.iter().zip(ids) {
             xs[i].id = id;
         }
-        fresh = Some((last - n + 1, last));
     }
     if changes.inserted + changes.updated + changes.deleted > 0 {
         refresh_conflicts(
@@ -665,7 +663,6 @@ pub(super) async fn write_claims(
             ConflictsOf::Rows {
                 nics: &nics,
                 rows: xs,
-                fresh,
             },
             &horizons,
         )
@@ -825,12 +822,8 @@ impl ClaimRows {
 /// Which claims to check for conflicts.
 pub(super) enum ConflictsOf<'a> {
     /// Every claim of these NICs, as just written (their old conflicts are
-    /// dropped first); the claims inserted have the ids `fresh` (inclusive).
-    Rows {
-        nics: &'a [String],
-        rows: Vec<CRow>,
-        fresh: Option<(i64, i64)>,
-    },
+    /// dropped first).
+    Rows { nics: &'a [String], rows: Vec<CRow> },
     /// Claims of a subscription whose certain window starts in
     /// `(after, upto]`: the only ones a live claim can newly overlap when
     /// the subscription's horizon moves from `after` to `upto` (a live
@@ -906,13 +899,14 @@ pub(super) async fn refresh_conflicts(
     of: ConflictsOf<'_>,
     horizons: &HashMap<String, CompleteSnapshot>,
 ) -> sqlx::Result<()> {
-    let (xs, fresh): (Vec<CRow>, Option<(i64, i64)>) = match of {
-        ConflictsOf::Rows { nics, rows, fresh } => {
+    // `own`: NICs all of whose claims are among `xs`.
+    let (xs, own): (Vec<CRow>, &[String]) = match of {
+        ConflictsOf::Rows { nics, rows } => {
             sqlx::query("DELETE FROM conflicts WHERE nic_a = ANY($1) OR nic_b = ANY($1)")
                 .bind(nics)
                 .execute(&mut *conn)
                 .await?;
-            (rows, fresh)
+            (rows, nics)
         }
         ConflictsOf::HorizonMoved {
             subscription,
@@ -949,7 +943,7 @@ pub(super) async fn refresh_conflicts(
             .into_iter()
             .map(|r| crow(r, horizons))
             .collect();
-            (moved, None)
+            (moved, &[])
         }
     };
     if xs.is_empty() {
@@ -965,17 +959,17 @@ pub(super) async fn refresh_conflicts(
     scopes.sort_unstable();
     scopes.dedup();
     // In chunks: an index scan per chunk, whatever the planner's estimates.
-    // The claims just inserted are not read back: they are among `xs`.
-    let (lo, hi) = fresh.unwrap_or((0, -1));
+    // The claims of `own` are not read back (`NOT IN` a subquery is hashed
+    // even in a generic plan, where `<> ALL($2)` would compare every key).
     let mut same: Vec<CDbRow> = Vec::new();
     for chunk in ips.chunks(5_000) {
         same.extend(
             sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims WHERE ip = ANY($1::inet[]) AND (id < $2 OR id > $3)"
+                "SELECT {CROW_COLUMNS} FROM claims
+                 WHERE ip = ANY($1::inet[]) AND nic_key NOT IN (SELECT unnest($2::text[]))"
             )))
             .bind(chunk)
-            .bind(lo)
-            .bind(hi)
+            .bind(own)
             .fetch_all(&mut *conn)
             .await?,
         );
@@ -1000,7 +994,7 @@ pub(super) async fn refresh_conflicts(
     let same: Vec<CRow> = same
         .into_iter()
         .map(|r| crow(r, horizons))
-        .chain(xs.iter().filter(|x| lo <= x.id && x.id <= hi).cloned())
+        .chain(xs.iter().filter(|_| !own.is_empty()).cloned())
         .collect();
     let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
     for y in &same {
