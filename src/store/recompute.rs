@@ -991,13 +991,11 @@ pub(super) async fn refresh_conflicts(
         .await?;
         prefixes.extend(inside);
     }
-    let same: Vec<CRow> = same
-        .into_iter()
-        .map(|r| crow(r, horizons))
-        .chain(xs.iter().filter(|_| !own.is_empty()).cloned())
-        .collect();
+    let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
+    // The claims of `own` were not read back: they are the rows in hand.
+    let in_hand: &[CRow] = if own.is_empty() { &[] } else { &xs };
     let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
-    for y in &same {
+    for y in same.iter().chain(in_hand) {
         by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
     }
     let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
