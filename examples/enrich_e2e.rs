@@ -383,8 +383,14 @@ fn inproc(db: &str, tuples: u64, input: &[u8], runs: usize) -> anyhow::Result<()
     }
     let index: Arc<dyn Attributor> =
         Arc::new(tokio::runtime::Runtime::new()?.block_on(load_index(db))?);
+    // `IPWHO_E2E_ONLY=enrich1` (or floor2, ...): one configuration only, for a profiler.
+    let only = std::env::var("IPWHO_E2E_ONLY").ok();
     for workers in [1, 2] {
         for floor in [true, false] {
+            let name = format!("{}{workers}", if floor { "floor" } else { "enrich" });
+            if only.as_ref().is_some_and(|o| *o != name) {
+                continue;
+            }
             let mut best = f64::MAX;
             for _ in 0..runs {
                 let opts = EnrichOptions {

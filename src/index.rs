@@ -54,9 +54,43 @@ impl Scope {
     }
 }
 
+/// A claim on an IP as `by_ip` holds it: its possible window inline, so a
+/// lookup at a time passes over the claims it rules out without reading them.
+/// Its scope and subscription are interned ([`Inner::names`]) for the same
+/// reason.
+struct Slot {
+    from: Micros,
+    until: Micros,
+    entry: Arc<Entry>,
+    scope: u32,
+    subscription: u32,
+}
+
+impl Slot {
+    /// `entry` in the slot of `old` (the same claim, its window moved).
+    fn moved(old: &Slot, entry: Arc<Entry>) -> Self {
+        Slot {
+            from: entry.possible.start,
+            until: entry.possible.end,
+            entry,
+            ..*old
+        }
+    }
+
+    #[inline]
+    fn holds(&self, t: Micros) -> bool {
+        self.from <= t && t < self.until
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
+
 #[derive(Default)]
 struct Inner {
-    by_ip: HashMap<IpNet, Vec<Arc<Entry>>>,
+    by_ip: FastMap<IpNet, Vec<Slot>>,
+    /// Scope keys and subscriptions (lower-cased) of the claims held, as
+    /// small integers (never removed: there are few).
+    names: FastMap<String, u32>,
     prefix_lens: BTreeSet<(bool, u8)>,
     by_nic: HashMap<String, Vec<Arc<Entry>>>,
     by_vm: HashMap<String, Vec<Arc<Entry>>>,
@@ -87,7 +121,7 @@ impl Inner {
         for c in old {
             let k = ip_key(&c.key.ip);
             if let Some(v) = self.by_ip.get_mut(&k) {
-                v.retain(|x| x.key.nic != nic);
+                v.retain(|x| x.entry.key.nic != nic);
                 if v.is_empty() {
                     self.by_ip.remove(&k);
                 }
@@ -111,18 +145,35 @@ impl Inner {
         }
     }
 
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.names.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.insert(name.to_string(), id);
+        id
+    }
+
     fn insert(&mut self, mut c: Claim) {
+        let sub = c.nic.subscription();
         if c.live
-            && let Some(h) = self.horizons.get(&c.nic.subscription())
+            && let Some(h) = self.horizons.get(&sub)
         {
             c.extend_to(h.at, &h.id);
         }
+        let slot_names = (self.intern(&c.key.scope), self.intern(&sub));
         let info = Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref()));
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
         self.prefix_lens
             .insert((k.addr().is_ipv4(), k.prefix_len()));
-        self.by_ip.entry(k).or_default().push(c.clone());
+        self.by_ip.entry(k).or_default().push(Slot {
+            from: c.possible.start,
+            until: c.possible.end,
+            entry: c.clone(),
+            scope: slot_names.0,
+            subscription: slot_names.1,
+        });
         if !c.key.vm.is_empty() {
             self.by_vm
                 .entry(c.key.vm.clone())
@@ -150,7 +201,7 @@ impl Inner {
                 continue;
             };
             if let Some(v) = self.by_ip.get(&net.trunc()) {
-                out.extend(v.iter().cloned());
+                out.extend(v.iter().map(|s| s.entry.clone()));
             }
         }
         out
@@ -270,7 +321,14 @@ impl Index {
                     claim,
                     info: e.info.clone(),
                 });
-                swap_entry(by_ip.get_mut(&ip_key(&e.key.ip)), e, &new);
+                if let Some(slot) = by_ip
+                    .get_mut(&ip_key(&e.key.ip))
+                    .into_iter()
+                    .flatten()
+                    .find(|s| Arc::ptr_eq(&s.entry, e))
+                {
+                    *slot = Slot::moved(slot, new.clone());
+                }
                 if !e.key.vm.is_empty() {
                     swap_entry(by_vm.get_mut(&e.key.vm), e, &new);
                 }
@@ -424,16 +482,6 @@ fn answer_owned(claims: &[Arc<Entry>], t: Micros) -> Lookup {
 
 use crate::enrich::{Attributor, EndAttribution, Lookups, ScopeHint, Status as EStatus, Via};
 
-fn estatus(s: engine::Status) -> EStatus {
-    match s {
-        engine::Status::Confirmed => EStatus::Confirmed,
-        engine::Status::Probable => EStatus::Probable,
-        engine::Status::Possible => EStatus::Possible,
-        engine::Status::Ambiguous => EStatus::Ambiguous,
-        engine::Status::Unknown => EStatus::Unknown,
-    }
-}
-
 fn bound(m: Micros) -> Option<i64> {
     (m != engine::NEG_INF && m != engine::POS_INF).then_some(m)
 }
@@ -443,13 +491,13 @@ fn bound(m: Micros) -> Option<i64> {
 /// prefix length present (almost always one), four inline.
 #[derive(Clone, Default)]
 struct OfIp<'a> {
-    inline: [&'a [Arc<Entry>]; 4],
+    inline: [&'a [Slot]; 4],
     n: usize,
-    spill: Vec<&'a [Arc<Entry>]>,
+    spill: Vec<&'a [Slot]>,
 }
 
 impl<'a> OfIp<'a> {
-    fn push(&mut self, s: &'a [Arc<Entry>]) {
+    fn push(&mut self, s: &'a [Slot]) {
         if self.n < self.inline.len() {
             self.inline[self.n] = s;
             self.n += 1;
@@ -458,15 +506,20 @@ impl<'a> OfIp<'a> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &'a Arc<Entry>> + Clone + '_ {
+    /// The claims whose possible window holds `t`.
+    fn at(&self, t: Micros) -> impl Iterator<Item = &'a Slot> + Clone + '_ {
         self.inline[..self.n]
             .iter()
             .chain(self.spill.iter())
             .flat_map(|s| s.iter())
+            .filter(move |s| s.holds(t))
     }
 
     fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
+        self.inline[..self.n]
+            .iter()
+            .chain(self.spill.iter())
+            .all(|s| s.is_empty())
     }
 }
 
@@ -489,18 +542,15 @@ impl Inner {
     }
 }
 
-/// [`engine::answer`] over the borrowed entries that `admit` lets through,
-/// as an enrichment end: the same statuses and candidate order, without
-/// collecting the claims first. Time is checked before `admit`, so scope
-/// comparisons are made for the few claims alive at `t` only.
-fn answer_end<'a, I, P>(claims: I, admit: P, t: Micros, via: Via) -> EndAttribution
+/// [`engine::answer`] over the borrowed entries `alive` yields (the claims
+/// in scope whose possible window holds `t`, chosen on [`Slot`]s before any
+/// claim is read), as an enrichment end: the same statuses and candidate
+/// order, without collecting the claims first.
+fn answer_end<'a, I>(alive: I, t: Micros, via: Via) -> EndAttribution
 where
     I: Iterator<Item = &'a Arc<Entry>> + Clone,
-    P: Fn(&Entry) -> bool,
 {
-    let mut hits = claims
-        .clone()
-        .filter(|c| c.possible.contains(t) && admit(c));
+    let mut hits = alive.clone();
     let Some(owner) = hits.next() else {
         return EndAttribution::unknown(via);
     };
@@ -519,23 +569,12 @@ where
         a.window = Some((bound(c.possible.start), bound(c.possible.end)));
         return a;
     }
-    // Ambiguous: rare, so the engine's own rule decides (and orders).
-    let hits: Vec<&Arc<Entry>> = claims
-        .filter(|c| c.possible.contains(t) && admit(c))
-        .collect();
-    let ans = engine::answer(hits.iter().map(|e| &e.claim), t);
-    a.status = estatus(ans.status);
-    a.candidates = ans
-        .candidates
-        .iter()
-        .map(|c| {
-            hits.iter()
-                .find(|e| std::ptr::eq(&e.claim, *c))
-                .expect("answer names an input claim")
-                .info
-                .clone()
-        })
-        .collect();
+    // Ambiguous, as `engine::answer` says it: every claim alive at `t`, in
+    // its order.
+    let mut hits: Vec<&Arc<Entry>> = alive.collect();
+    hits.sort_by(|x, y| engine::candidate_order(&x.claim, &y.claim));
+    a.status = EStatus::Ambiguous;
+    a.candidates = hits.iter().map(|e| e.info.clone()).collect();
     a
 }
 
@@ -549,7 +588,7 @@ impl Lookups for Pinned<'_> {
             return EndAttribution::unknown(Via::Mac);
         };
         let of_ip = r.of_ip(ip);
-        let all = of_ip.iter();
+        let all = of_ip.at(at);
         // The record names the NIC that captured the tuple: a NIC with the
         // MAC that may have held the IP at `at` is the local end, whatever
         // other NICs of the VNet may have held it then (the capture rules
@@ -559,9 +598,7 @@ impl Lookups for Pinned<'_> {
         let mut held: Vec<&Arc<Entry>> = Vec::new();
         for n in nics {
             let nic = &n.key.nic;
-            let mut mine = all
-                .clone()
-                .filter(|c| c.possible.contains(at) && c.key.nic == *nic);
+            let mut mine = all.clone().map(|s| &s.entry).filter(|c| c.key.nic == *nic);
             let Some(c) = mine.next() else {
                 continue;
             };
@@ -578,7 +615,8 @@ impl Lookups for Pinned<'_> {
             );
         }
         if !held.is_empty() {
-            let mut a = answer_end(held.iter().copied(), |_| true, at, Via::Mac);
+            // `held` are alive at `at`.
+            let mut a = answer_end(held.iter().copied(), at, Via::Mac);
             a.ip_held = Some(true);
             return a;
         }
@@ -605,25 +643,27 @@ impl Lookups for Pinned<'_> {
         if of_ip.is_empty() {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
-        let all = of_ip.iter();
-        if let Some(v) = &hint.vnet {
-            let a = answer_end(all.clone(), |c| c.key.scope == *v, at, Via::IpInVnet);
+        let all = of_ip.at(at);
+        // A scope the index has never seen holds none of its claims.
+        let name = |n: &Option<String>| n.as_deref().and_then(|n| self.0.names.get(n)).copied();
+        if let Some(v) = name(&hint.vnet) {
+            let in_vnet = all.clone().filter(|s| s.scope == v).map(|s| &s.entry);
+            let a = answer_end(in_vnet, at, Via::IpInVnet);
             if a.status != EStatus::Unknown {
                 return a;
             }
         }
-        if let Some(s) = &hint.subscription {
-            let in_sub = |c: &Entry| {
-                c.nic
-                    .segment("subscriptions")
-                    .is_some_and(|x| x.eq_ignore_ascii_case(s))
-            };
-            let a = answer_end(all.clone(), in_sub, at, Via::IpInSubscription);
+        if let Some(sub) = name(&hint.subscription) {
+            let in_sub = all
+                .clone()
+                .filter(|s| s.subscription == sub)
+                .map(|s| &s.entry);
+            let a = answer_end(in_sub, at, Via::IpInSubscription);
             if a.status != EStatus::Unknown {
                 return a;
             }
         }
-        answer_end(all, |_| true, at, Via::IpAnyScope)
+        answer_end(all.map(|s| &s.entry), at, Via::IpAnyScope)
     }
 }
 

@@ -51,6 +51,12 @@ pub struct Answer<'a> {
     pub candidates: Vec<&'a Claim>,
 }
 
+/// The order of an ambiguous answer's candidates: earliest possible start
+/// first, then by claim key.
+pub fn candidate_order(a: &Claim, b: &Claim) -> std::cmp::Ordering {
+    (a.possible.start, &a.key).cmp(&(b.possible.start, &b.key))
+}
+
 /// Answers "who held this IP at `t`?" from the claims of that IP (already
 /// narrowed to the scope asked about, if any).
 pub fn answer<'a, I>(claims: I, t: Micros) -> Answer<'a>
@@ -83,7 +89,7 @@ where
             }
         }
         _ => {
-            hits.sort_by(|a, b| (a.possible.start, &a.key).cmp(&(b.possible.start, &b.key)));
+            hits.sort_by(|a, b| candidate_order(a, b));
             Answer {
                 status: Status::Ambiguous,
                 owner: None,

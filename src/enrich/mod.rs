@@ -113,6 +113,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ArmId, Mac};
 
+pub(crate) use map::FastHasher;
 pub use map::MapAttributor;
 pub use pipeline::{enrich_reader, enrich_readers};
 pub use record::{

@@ -125,9 +125,65 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
         }
         IpAddr::V6(v6) => {
             out.push(b'"');
-            let _ = write!(out, "{v6}");
+            write_ipv6(out, v6);
             out.push(b'"');
         }
+    }
+}
+
+/// An IPv6 address as `Display` writes it (RFC 5952: lower-case hex, no
+/// leading zeros, the longest run of two or more zero groups, the first of
+/// equals, as `::`; IPv4-mapped addresses as `::ffff:a.b.c.d`).
+fn write_ipv6(out: &mut Vec<u8>, v6: std::net::Ipv6Addr) {
+    if v6.to_ipv4_mapped().is_some() {
+        let _ = write!(out, "{v6}");
+        return;
+    }
+    let g = v6.segments();
+    // The longest run of zero groups (first on ties).
+    let (mut best, mut best_len, mut run, mut run_len) = (0usize, 0usize, 0usize, 0usize);
+    for (i, &x) in g.iter().enumerate() {
+        if x == 0 {
+            if run_len == 0 {
+                run = i;
+            }
+            run_len += 1;
+            if run_len > best_len {
+                best = run;
+                best_len = run_len;
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let group = |out: &mut Vec<u8>, x: u16| {
+        let mut shift = 12;
+        while shift > 0 && (x >> shift) == 0 {
+            shift -= 4;
+        }
+        loop {
+            out.push(HEX[((x >> shift) & 15) as usize]);
+            if shift == 0 {
+                break;
+            }
+            shift -= 4;
+        }
+    };
+    let groups = |out: &mut Vec<u8>, gs: &[u16]| {
+        for (i, &x) in gs.iter().enumerate() {
+            if i > 0 {
+                out.push(b':');
+            }
+            group(out, x);
+        }
+    };
+    if best_len > 1 {
+        groups(out, &g[..best]);
+        out.extend_from_slice(b"::");
+        groups(out, &g[best + best_len..]);
+    } else {
+        groups(out, &g);
     }
 }
 
@@ -512,6 +568,9 @@ fn same_str(
 #[derive(Default)]
 pub(crate) struct NicCache {
     map: HashMap<(usize, u8, i64, i64), Rendered, BuildHasherDefault<FastHasher>>,
+    /// Candidates rendered, by the NIC's `Arc` identity (the `Arc` kept, as
+    /// in `map`).
+    candidates: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), BuildHasherDefault<FastHasher>>,
 }
 
 impl NicCache {
@@ -540,6 +599,27 @@ impl NicCache {
             },
         );
     }
+
+    /// `{"nic":..,"vm":..,"vnet":..}` of a candidate.
+    fn candidate(&mut self, out: &mut Vec<u8>, n: &Arc<NicInfo>) {
+        let key = Arc::as_ptr(n) as usize;
+        if let Some((_, bytes)) = self.candidates.get(&key) {
+            out.extend_from_slice(bytes);
+            return;
+        }
+        let start = out.len();
+        out.extend_from_slice(b"{\"nic\":");
+        write_str(out, &n.id);
+        let mut first = false;
+        opt_str(out, &mut first, b"vm", n.vm_id.as_deref());
+        opt_str(out, &mut first, b"vnet", n.vnet.as_deref());
+        out.push(b'}');
+        if self.candidates.len() >= Self::MAX {
+            self.candidates.clear();
+        }
+        self.candidates
+            .insert(key, (n.clone(), out[start..].into()));
+    }
 }
 
 fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
@@ -565,12 +645,7 @@ fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(b"{\"nic\":");
-            write_str(out, &c.id);
-            let mut first = false;
-            opt_str(out, &mut first, b"vm", c.vm_id.as_deref());
-            opt_str(out, &mut first, b"vnet", c.vnet.as_deref());
-            out.push(b'}');
+            cache.candidate(out, c);
         }
         out.push(b']');
     }
@@ -613,6 +688,32 @@ mod tests {
             let mut out = Vec::new();
             write_ip(&mut out, ip);
             assert_eq!(String::from_utf8(out).unwrap(), format!("\"{s}\""));
+        }
+    }
+
+    proptest::proptest! {
+        /// Addresses with runs of zero groups of every length and place.
+        #[test]
+        fn ipv6_writes_like_display(
+            groups in proptest::collection::vec(
+                proptest::prop_oneof![
+                    3 => proptest::strategy::Just(0u16),
+                    1 => 1u16..16,
+                    1 => proptest::num::u16::ANY,
+                ],
+                8,
+            ),
+            mapped in proptest::bool::weighted(0.05),
+        ) {
+            let mut g: [u16; 8] = groups.try_into().unwrap();
+            if mapped {
+                g[..5].fill(0);
+                g[5] = 0xffff;
+            }
+            let ip = std::net::Ipv6Addr::from(g);
+            let mut out = Vec::new();
+            write_ipv6(&mut out, ip);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
         }
     }
 }
