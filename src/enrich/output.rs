@@ -562,15 +562,17 @@ fn same_str(
     }
 }
 
+type Fast = BuildHasherDefault<FastHasher>;
+
 /// Rendered NIC, evidence and window of an answer, by the NIC's `Arc`
 /// identity and the window (an index hands out one `Arc` per claim or NIC
 /// state, so the same claim renders once). Bounded: cleared when full.
 #[derive(Default)]
 pub(crate) struct NicCache {
-    map: HashMap<(usize, u8, i64, i64), Rendered, BuildHasherDefault<FastHasher>>,
+    map: HashMap<(usize, u8, i64, i64), Rendered, Fast>,
     /// Candidates rendered, by the NIC's `Arc` identity (the `Arc` kept, as
     /// in `map`).
-    candidates: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), BuildHasherDefault<FastHasher>>,
+    candidates: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), Fast>,
 }
 
 impl NicCache {
