@@ -564,6 +564,12 @@ fn same_str(
 
 type Fast = BuildHasherDefault<FastHasher>;
 
+/// One candidate rendered (its `Arc` kept, as in [`Rendered`]).
+struct RenderedCandidate {
+    _nic: Arc<NicInfo>,
+    bytes: Box<[u8]>,
+}
+
 /// Rendered NIC, evidence and window of an answer, by the NIC's `Arc`
 /// identity and the window (an index hands out one `Arc` per claim or NIC
 /// state, so the same claim renders once). Bounded: cleared when full.
@@ -572,7 +578,7 @@ pub(crate) struct NicCache {
     map: HashMap<(usize, u8, i64, i64), Rendered, Fast>,
     /// Candidates rendered, by the NIC's `Arc` identity (the `Arc` kept, as
     /// in `map`).
-    candidates: HashMap<usize, (Arc<NicInfo>, Box<[u8]>), Fast>,
+    candidates: HashMap<usize, RenderedCandidate, Fast>,
 }
 
 impl NicCache {
@@ -605,8 +611,8 @@ impl NicCache {
     /// `{"nic":..,"vm":..,"vnet":..}` of a candidate.
     fn candidate(&mut self, out: &mut Vec<u8>, n: &Arc<NicInfo>) {
         let key = Arc::as_ptr(n) as usize;
-        if let Some((_, bytes)) = self.candidates.get(&key) {
-            out.extend_from_slice(bytes);
+        if let Some(r) = self.candidates.get(&key) {
+            out.extend_from_slice(&r.bytes);
             return;
         }
         let start = out.len();
@@ -619,8 +625,11 @@ impl NicCache {
         if self.candidates.len() >= Self::MAX {
             self.candidates.clear();
         }
-        self.candidates
-            .insert(key, (n.clone(), out[start..].into()));
+        let r = RenderedCandidate {
+            _nic: n.clone(),
+            bytes: out[start..].into(),
+        };
+        self.candidates.insert(key, r);
     }
 }
 
