@@ -686,6 +686,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_string_escapes_like_serde(s in "[a-c\"\\\\\\x00-\\x1f\\x7fé€]{0,40}", pad in 0usize..9) {
+            // Shifted so that special characters fall at every place of a word.
+            let s = format!("{}{s}", "a".repeat(pad));
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+    }
+
     #[test]
     fn ips_write_like_display() {
         for s in [
