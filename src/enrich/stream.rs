@@ -75,6 +75,41 @@ impl Input for ChannelReader {
 struct ChannelSink {
     tx: mpsc::Sender<io::Result<Bytes>>,
     cap: usize,
+    spare: Arc<Spare>,
+}
+
+/// Output buffers the response has written out, back for the next chunks:
+/// fresh memory for every chunk would cost a page fault per page written.
+#[derive(Default)]
+struct Spare(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Spare {
+    /// Enough for the chunks queued and those the connection is writing.
+    const MAX: usize = 16;
+}
+
+/// A chunk of output that goes back to [`Spare`] once written.
+struct Recycled {
+    buf: Vec<u8>,
+    spare: Arc<Spare>,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.spare.0.lock()
+            && s.len() < Spare::MAX
+        {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            s.push(buf);
+        }
+    }
 }
 
 impl Sink for ChannelSink {
@@ -82,13 +117,20 @@ impl Sink for ChannelSink {
         if buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(buf, Vec::with_capacity(self.cap));
-        self.tx.blocking_send(Ok(Bytes::from(full))).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the reader of the enrichment output went away",
-            )
-        })
+        let next = self.spare.0.lock().ok().and_then(|mut s| s.pop());
+        let next = next.unwrap_or_else(|| Vec::with_capacity(self.cap));
+        let full = Recycled {
+            buf: std::mem::replace(buf, next),
+            spare: self.spare.clone(),
+        };
+        self.tx
+            .blocking_send(Ok(Bytes::from_owner(full)))
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the reader of the enrichment output went away",
+                )
+            })
     }
 }
 
@@ -149,6 +191,7 @@ where
         let mut sink = ChannelSink {
             tx: out_tx,
             cap: opts.chunk_bytes + (64 << 10),
+            spare: Arc::default(),
         };
         if let Ok(summary) = pipeline::run([reader], &mut sink, &opts, attributor.as_ref()) {
             let _ = sum_tx.send(summary);
