@@ -195,6 +195,46 @@ pub struct NicInfo {
     pub vm_subscription: Option<String>,
     /// The VNet of the NIC's ip configurations (ARM id).
     pub vnet: Option<String>,
+    /// The NIC as an ambiguous answer's candidate, rendered by the first
+    /// line that needs it.
+    #[serde(skip)]
+    pub(crate) as_candidate: RenderedOnce,
+    /// The NIC as an answer names it, rendered likewise.
+    #[serde(skip)]
+    pub(crate) as_named: RenderedOnce,
+}
+
+/// Bytes rendered once and then shared; not part of what they render
+/// (equal to any other, empty when cloned). An index's NICs keep what
+/// enrichment has rendered of them (a few hundred bytes a NIC, for the NICs
+/// that answers have named) until their claims are replaced.
+#[derive(Default)]
+pub(crate) struct RenderedOnce(std::sync::OnceLock<Box<[u8]>>);
+
+impl RenderedOnce {
+    pub(crate) fn get_or_init(&self, f: impl FnOnce() -> Box<[u8]>) -> &[u8] {
+        self.0.get_or_init(f)
+    }
+}
+
+impl Clone for RenderedOnce {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for RenderedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RenderedOnce {}
+
+impl std::fmt::Debug for RenderedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 impl NicInfo {
@@ -208,6 +248,8 @@ impl NicInfo {
             vm_resource_group: vm.and_then(|v| v.resource_group()).map(str::to_string),
             vm_subscription: vm.map(|v| v.subscription()),
             vnet: vnet.map(|v| v.as_str().to_string()),
+            as_candidate: RenderedOnce::default(),
+            as_named: RenderedOnce::default(),
         }
     }
 }

@@ -1,18 +1,15 @@
 //! The NDJSON writer: one line per tuple in the schema documented in
 //! [`super`], written by hand into a reused buffer (itoa for numbers, a
 //! lookup table for string escapes, the timestamp's date part cached per
-//! second and each flow group's shared `azure.flowlog` fields rendered once).
+//! second, each flow group's shared `azure.flowlog` fields rendered once, and
+//! each NIC's part of an answer rendered once into its [`NicInfo`]).
 //! Error and summary lines are rare and go through serde.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::map::FastHasher;
 use super::record::{ErrorItem, FlowContext};
 use super::tuple::{self, FlowTuple};
 use super::{EndAttribution, NicInfo, Summary};
@@ -225,7 +222,6 @@ pub(crate) struct LineWriter {
     group_id: u64,
     group_valid: bool,
     group_tail: Vec<u8>,
-    nics: NicCache,
 }
 
 impl LineWriter {
@@ -343,7 +339,6 @@ impl LineWriter {
         out.extend_from_slice(b",\"source\":");
         end(
             out,
-            &mut self.nics,
             t.src_ip,
             t.src_port,
             c.packets_src_to_dst,
@@ -353,7 +348,6 @@ impl LineWriter {
         out.extend_from_slice(b",\"destination\":");
         end(
             out,
-            &mut self.nics,
             t.dst_ip,
             t.dst_port,
             c.packets_dst_to_src,
@@ -433,7 +427,6 @@ fn passthrough(out: &mut Vec<u8>, fields: &[(std::borrow::Cow<'_, str>, &RawValu
 /// `{"ip":..,"port":..,"packets":..,"bytes":..,"ipwho":{..}}`
 fn end(
     out: &mut Vec<u8>,
-    cache: &mut NicCache,
     ip: IpAddr,
     port: Option<u16>,
     packets: Option<u64>,
@@ -456,7 +449,7 @@ fn end(
     }
     if let Some(a) = a {
         out.extend_from_slice(b",\"ipwho\":");
-        ipwho(out, cache, a);
+        ipwho(out, a);
     }
     out.push(b'}');
 }
@@ -493,18 +486,6 @@ fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
     }
 }
 
-/// What an end names, rendered: `,"nic":..,"vm":..,"vnet":..` of the NIC,
-/// then `,"evidence":..` and `,"window":{..}`.
-fn render_named(
-    out: &mut Vec<u8>,
-    n: &NicInfo,
-    evidence: Option<&str>,
-    window: Option<(Option<i64>, Option<i64>)>,
-) {
-    render_nic(out, n);
-    render_basis(out, evidence, window);
-}
-
 /// `,"evidence":..,"window":{..}`, each when known.
 fn render_basis(
     out: &mut Vec<u8>,
@@ -530,110 +511,19 @@ fn render_basis(
     }
 }
 
-/// The window as a key: presence bits and both ends.
-fn window_key(w: Option<(Option<i64>, Option<i64>)>) -> (u8, i64, i64) {
-    match w {
-        None => (0, 0, 0),
-        Some((f, u)) => (
-            1 | (f.is_some() as u8) << 1 | (u.is_some() as u8) << 2,
-            f.unwrap_or(0),
-            u.unwrap_or(0),
-        ),
-    }
+/// `{"nic":..,"vm":..,"vnet":..}` of a candidate (rendered once per NIC).
+fn render_candidate(n: &NicInfo) -> Box<[u8]> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"nic\":");
+    write_str(&mut out, &n.id);
+    let mut first = false;
+    opt_str(&mut out, &mut first, b"vm", n.vm_id.as_deref());
+    opt_str(&mut out, &mut first, b"vnet", n.vnet.as_deref());
+    out.push(b'}');
+    out.into()
 }
 
-/// One rendered answer: the `Arc` is kept so its address is never reused
-/// while cached, and the evidence is compared on every hit.
-struct Rendered {
-    _nic: Arc<NicInfo>,
-    evidence: Option<std::borrow::Cow<'static, str>>,
-    bytes: Box<[u8]>,
-}
-
-/// Equal strings, by address first (evidence kinds are static strings).
-fn same_str(
-    a: &Option<std::borrow::Cow<'static, str>>,
-    b: &Option<std::borrow::Cow<'static, str>>,
-) -> bool {
-    match (a, b) {
-        (Some(x), Some(y)) => (x.as_ptr() == y.as_ptr() && x.len() == y.len()) || x == y,
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-type Fast = BuildHasherDefault<FastHasher>;
-
-/// One candidate rendered (its `Arc` kept, as in [`Rendered`]).
-struct RenderedCandidate {
-    _nic: Arc<NicInfo>,
-    bytes: Box<[u8]>,
-}
-
-/// Rendered NIC, evidence and window of an answer, by the NIC's `Arc`
-/// identity and the window (an index hands out one `Arc` per claim or NIC
-/// state, so the same claim renders once). Bounded: cleared when full.
-#[derive(Default)]
-pub(crate) struct NicCache {
-    map: HashMap<(usize, u8, i64, i64), Rendered, Fast>,
-    /// Candidates rendered, by the NIC's `Arc` identity (the `Arc` kept, as
-    /// in `map`).
-    candidates: HashMap<usize, RenderedCandidate, Fast>,
-}
-
-impl NicCache {
-    const MAX: usize = 1 << 15;
-
-    fn write(&mut self, out: &mut Vec<u8>, a: &EndAttribution, n: &Arc<NicInfo>) {
-        let (bits, from, until) = window_key(a.window);
-        let key = (Arc::as_ptr(n) as usize, bits, from, until);
-        if let Some(r) = self.map.get(&key)
-            && same_str(&r.evidence, &a.evidence)
-        {
-            out.extend_from_slice(&r.bytes);
-            return;
-        }
-        let start = out.len();
-        render_named(out, n, a.evidence.as_deref(), a.window);
-        if self.map.len() >= Self::MAX {
-            self.map.clear();
-        }
-        self.map.insert(
-            key,
-            Rendered {
-                _nic: n.clone(),
-                evidence: a.evidence.clone(),
-                bytes: out[start..].into(),
-            },
-        );
-    }
-
-    /// `{"nic":..,"vm":..,"vnet":..}` of a candidate.
-    fn candidate(&mut self, out: &mut Vec<u8>, n: &Arc<NicInfo>) {
-        let key = Arc::as_ptr(n) as usize;
-        if let Some(r) = self.candidates.get(&key) {
-            out.extend_from_slice(&r.bytes);
-            return;
-        }
-        let start = out.len();
-        out.extend_from_slice(b"{\"nic\":");
-        write_str(out, &n.id);
-        let mut first = false;
-        opt_str(out, &mut first, b"vm", n.vm_id.as_deref());
-        opt_str(out, &mut first, b"vnet", n.vnet.as_deref());
-        out.push(b'}');
-        if self.candidates.len() >= Self::MAX {
-            self.candidates.clear();
-        }
-        let r = RenderedCandidate {
-            _nic: n.clone(),
-            bytes: out[start..].into(),
-        };
-        self.candidates.insert(key, r);
-    }
-}
-
-fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
+fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(a.status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"via\":\"");
@@ -647,7 +537,14 @@ fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
         });
     }
     match &a.nic {
-        Some(n) => cache.write(out, a, n),
+        Some(n) => {
+            out.extend_from_slice(n.as_named.get_or_init(|| {
+                let mut v = Vec::new();
+                render_nic(&mut v, n);
+                v.into()
+            }));
+            render_basis(out, a.evidence.as_deref(), a.window);
+        }
         None => render_basis(out, a.evidence.as_deref(), a.window),
     }
     if !a.candidates.is_empty() {
@@ -656,7 +553,7 @@ fn ipwho(out: &mut Vec<u8>, cache: &mut NicCache, a: &EndAttribution) {
             if i > 0 {
                 out.push(b',');
             }
-            cache.candidate(out, c);
+            out.extend_from_slice(c.as_candidate.get_or_init(|| render_candidate(c)));
         }
         out.push(b']');
     }
