@@ -162,7 +162,22 @@ impl Inner {
             c.extend_to(h.at, &h.id);
         }
         let slot_names = (self.intern(&c.key.scope), self.intern(&sub));
-        let info = Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref()));
+        // The NIC's claims with the same VM and VNet (its IPv4 and IPv6
+        // addresses, say) share one `NicInfo`, so it renders once.
+        fn id(a: &Option<crate::model::ArmId>) -> Option<&str> {
+            a.as_ref().map(|a| a.as_str())
+        }
+        let shared = self.by_nic.get(&c.key.nic).and_then(|v| {
+            v.iter().rev().take(8).find(|e| {
+                e.nic.as_str() == c.nic.as_str()
+                    && id(&e.vm) == id(&c.vm)
+                    && id(&e.vnet) == id(&c.vnet)
+            })
+        });
+        let info = match shared {
+            Some(e) => e.info.clone(),
+            None => Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref())),
+        };
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
         self.prefix_lens
