@@ -67,13 +67,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// `entry` in the slot of `old` (the same claim, its window moved).
-    fn moved(old: &Slot, entry: Arc<Entry>) -> Self {
+    fn new(entry: Arc<Entry>, scope: u32, subscription: u32) -> Self {
         Slot {
             from: entry.possible.start,
             until: entry.possible.end,
             entry,
-            ..*old
+            scope,
+            subscription,
         }
     }
 
@@ -182,13 +182,8 @@ impl Inner {
         let k = ip_key(&c.key.ip);
         self.prefix_lens
             .insert((k.addr().is_ipv4(), k.prefix_len()));
-        self.by_ip.entry(k).or_default().push(Slot {
-            from: c.possible.start,
-            until: c.possible.end,
-            entry: c.clone(),
-            scope: slot_names.0,
-            subscription: slot_names.1,
-        });
+        let slot = Slot::new(c.clone(), slot_names.0, slot_names.1);
+        self.by_ip.entry(k).or_default().push(slot);
         if !c.key.vm.is_empty() {
             self.by_vm
                 .entry(c.key.vm.clone())
@@ -342,7 +337,8 @@ impl Index {
                     .flatten()
                     .find(|s| Arc::ptr_eq(&s.entry, e))
                 {
-                    *slot = Slot::moved(slot, new.clone());
+                    // The same claim, its window moved.
+                    *slot = Slot::new(new.clone(), slot.scope, slot.subscription);
                 }
                 if !e.key.vm.is_empty() {
                     swap_entry(by_vm.get_mut(&e.key.vm), e, &new);

@@ -16,6 +16,39 @@ use super::{
 };
 use crate::model::Mac;
 
+/// Output buffers written out and handed back for reuse (a few, at most
+/// `max`: fresh memory for every chunk costs page faults).
+pub(super) struct Pool {
+    bufs: std::sync::Mutex<Vec<Vec<u8>>>,
+    max: usize,
+}
+
+impl Pool {
+    pub(super) fn new(max: usize) -> Self {
+        Pool {
+            bufs: Default::default(),
+            max,
+        }
+    }
+
+    /// A buffer given back, else a new one of `cap` bytes.
+    pub(super) fn take(&self, cap: usize) -> Vec<u8> {
+        let v = self.bufs.lock().ok().and_then(|mut p| p.pop());
+        v.unwrap_or_else(|| Vec::with_capacity(cap))
+    }
+
+    /// Keeps `v` (emptied) for reuse when it is large enough and there is room.
+    pub(super) fn give(&self, mut v: Vec<u8>, cap: usize) {
+        if v.capacity() >= cap / 2
+            && let Ok(mut p) = self.bufs.lock()
+            && p.len() < self.max
+        {
+            v.clear();
+            p.push(v);
+        }
+    }
+}
+
 /// A byte source that can tell whether its next read would wait, so that
 /// pending output is flushed before the pipeline blocks on slow input.
 pub(crate) trait Input: Read {
@@ -397,7 +430,7 @@ mod parallel {
     use super::super::frame::{Frame, Framer};
     use super::super::record::{BatchDependence, DecodeStats, Decoded, ErrorItem, RecordDecoder};
     use super::super::{Attributor, EnrichOptions, Format, StatusCounts, Summary};
-    use super::{Enricher, Input, Sink, Src, finish_summary, input_error};
+    use super::{Enricher, Input, Pool, Sink, Src, finish_summary, input_error};
 
     /// A framed unit, by its place in the batch's bytes.
     enum Item {
@@ -450,30 +483,6 @@ mod parallel {
                 self.chunks.push(std::mem::replace(buf, fresh));
             }
             Ok(())
-        }
-    }
-
-    /// Output buffers written out and handed back for reuse (a few: fresh
-    /// memory for every chunk costs page faults).
-    #[derive(Default)]
-    struct Pool(Mutex<Vec<Vec<u8>>>);
-
-    impl Pool {
-        const MAX: usize = 32;
-
-        fn take(&self, cap: usize) -> Vec<u8> {
-            let v = self.0.lock().ok().and_then(|mut p| p.pop());
-            v.unwrap_or_else(|| Vec::with_capacity(cap))
-        }
-
-        fn give(&self, mut v: Vec<u8>, cap: usize) {
-            if v.capacity() >= cap / 2
-                && let Ok(mut p) = self.0.lock()
-                && p.len() < Self::MAX
-            {
-                v.clear();
-                p.push(v);
-            }
         }
     }
 
@@ -753,7 +762,7 @@ mod parallel {
         let batch_bytes = opts.batch_bytes.max(1);
         let (work_tx, work_rx) = mpsc::sync_channel::<(Batch, Option<Format>)>(workers);
         let work_rx = Mutex::new(work_rx);
-        let pool = Pool::default();
+        let pool = Pool::new(32);
         std::thread::scope(|scope| {
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             for _ in 0..workers {

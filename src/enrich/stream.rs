@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::pipeline::{self, Input, Sink};
+use super::pipeline::{self, Input, Pool, Sink};
 use super::{Attributor, EnrichOptions, Summary};
 
 /// Reads the request body chunks that the forwarding task queues.
@@ -75,23 +75,15 @@ impl Input for ChannelReader {
 struct ChannelSink {
     tx: mpsc::Sender<io::Result<Bytes>>,
     cap: usize,
-    spare: Arc<Spare>,
+    /// Chunks the response has written out, back for the next ones.
+    spare: Arc<Pool>,
 }
 
-/// Output buffers the response has written out, back for the next chunks:
-/// fresh memory for every chunk would cost a page fault per page written.
-#[derive(Default)]
-struct Spare(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl Spare {
-    /// Enough for the chunks queued and those the connection is writing.
-    const MAX: usize = 16;
-}
-
-/// A chunk of output that goes back to [`Spare`] once written.
+/// A chunk of output that goes back to the sink's spare buffers once written.
 struct Recycled {
     buf: Vec<u8>,
-    spare: Arc<Spare>,
+    cap: usize,
+    spare: Arc<Pool>,
 }
 
 impl AsRef<[u8]> for Recycled {
@@ -102,13 +94,7 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.spare.0.lock()
-            && s.len() < Spare::MAX
-        {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            s.push(buf);
-        }
+        self.spare.give(std::mem::take(&mut self.buf), self.cap);
     }
 }
 
@@ -117,10 +103,9 @@ impl Sink for ChannelSink {
         if buf.is_empty() {
             return Ok(());
         }
-        let next = self.spare.0.lock().ok().and_then(|mut s| s.pop());
-        let next = next.unwrap_or_else(|| Vec::with_capacity(self.cap));
         let full = Recycled {
-            buf: std::mem::replace(buf, next),
+            buf: std::mem::replace(buf, self.spare.take(self.cap)),
+            cap: self.cap,
             spare: self.spare.clone(),
         };
         self.tx
@@ -191,7 +176,8 @@ where
         let mut sink = ChannelSink {
             tx: out_tx,
             cap: opts.chunk_bytes + (64 << 10),
-            spare: Arc::default(),
+            // Enough for the chunks queued and those the connection is writing.
+            spare: Arc::new(Pool::new(16)),
         };
         if let Ok(summary) = pipeline::run([reader], &mut sink, &opts, attributor.as_ref()) {
             let _ = sum_tx.send(summary);
