@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench core                          # every phase, seed 7
-//! cargo bench --bench core -- --only snapshot       # or activity, history, lookups
+//! cargo bench --bench core -- --only snapshot       # or activity, parse, history, lookups
 //! cargo bench --bench core -- --seed 8 --seconds 20
 //! ```
 //!
@@ -22,6 +22,9 @@
 //! - `activity` (`ipwho_bench_activity`, profile `bench-activity`): the
 //!   estate fed in delivery order; the Activity Log files timed (over
 //!   100,000 `Success` records), its snapshots not;
+//! - `parse`: the snapshot's NIC pages and the Activity Log files parsed
+//!   as the service parses them, with no database (`taskset -c 0` for one
+//!   core);
 //! - `history` (`ipwho_bench`, profile `bench-history`): the whole estate
 //!   fed (over 1,000,000 claims);
 //! - `lookups` (on what `history` left): the estate's probes (IP, time and
@@ -80,6 +83,17 @@ async fn server(admin: &str, db: &str, fresh: bool) -> anyhow::Result<Server> {
         )))
         .execute(&pool)
         .await?;
+        // The database's locale, to measure under a linguistic collation
+        // (as the official Postgres image's en_US.UTF-8 default): e.g.
+        // IPWHO_BENCH_ICU_LOCALE=en-US (needs Postgres built with ICU).
+        if let Ok(locale) = std::env::var("IPWHO_BENCH_ICU_LOCALE") {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {db} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{}'",
+                locale.replace('\'', "")
+            )))
+            .execute(&pool)
+            .await?;
+        }
     }
     let url = format!(
         "{}/{db}",
@@ -277,6 +291,57 @@ async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> any
     Ok(())
 }
 
+/// Parsing alone, as the service parses a request's records (on every core
+/// it may use: `taskset -c 0` for one): the snapshot's NICs, page by page,
+/// and the Activity Log files, three times each.
+fn parse_phase(snapshot: &Path, activity: &Path) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("\n## parse, on {cores} cores");
+    let m = ipwho::sim::read_manifest(snapshot)?;
+    let Some(FeedItem::Snapshot { dir: rel, .. }) = m
+        .feed
+        .iter()
+        .find(|i| matches!(i, FeedItem::Snapshot { .. }))
+    else {
+        anyhow::bail!("{}: no snapshot", snapshot.display());
+    };
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    for body in feed::snapshot_bodies(&snapshot.join(rel), None)? {
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes)?;
+        let nics = v["value"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        pages.push(nics.iter().map(|n| n.to_string()).collect());
+    }
+    let mut files = Vec::new();
+    for item in &ipwho::sim::read_manifest(activity)?.feed {
+        if matches!(item, FeedItem::Activity { .. }) {
+            files.extend(feed::item_bodies(activity, item)?);
+        }
+    }
+    for _ in 0..3 {
+        let t = Instant::now();
+        let nics: usize = pages
+            .iter()
+            .map(|p| ipwho::par::map(p, |_, n| ipwho::azure::nic::parse_nic_str(n).is_ok()).len())
+            .sum();
+        report(
+            &format!("{nics} NICs in {} pages", pages.len()),
+            t.elapsed(),
+            "",
+        );
+        let t = Instant::now();
+        let records: usize = files
+            .iter()
+            .map(|f| ipwho::azure::activity::parse_activity(&f.bytes).len())
+            .sum();
+        report(
+            &format!("{records} Activity Log records in {} files", files.len()),
+            t.elapsed(),
+            "",
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -308,6 +373,12 @@ async fn main() -> anyhow::Result<()> {
     if runs("activity") {
         let dir = estate(&root, "bench-activity", seed)?;
         activity_phase(&client, &admin, &dir).await?;
+    }
+    if runs("parse") {
+        parse_phase(
+            &estate(&root, "bench-snapshot", seed)?,
+            &estate(&root, "bench-activity", seed)?,
+        )?;
     }
     let history = estate(&root, "bench-history", seed)?;
     if runs("history") {

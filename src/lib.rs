@@ -13,6 +13,7 @@ pub mod engine;
 pub mod enrich;
 pub mod index;
 pub mod model;
+pub mod par;
 pub mod service;
 pub mod sim;
 pub mod store;

@@ -215,8 +215,9 @@ pub async fn ingest_snapshot(
 
     let mut rejected = Vec::new();
     let mut parsed: Vec<(usize, NicState)> = Vec::with_capacity(nics.len());
-    for (i, v) in nics.iter().enumerate() {
-        match parse_nic_str(v.get()) {
+    let states = crate::par::map(&nics, |_, v| parse_nic_str(v.get()));
+    for (i, state) in states.into_iter().enumerate() {
+        match state {
             Ok(s) => parsed.push((i, s)),
             Err(e) => rejected.push(RejectedView {
                 index: i,

@@ -150,32 +150,86 @@ pub enum ActivityChange {
 
 /// Parses a request body of Activity Log records (see the module docs).
 /// Returns one outcome per record, in order; an empty body gives none.
+///
+/// The body is read once to find its records; a large batch's records are
+/// then parsed and classified on several threads (they are independent).
 pub fn parse_activity(body: &[u8]) -> Vec<ActivityOutcome> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    match serde_json::from_slice::<&RawValue>(body) {
-        Ok(doc) => push_document(doc, &mut out),
-        Err(_) => {
-            // JSON Lines: one document a line (itself possibly an envelope).
-            for line in body.split(|&b| b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match serde_json::from_slice::<&RawValue>(line) {
-                    Ok(doc) => push_document(doc, &mut out),
-                    Err(e) => out.push(ActivityOutcome::Rejected {
-                        index: out.len(),
-                        field: String::new(),
-                        reason: format!("not valid JSON: {e}"),
-                    }),
-                }
+    let mut items = Vec::new();
+    if document(body, &mut items).is_err() {
+        // JSON Lines: one document a line (itself possibly an envelope).
+        items.clear();
+        for line in body.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err(e) = document(line, &mut items) {
+                items.push(Item::Invalid(e));
             }
         }
     }
-    out
+    classify_items(&items)
+}
+
+/// One record of a body, found but not yet read.
+enum Item<'a> {
+    Record(&'a RawValue),
+    /// A JSON Lines line that is not JSON.
+    Invalid(serde_json::Error),
+}
+
+/// Reads one JSON document and appends its records to `out`: the records of
+/// an envelope `{"records": [...]}` or of a REST page `{"value": [...]}` (a
+/// record itself never has an array `records`/`value`, nor, in the REST
+/// page, an operation), the items of an array, or else the document itself
+/// as one record. Fails, appending nothing, when it is not one valid JSON
+/// document.
+fn document<'a>(text: &'a [u8], out: &mut Vec<Item<'a>>) -> serde_json::Result<()> {
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    let records: Vec<&RawValue> = match first {
+        Some(b'[') => serde_json::from_slice(text)?,
+        Some(b'{') => {
+            // As in a parsed object, the last of repeated keys counts.
+            let fields: BTreeMap<String, &RawValue> = serde_json::from_slice(text)?;
+            let operation = OPERATION
+                .iter()
+                .any(|n| fields.keys().any(|k| k.eq_ignore_ascii_case(n)));
+            match (fields.get("records"), fields.get("value")) {
+                (Some(r), _) if is_array(r) => items(r),
+                (_, Some(v)) if is_array(v) && !operation => items(v),
+                _ => vec![serde_json::from_slice(text)?],
+            }
+        }
+        _ => vec![serde_json::from_slice(text)?],
+    };
+    out.extend(records.into_iter().map(Item::Record));
+    Ok(())
+}
+
+/// Parses and classifies `items` in order (the `i`-th outcome is about
+/// record `i`), on every core when there are many.
+fn classify_items(items: &[Item<'_>]) -> Vec<ActivityOutcome> {
+    crate::par::map(items, |index, item| {
+        let rec = match item {
+            Item::Invalid(e) => {
+                return rejected(index, (String::new(), format!("not valid JSON: {e}")));
+            }
+            Item::Record(rec) => rec,
+        };
+        // An object is read shallowly; anything else whole (to be rejected).
+        let parsed = if rec.get().trim_start().starts_with('{') {
+            serde_json::from_str::<Record>(rec.get()).map(|Record(obj)| Value::Object(obj))
+        } else {
+            serde_json::from_str::<Value>(rec.get())
+        };
+        match parsed {
+            Ok(rec) => classify(index, &rec),
+            Err(e) => rejected(index, (String::new(), format!("not valid JSON: {e}"))),
+        }
+    })
 }
 
 /// A record as [`classify_record`] reads it: an object holding only the
@@ -217,45 +271,6 @@ fn items(raw: &RawValue) -> Vec<&RawValue> {
 
 fn is_array(raw: &RawValue) -> bool {
     raw.get().trim_start().starts_with('[')
-}
-
-/// Unwraps one JSON document's envelope and classifies its records. The
-/// envelope is `{"records": [...]}` or a REST page `{"value": [...]}` (a
-/// record itself never has an array `records`/`value`, nor, in the REST
-/// page, an operation); anything else is one record.
-fn push_document(doc: &RawValue, out: &mut Vec<ActivityOutcome>) {
-    let text = doc.get().trim_start();
-    let records: Vec<&RawValue> = if text.starts_with('[') {
-        items(doc)
-    } else if text.starts_with('{') {
-        // As in a parsed object, the last of repeated keys counts.
-        let fields: BTreeMap<String, &RawValue> =
-            serde_json::from_str(text).expect("validated as a JSON object");
-        let operation = OPERATION
-            .iter()
-            .any(|n| fields.keys().any(|k| k.eq_ignore_ascii_case(n)));
-        match (fields.get("records"), fields.get("value")) {
-            (Some(r), _) if is_array(r) => items(r),
-            (_, Some(v)) if is_array(v) && !operation => items(v),
-            _ => vec![doc],
-        }
-    } else {
-        vec![doc]
-    };
-    for rec in records {
-        let index = out.len();
-        // An object is read shallowly; anything else whole (to be rejected).
-        let parsed = if rec.get().trim_start().starts_with('{') {
-            serde_json::from_str::<Record>(rec.get()).map(|Record(obj)| Value::Object(obj))
-        } else {
-            serde_json::from_str::<Value>(rec.get())
-        };
-        let outcome = match parsed {
-            Ok(rec) => classify(index, &rec),
-            Err(e) => rejected(index, (String::new(), format!("not valid JSON: {e}"))),
-        };
-        out.push(outcome);
-    }
 }
 
 /// Looks a field up by its spellings: first exactly, in order, then ignoring
@@ -1107,5 +1122,57 @@ mod tests {
             parse_activity(page.as_bytes()),
             vec![ignored(0, IgnoreReason::OtherOperation)]
         );
+    }
+
+    #[test]
+    fn a_large_batch_keeps_every_record_in_its_place() {
+        // Enough records to be classified on several threads: NIC writes,
+        // other operations, and (in JSON Lines) lines that are not JSON,
+        // each outcome at its record's index in every envelope.
+        let write = export_write("OK", "Succeeded.OK", true);
+        let other = json!({"operationName": "x/y/read", "resultType": "Success"});
+        let records: Vec<Value> = (0..3000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    other.clone()
+                } else {
+                    write.clone()
+                }
+            })
+            .collect();
+        let check = |out: &[ActivityOutcome], bad: &[usize]| {
+            assert_eq!(out.len(), 3000);
+            assert_indexes_in_order(out);
+            for (i, o) in out.iter().enumerate() {
+                if bad.contains(&i) {
+                    assert_eq!(rejected_field(o), (i, ""));
+                } else if i % 3 == 0 {
+                    assert_eq!(o, &ignored(i, IgnoreReason::OtherOperation));
+                } else {
+                    accepted(o);
+                }
+            }
+        };
+        check(
+            &parse_activity(json!({ "records": records }).to_string().as_bytes()),
+            &[],
+        );
+        check(
+            &parse_activity(Value::Array(records.clone()).to_string().as_bytes()),
+            &[],
+        );
+        let bad = [3, 1500, 2999];
+        let lines: Vec<String> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if bad.contains(&i) {
+                    "{\"time\": ".into()
+                } else {
+                    r.to_string()
+                }
+            })
+            .collect();
+        check(&parse_activity(lines.join("\n").as_bytes()), &bad);
     }
 }
