@@ -701,3 +701,85 @@ async fn the_demo_estate_answers_as_its_story_says(pool: PgPool) {
     let (_, _, v) = app.owner("10.0.0.7", "2025-06-02T11:00:00Z", "").await;
     assert_eq!(v["owner"]["vm"]["name"], "db-old");
 }
+
+/// `nic` as `az network nic list` prints it: `properties` flattened into
+/// the NIC and into each ip configuration.
+fn az_cli(nic: &Value) -> Value {
+    let mut out = nic.as_object().unwrap().clone();
+    let props = out.remove("properties").unwrap();
+    for (k, v) in props.as_object().unwrap() {
+        let v = if k == "ipConfigurations" {
+            let configs = v.as_array().unwrap().iter().map(|c| {
+                let mut c = c.as_object().unwrap().clone();
+                let p = c.remove("properties").unwrap();
+                c.extend(p.as_object().unwrap().clone());
+                Value::Object(c)
+            });
+            Value::Array(configs.collect())
+        } else {
+            v.clone()
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn an_az_cli_listing_is_a_snapshot_like_the_arm_one(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5", "fd00::5"], None);
+    let listing = json!([az_cli(&a), az_cli(&b)]);
+    assert!(listing[0].get("properties").is_none());
+    assert_eq!(
+        listing[0]["ipConfigurations"][0]["privateIPAddress"],
+        "10.0.0.4"
+    );
+    let path = format!("/v1/snapshots?taken_at={T0}&subscriptions={SUB1}&complete=true");
+    let (code, r) = app.post(&path, listing.to_string()).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["complete"].as_bool()),
+        (Some(2), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r["claims_inserted"], 3);
+    let (status, nic_name, v) = app.owner("10.0.0.4", T0, "").await;
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-a"))
+    );
+    assert_eq!(v["owner"]["vm"]["name"], "vm-a");
+    let (status, nic_name, _) = app.owner("fd00::5", T0, "").await;
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-b"))
+    );
+    // The ARM listing of the same NICs is the same evidence: nothing new.
+    let (code, r) = app
+        .post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a, b]))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (r["claims_inserted"].as_u64(), r["claims_updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    // A listing whose NICs lost their properties is rejected record by
+    // record and held partial: it says nothing of what the NICs held.
+    let stripped = json!([{"id": listing[0]["id"], "name": "nic-a"}]);
+    let (code, r) = app
+        .post(
+            &format!("/v1/snapshots?taken_at={T1}&subscriptions={SUB1}&complete=true"),
+            stripped.to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["rejected"][0]["field"], "properties", "{r}");
+    assert_eq!(r["complete"], false);
+    let (status, nic_name, _) = app.owner("10.0.0.4", T1, "").await;
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("probable", Some("nic-a"))
+    );
+}

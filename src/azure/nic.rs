@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use azure_mgmt_network::package_2024_03::models::NetworkInterface;
 use ipnet::IpNet;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::model::{ArmId, IpAssignment, Mac, NicState};
 
@@ -73,6 +73,9 @@ pub fn parse_nic(v: &Value) -> Result<NicState, NicError> {
     let obj = v
         .as_object()
         .ok_or_else(|| NicError::new("", format!("expected a NIC object, got {}", kind(v))))?;
+    if let Some(arm) = unflattened(obj) {
+        return parse_nic(&arm);
+    }
     // The model flattens `id`/`name`/`type` from a shared base, which loses
     // serde's path for them; check their types here so errors name the field.
     for key in ["id", "name", "type"] {
@@ -101,8 +104,9 @@ pub fn parse_nic(v: &Value) -> Result<NicState, NicError> {
 /// an error that names the field.
 pub fn parse_nic_str(text: &str) -> Result<NicState, NicError> {
     match serde_json::from_str::<NetworkInterface>(text) {
-        Ok(nic) => from_model(nic),
-        Err(_) => match serde_json::from_str::<Value>(text) {
+        Ok(nic) if nic.properties.is_some() => from_model(nic),
+        // Without `properties`: flattened, or not a NIC ARM would list.
+        _ => match serde_json::from_str::<Value>(text) {
             Ok(v) => parse_nic(&v),
             Err(e) => Err(NicError::new("", format!("not valid JSON: {e}"))),
         },
@@ -134,7 +138,15 @@ fn from_model(nic: NetworkInterface) -> Result<NicState, NicError> {
         _ => id.name().to_string(),
     };
 
-    let props = nic.properties.unwrap_or_default();
+    // Every NIC ARM lists or returns has properties (provisioningState at
+    // least): one without is not a listing to take as "this NIC held no IP".
+    let Some(props) = nic.properties else {
+        return Err(NicError::new(
+            "properties",
+            "missing: a NIC as ARM or Resource Graph gives it has `properties` \
+             (or, as `az network nic list` prints it, `ipConfigurations` at the top level)",
+        ));
+    };
     let mac = match props.mac_address.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(m) => Some(
@@ -235,6 +247,86 @@ fn is_nic_id(id: &ArmId) -> bool {
     rev.next();
     rev.next()
         .is_some_and(|s| s.eq_ignore_ascii_case("networkInterfaces"))
+}
+
+/// A NIC as `az network nic list` prints it (its `properties` flattened into
+/// the object, and each ip configuration's into the configuration), or as
+/// `Get-AzNetworkInterface | ConvertTo-Json` does (the same, in PascalCase),
+/// rebuilt in the ARM shape. `None` when `obj` is not flattened: it has
+/// `properties`, or none of a NIC's property fields at its top level.
+fn unflattened(obj: &Map<String, Value>) -> Option<Value> {
+    const NIC_FIELDS: [&str; 3] = ["ipConfigurations", "macAddress", "virtualMachine"];
+    let has = |o: &Map<String, Value>, name: &str| o.keys().any(|k| k.eq_ignore_ascii_case(name));
+    if has(obj, "properties") || !NIC_FIELDS.iter().any(|f| has(obj, f)) {
+        return None;
+    }
+    let get = |o: &Map<String, Value>, name: &str| -> Option<Value> {
+        o.get(name)
+            .or_else(|| {
+                o.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    // Copies the `names` present in `from` into `to`, spelled as ARM does.
+    let copy = |from: &Map<String, Value>, to: &mut Map<String, Value>, names: &[&str]| {
+        for name in names {
+            if let Some(v) = get(from, name) {
+                to.insert((*name).to_string(), v);
+            }
+        }
+    };
+    // `{"id": ...}` of a reference, however its key is spelled.
+    let reference = |v: Value| match &v {
+        Value::Object(o) => get(o, "id").map(|id| serde_json::json!({ "id": id })),
+        _ => Some(v),
+    };
+    let mut props = Map::new();
+    copy(obj, &mut props, &["macAddress", "provisioningState"]);
+    if let Some(vm) = get(obj, "virtualMachine").and_then(reference) {
+        props.insert("virtualMachine".into(), vm);
+    }
+    if let Some(configs) = get(obj, "ipConfigurations") {
+        let configs = match configs {
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|c| match c {
+                        Value::Object(c) if !has(&c, "properties") => {
+                            let mut cfg = Map::new();
+                            copy(&c, &mut cfg, &["name", "id"]);
+                            let mut p = Map::new();
+                            copy(
+                                &c,
+                                &mut p,
+                                &[
+                                    "privateIPAddress",
+                                    "privateIPAddressPrefixLength",
+                                    "privateIPAddressVersion",
+                                    "primary",
+                                ],
+                            );
+                            if let Some(subnet) = get(&c, "subnet").and_then(reference) {
+                                p.insert("subnet".into(), subnet);
+                            }
+                            cfg.insert("properties".into(), Value::Object(p));
+                            Value::Object(cfg)
+                        }
+                        other => other,
+                    })
+                    .collect(),
+            ),
+            // Not an array: left for the model to reject, naming the field.
+            other => other,
+        };
+        props.insert("ipConfigurations".into(), configs);
+    }
+    let mut arm = Map::new();
+    copy(obj, &mut arm, &["id", "name", "type"]);
+    arm.insert("properties".into(), Value::Object(props));
+    Some(Value::Object(arm))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -595,6 +687,102 @@ mod tests {
             json!(28);
         let nic = parse_nic(&v).unwrap();
         assert!(nic.ips.iter().any(|a| a.ip == net("10.1.2.16/28")));
+    }
+
+    /// [`arg_row`] as `az network nic list` prints it: every `properties`
+    /// flattened into its object, with the CLI's own extra fields.
+    fn cli_row() -> Value {
+        let sub = "/subscriptions/11111111-2222-3333-4444-555555555555";
+        let subnet = format!(
+            "{sub}/resourceGroups/RG-Net/providers/Microsoft.Network/virtualNetworks/hub/subnets/apps"
+        );
+        json!([{
+            "auxiliaryMode": "None",
+            "enableAcceleratedNetworking": false,
+            "etag": "W/\"00000000-0000-0000-0000-000000000001\"",
+            "id": format!("{sub}/resourceGroups/RG-App/providers/Microsoft.Network/networkInterfaces/app-nic"),
+            "ipConfigurations": [
+                {
+                    "id": format!("{sub}/resourceGroups/RG-App/providers/Microsoft.Network/networkInterfaces/app-nic/ipConfigurations/ipconfig-v6"),
+                    "name": "ipconfig-v6",
+                    "primary": false,
+                    "privateIPAddress": "fd00:db8:deca::4",
+                    "privateIPAddressVersion": "IPv6",
+                    "privateIPAllocationMethod": "Dynamic",
+                    "provisioningState": "Succeeded",
+                    "resourceGroup": "RG-App",
+                    "subnet": {"id": subnet, "resourceGroup": "RG-Net"},
+                    "type": "Microsoft.Network/networkInterfaces/ipConfigurations"
+                },
+                {
+                    "name": "ipconfig1",
+                    "primary": true,
+                    "privateIPAddress": "10.1.2.4",
+                    "privateIPAddressVersion": "IPv4",
+                    "subnet": {"id": subnet, "resourceGroup": "RG-Net"}
+                },
+                {"name": "pending", "privateIPAllocationMethod": "Dynamic"}
+            ],
+            "location": "westeurope",
+            "macAddress": "00-22-48-23-C9-54",
+            "name": "app-nic",
+            "nicType": "Standard",
+            "primary": true,
+            "provisioningState": "Succeeded",
+            "resourceGroup": "RG-App",
+            "tags": {},
+            "type": "Microsoft.Network/networkInterfaces",
+            "virtualMachine": {"id": format!("{sub}/resourceGroups/RG-App/providers/Microsoft.Compute/virtualMachines/app-vm"), "resourceGroup": "RG-App"}
+        }])
+    }
+
+    #[test]
+    fn az_cli_and_powershell_listings_read_as_the_arm_one() {
+        let want = parse_nic(&arg_row()).unwrap();
+        let cli = cli_row();
+        assert_eq!(parse_nic(&cli[0]).unwrap(), want);
+        assert_eq!(parse_nic_str(&cli[0].to_string()).unwrap(), want);
+        // `Get-AzNetworkInterface | ConvertTo-Json -Depth 5`: PascalCase.
+        let pascal = cli[0]
+            .to_string()
+            .replace("\"id\"", "\"Id\"")
+            .replace("\"name\"", "\"Name\"")
+            .replace("\"ipConfigurations\"", "\"IpConfigurations\"")
+            .replace("\"privateIPAddress\"", "\"PrivateIpAddress\"")
+            .replace("\"primary\"", "\"Primary\"")
+            .replace("\"subnet\"", "\"Subnet\"")
+            .replace("\"macAddress\"", "\"MacAddress\"")
+            .replace("\"virtualMachine\"", "\"VirtualMachine\"");
+        assert!(pascal.contains("\"PrivateIpAddress\":\"10.1.2.4\""));
+        assert_eq!(parse_nic_str(&pascal).unwrap(), want);
+        // An unattached NIC as the CLI prints it.
+        let mut bare = cli[0].clone();
+        let obj = bare.as_object_mut().unwrap();
+        obj.remove("virtualMachine");
+        obj.remove("macAddress");
+        let nic = parse_nic_str(&bare.to_string()).unwrap();
+        assert_eq!((nic.vm, nic.mac, nic.ips), (None, None, want.ips.clone()));
+        // Errors name the field of the ARM shape.
+        let mut bad = cli[0].clone();
+        bad["ipConfigurations"][1]["privateIPAddress"] = json!("10.1.2");
+        assert_eq!(
+            parse_nic_str(&bad.to_string()).unwrap_err().field,
+            "properties.ipConfigurations[1].properties.privateIPAddress"
+        );
+    }
+
+    #[test]
+    fn a_nic_without_properties_is_rejected_not_taken_as_holding_no_ip() {
+        // A listing that lost the NICs' properties must not tell ipwho that
+        // every NIC it names holds no IP (a complete snapshot would then end
+        // all their claims).
+        let mut v = arg_row();
+        v.as_object_mut().unwrap().remove("properties");
+        for got in [parse_nic(&v), parse_nic_str(&v.to_string())] {
+            let e = got.unwrap_err();
+            assert_eq!(e.field, "properties");
+            assert!(e.reason.contains("az network nic list"), "{e}");
+        }
     }
 
     /// A change to a good NIC that must make it fail.
