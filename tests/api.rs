@@ -454,6 +454,24 @@ async fn reverse_views_list_what_a_nic_and_a_vm_held(pool: PgPool) {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["ips"].as_array().unwrap().len(), 2);
     assert_eq!(v["ips"][0]["status"], "confirmed");
+    // The ids with their slashes as they are (the path and the id
+    // concatenated) are read the same; a bad parameter is still a 400.
+    let (code, raw) = app.get(&format!("/v1/vms{vm}/ips?at={T0}")).await;
+    assert_eq!((code, &raw), (200, &v));
+    let (code, encoded) = app
+        .get(&format!("/v1/nics/{}/history?from={T0}", urlencode(&id)))
+        .await;
+    assert_eq!(code, 200, "{encoded}");
+    let (code, raw) = app.get(&format!("/v1/nics{id}/history?from={T0}")).await;
+    assert_eq!((code, &raw), (200, &encoded));
+    let (code, raw) = app.get(&format!("/v1/nics{id}/history?from=soon")).await;
+    assert_eq!(
+        (code, raw["parameter"].as_str()),
+        (400, Some("from")),
+        "{raw}"
+    );
+    let (code, raw) = app.get(&format!("/v1/nics{id}/elsewhere")).await;
+    assert_eq!((code, raw["code"].as_str()), (404, Some("not_found")));
     let (code, v) = app
         .get(&format!("/v1/ips/10.0.0.4/history?from={T0}&to={T3}"))
         .await;

@@ -273,7 +273,7 @@ pub fn ip_history_for(
     get,
     path = "/v1/nics/{id}/history",
     tag = "lookups",
-    params(("id" = String, Path, description = "NIC ARM id, URL-encoded (slashes as %2F)"), RangeParams),
+    params(("id" = String, Path, description = "NIC ARM id, URL-encoded (slashes as %2F); given with its slashes as they are, it is read the same"), RangeParams),
     responses(
         (status = 200, description = "The NIC's claims, oldest first", body = HistoryView),
         (status = 400, description = "Invalid id or time", body = Problem, content_type = "application/problem+json"),
@@ -323,7 +323,7 @@ pub struct VmIps {
     get,
     path = "/v1/vms/{id}/ips",
     tag = "lookups",
-    params(("id" = String, Path, description = "VM ARM id, URL-encoded (slashes as %2F)"), VmParams),
+    params(("id" = String, Path, description = "VM ARM id, URL-encoded (slashes as %2F); given with its slashes as they are, it is read the same"), VmParams),
     responses(
         (status = 200, description = "The VM's IPs", body = VmIps),
         (status = 400, description = "Invalid id or time", body = Problem, content_type = "application/problem+json"),
@@ -471,4 +471,45 @@ pub async fn batch(
         })
         .collect();
     Ok(Json(BatchResponse { answers }))
+}
+
+/// Requests no route matches. A NIC or VM id put into the path with its
+/// slashes as they are (`/v1/nics/subscriptions/.../networkInterfaces/x/history`,
+/// as concatenating the path and an ARM id gives) is served as if it were
+/// encoded as one segment; anything else is a 404.
+pub async fn fallback(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    fn raw_id(path: &str, prefix: &str, suffix: &str) -> Option<String> {
+        let id = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        let id = percent_encoding::percent_decode_str(id)
+            .decode_utf8()
+            .ok()?;
+        let head = id.get(..14)?;
+        head.eq_ignore_ascii_case("subscriptions/")
+            .then(|| format!("/{id}"))
+    }
+    fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<Query<T>, ApiError> {
+        Query::try_from_uri(uri)
+            .map_err(|e| ApiError::bad(ErrorCode::InvalidParameter, "query", e.body_text()))
+    }
+    if method == axum::http::Method::GET {
+        let path = uri.path();
+        if let Some(id) = raw_id(path, "/v1/nics/", "/history") {
+            return match query(&uri) {
+                Ok(q) => nic_history(State(state), Path(id), q).await.into_response(),
+                Err(e) => e.into_response(),
+            };
+        }
+        if let Some(id) = raw_id(path, "/v1/vms/", "/ips") {
+            return match query(&uri) {
+                Ok(q) => vm_ips(State(state), Path(id), q).await.into_response(),
+                Err(e) => e.into_response(),
+            };
+        }
+    }
+    super::ops::not_found().await.into_response()
 }

@@ -122,7 +122,7 @@ pub fn app(state: AppState) -> Router {
         ));
     let streaming = streaming.layer(tower_http::compression::CompressionLayer::new());
     api.merge(streaming)
-        .fallback(ops::not_found)
+        .fallback(lookup::fallback)
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
