@@ -210,6 +210,13 @@ pub async fn ingest_snapshot(
             format!("taken_at {taken_at:?}: {e}"),
         )
     })?;
+    if let Some(reason) = crate::azure::time::from_the_future(taken_at) {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidTime,
+            "taken_at",
+            format!("taken_at {reason}"),
+        ));
+    }
     let complete = from_body.complete.or(query.complete).unwrap_or(false);
     let last_page = from_body.last_page.or(query.last_page).unwrap_or(true);
 

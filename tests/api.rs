@@ -525,6 +525,23 @@ async fn bad_input_gets_a_specific_error(pool: PgPool) {
         (code, v["parameter"].as_str()),
         (400, Some("subscriptions"))
     );
+    // A snapshot dated next year was stamped by a wrong clock: refused, as
+    // it would make every NIC it lists certain until then.
+    let ahead = (chrono::Utc::now() + chrono::TimeDelta::days(365)).to_rfc3339();
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], None);
+    let (code, v) = app
+        .post_json("/v1/snapshots", &snapshot(&ahead, &[SUB1], true, vec![a]))
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str(), v["parameter"].as_str()),
+        (400, Some("invalid_time"), Some("taken_at")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("in the future"),
+        "{v}"
+    );
+    assert_eq!(app.count("snapshots").await, 0);
     let (code, v) = app.post("/v1/lookups", "{\"lookups\": 5}").await;
     assert_eq!((code, v["code"].as_str()), (400, Some("invalid_body")));
     let four = json!({"lookups": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}]});

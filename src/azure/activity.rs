@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::nic::{parse_nic, parse_nic_str};
-use super::time::parse_time_value;
+use super::time::{from_the_future, parse_time_value};
 use crate::model::{ArmId, NicState};
 
 /// The record fields classification reads, each by its spellings in the
@@ -373,6 +373,9 @@ fn classify_record(index: usize, rec: &Value) -> Result<ActivityOutcome, FieldEr
         return Err(("time".into(), "missing".into()));
     };
     let at = parse_time_value(time).map_err(|e| (time_field.to_string(), e.to_string()))?;
+    if let Some(reason) = from_the_future(at) {
+        return Err((time_field.to_string(), reason));
+    }
     let correlation_id = text(obj, CORRELATION)?.map(|(_, s)| s.to_string());
     let event_data_id = text(obj, EVENT_DATA)?.map(|(_, s)| s.to_string());
 
@@ -1174,5 +1177,29 @@ mod tests {
             })
             .collect();
         check(&parse_activity(lines.join("\n").as_bytes()), &bad);
+    }
+
+    #[test]
+    fn a_record_dated_in_the_future_is_rejected_by_its_time_field() {
+        // A year ahead: a wrong clock or zone, not evidence.
+        let ahead = Utc::now() + chrono::TimeDelta::days(365);
+        let mut rec = export_write("OK", "Succeeded.OK", true);
+        rec["time"] = json!(ahead.to_rfc3339());
+        let mut rest = export_write("OK", "Succeeded.OK", true);
+        rest["time"] = json!((Utc::now() + chrono::TimeDelta::seconds(60)).to_rfc3339());
+        let out = parse_activity(json!({ "records": [rec, rest] }).to_string().as_bytes());
+        match &out[0] {
+            ActivityOutcome::Rejected {
+                index,
+                field,
+                reason,
+            } => {
+                assert_eq!((*index, field.as_str()), (0, "time"));
+                assert!(reason.contains("in the future"), "{reason}");
+            }
+            other => panic!("expected rejected, got {other:?}"),
+        }
+        // A minute ahead is within the clock skew allowed.
+        accepted(&out[1]);
     }
 }

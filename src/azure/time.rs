@@ -34,6 +34,27 @@ pub enum TimeError {
     OutOfRange(String),
 }
 
+/// How far ahead of this server's clock evidence may be dated. Clocks drift
+/// a little; evidence from further ahead was stamped by a wrong clock or in
+/// a wrong zone, and taken as it is it would make claims certain until a
+/// time nothing has seen yet (a snapshot dated next year "confirms" every
+/// NIC it lists until then).
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Why evidence dated `t` cannot be taken: it is later than this server's
+/// clock plus [`MAX_CLOCK_SKEW_SECS`]. `None` when it can.
+pub fn from_the_future(t: DateTime<Utc>) -> Option<String> {
+    let now = Utc::now();
+    (t > now + TimeDelta::seconds(MAX_CLOCK_SKEW_SECS)).then(|| {
+        format!(
+            "{} is in the future (this server's clock reads {}): evidence cannot be \
+             dated after it was observed; check the clock or the time zone that stamped it",
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    })
+}
+
 /// Parses one time string (see the module docs for the accepted shapes).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
     let t = s.trim();
