@@ -153,11 +153,22 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
             BTreeMap::new()
         }
     };
-    let nics = ["value", "nics", "data"].iter().find_map(|k| {
-        fields
-            .get(*k)
-            .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
-    });
+    let nics = ["value", "nics", "data"]
+        .iter()
+        .find_map(|k| {
+            fields
+                .get(*k)
+                .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+        })
+        .or_else(|| {
+            // One NIC (`az network nic show`, an ARM GET): a page of one.
+            let id = fields.get("id")?;
+            let id = serde_json::from_str::<&str>(id.get()).ok()?;
+            let nic = id.to_ascii_lowercase().contains("/networkinterfaces/");
+            nic.then(|| serde_json::from_slice::<&RawValue>(body).ok())
+                .flatten()
+                .map(|raw| vec![raw])
+        });
     let mut meta = serde_json::Map::new();
     for (k, raw) in fields {
         if META.contains(&k.as_str()) {
@@ -193,7 +204,7 @@ pub async fn ingest_snapshot(
         ApiError::bad(
             ErrorCode::InvalidBody,
             "value",
-            "no NIC array: expected an ARM list page {\"value\": [...]}, {\"nics\": [...]}, a Resource Graph {\"data\": [...]} or a JSON array",
+            "no NIC array: expected an ARM list page {\"value\": [...]}, {\"nics\": [...]}, a Resource Graph {\"data\": [...]}, a JSON array, or one NIC",
         )
     })?;
     let taken_at = from_body.taken_at.or(query.taken_at).ok_or_else(|| {

@@ -800,6 +800,16 @@ async fn an_az_cli_listing_is_a_snapshot_like_the_arm_one(pool: PgPool) {
         (Some(0), Some(0)),
         "{r}"
     );
+    // One NIC, as `az network nic show` prints it: a listing of one.
+    let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.6"], Some("vm-c"));
+    let path = format!("/v1/snapshots?taken_at={T0}&subscriptions={SUB1}");
+    let (code, r) = app.post(&path, az_cli(&c).to_string()).await;
+    assert_eq!((code, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+    let (status, nic_name, _) = app.owner("10.0.0.6", T0, "").await;
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-c"))
+    );
     // A listing whose NICs lost their properties is rejected record by
     // record and held partial: it says nothing of what the NICs held.
     let stripped = json!([{"id": listing[0]["id"], "name": "nic-a"}]);

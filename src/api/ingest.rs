@@ -12,9 +12,10 @@ use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 /// The body is a JSON object with the metadata (`taken_at`, `subscriptions`,
 /// `complete`, `snapshot_id`, `last_page`) and the NICs exactly as ARM lists
 /// them under `value` (or `nics`, or Resource Graph rows under `data`); or an
-/// ARM list page as it came, with the metadata as query parameters. NICs as
-/// `az network nic list` or `Get-AzNetworkInterface | ConvertTo-Json` print
-/// them (properties flattened) are read too. A
+/// ARM list page as it came (or one NIC, as an ARM GET returns it), with the
+/// metadata as query parameters. NICs as `az network nic list` or
+/// `Get-AzNetworkInterface | ConvertTo-Json` print them (properties
+/// flattened) are read too. A
 /// `complete` snapshot is evidence that every NIC of its subscriptions that
 /// it does not list did not exist at `taken_at`; it counts only once its last
 /// page is in. Posting the same page again changes nothing. A NIC record that
