@@ -601,6 +601,40 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
     assert_eq!(v["answers"][1]["error"]["code"], "invalid_ip");
     assert_eq!(v["answers"][1]["error"]["parameter"], "lookups[1].ip");
     assert_eq!(v["answers"][2]["error"]["code"], "invalid_time");
+    // Items that are not lookups at all are errors in their place too; a
+    // bare array is a batch; `at` may be epoch seconds as a number.
+    let t0 = chrono::DateTime::parse_from_rfc3339(T0)
+        .unwrap()
+        .timestamp();
+    let (code, v) = app
+        .post_json("/v1/lookups", &json!([{"ip": 5}, {"addr": "10.0.0.4"}, "10.0.0.4", {"ip": "10.0.0.4", "at": t0}, {"ip": "10.0.0.4", "at": true}]))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let errors: Vec<(&str, &str)> = (0..5)
+        .filter_map(|i| {
+            let e = &v["answers"][i]["error"];
+            Some((e["code"].as_str()?, e["parameter"].as_str()?))
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("invalid_body", "lookups[0].ip"),
+            ("invalid_body", "lookups[1]"),
+            ("invalid_body", "lookups[2]"),
+            ("invalid_body", "lookups[4].at"),
+        ],
+        "{v}"
+    );
+    assert!(
+        v["answers"][1]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `ip`"),
+        "{v}"
+    );
+    assert_eq!(v["answers"][3]["status"], "confirmed", "{v}");
+    assert_eq!(v["answers"][3]["at"], T0, "{v}");
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]

@@ -378,17 +378,76 @@ pub async fn vm_ips(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LookupItem {
     pub ip: String,
-    /// RFC 3339; default now.
+    /// RFC 3339 (or epoch seconds or milliseconds, as a number or a string); default now.
+    #[serde(default, deserialize_with = "text_or_number")]
+    #[schema(value_type = Option<String>)]
     pub at: Option<String>,
     pub vnet: Option<String>,
     pub subnet: Option<String>,
     pub subscription: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// A string, or a number as its decimal text.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::invalid_type(
+            serde::de::Unexpected::Other(match other {
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            }),
+            &"a time as a string or a number",
+        )),
+    }
+}
+
+/// `{"lookups": [...]}`, or the array of lookups alone.
+#[derive(Debug, ToSchema)]
 pub struct BatchRequest {
-    /// Up to the configured limit (default 10,000).
+    /// Up to the configured limit (default 10,000). An item that cannot be
+    /// read gets an error in its place; the others are answered.
     pub lookups: Vec<LookupItem>,
+}
+
+/// A batch as read: its items, each read on its own afterwards (so that one
+/// malformed item is an error in its place, not a failed batch).
+pub struct BatchBody(pub Vec<serde_json::Value>);
+
+impl<'de> Deserialize<'de> for BatchBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BatchBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{\"lookups\": [...]} or an array of lookups")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchBody, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(BatchBody(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchBody, A::Error> {
+                let mut items = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "lookups" {
+                        items = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                items
+                    .map(BatchBody)
+                    .ok_or_else(|| serde::de::Error::missing_field("lookups"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One answer of a batch: the answer, or the error of that item alone.
@@ -430,24 +489,43 @@ pub struct BatchResponse {
 )]
 pub async fn batch(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<BatchRequest>,
+    JsonBody(BatchBody(items)): JsonBody<BatchBody>,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    if req.lookups.len() > state.limits.max_lookups {
+    if items.len() > state.limits.max_lookups {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BatchTooLarge,
             format!(
                 "{} lookups in one batch; the limit is {}",
-                req.lookups.len(),
+                items.len(),
                 state.limits.max_lookups
             ),
         ));
     }
-    let answers = req
-        .lookups
-        .iter()
+    let answers = items
+        .into_iter()
         .enumerate()
         .map(|(index, item)| {
+            let item: LookupItem = match serde_path_to_error::deserialize(item) {
+                Ok(item) => item,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let parameter = if path == "." {
+                        format!("lookups[{index}]")
+                    } else {
+                        format!("lookups[{index}].{path}")
+                    };
+                    return BatchAnswer {
+                        answer: None,
+                        error: Some(BatchError {
+                            index,
+                            code: ErrorCode::InvalidBody,
+                            detail: format!("{parameter}: {}", e.into_inner()),
+                            parameter: Some(parameter),
+                        }),
+                    };
+                }
+            };
             let scope = ScopeParams {
                 vnet: item.vnet.clone(),
                 subnet: item.subnet.clone(),
