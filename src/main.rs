@@ -151,7 +151,14 @@ enum IngestCommand {
 }
 
 fn init_tracing(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    // Postgres's notices ("relation _sqlx_migrations already exists,
+    // skipping" on every start) are noise unless asked for by name.
+    let filter = if filter.contains("sqlx") {
+        filter.to_string()
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
