@@ -185,16 +185,20 @@ fn report(what: &str, d: Duration, extra: &str) {
     println!("{what:<52} {:>8.2} s   {extra}", d.as_secs_f64());
 }
 
-async fn snapshot_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
+/// The directory of an estate's first snapshot.
+fn first_snapshot(dir: &Path) -> anyhow::Result<PathBuf> {
     let m = ipwho::sim::read_manifest(dir)?;
-    let Some(FeedItem::Snapshot { dir: rel, .. }) = m
-        .feed
-        .iter()
-        .find(|i| matches!(i, FeedItem::Snapshot { .. }))
-    else {
-        anyhow::bail!("{}: no snapshot", dir.display());
-    };
-    let sdir = dir.join(rel);
+    match m.feed.iter().find_map(|i| match i {
+        FeedItem::Snapshot { dir: rel, .. } => Some(rel),
+        FeedItem::Activity { .. } => None,
+    }) {
+        Some(rel) => Ok(dir.join(rel)),
+        None => anyhow::bail!("{}: no snapshot", dir.display()),
+    }
+}
+
+async fn snapshot_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
+    let sdir = first_snapshot(dir)?;
     let meta: ipwho::sim::write::SnapshotMeta =
         serde_json::from_slice(&std::fs::read(sdir.join("meta.json"))?)?;
     let later =
@@ -297,16 +301,8 @@ async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> any
 fn parse_phase(snapshot: &Path, activity: &Path) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("\n## parse, on {cores} cores");
-    let m = ipwho::sim::read_manifest(snapshot)?;
-    let Some(FeedItem::Snapshot { dir: rel, .. }) = m
-        .feed
-        .iter()
-        .find(|i| matches!(i, FeedItem::Snapshot { .. }))
-    else {
-        anyhow::bail!("{}: no snapshot", snapshot.display());
-    };
     let mut pages: Vec<Vec<String>> = Vec::new();
-    for body in feed::snapshot_bodies(&snapshot.join(rel), None)? {
+    for body in feed::snapshot_bodies(&first_snapshot(snapshot)?, None)? {
         let v: serde_json::Value = serde_json::from_slice(&body.bytes)?;
         let nics = v["value"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         pages.push(nics.iter().map(|n| n.to_string()).collect());
