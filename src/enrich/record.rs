@@ -948,8 +948,14 @@ impl RecordDecoder {
         fn bad(problems: &mut Vec<String>, k: &str, v: &RawValue, what: &str) {
             problems.push(format!("{k}: invalid {what} {}", clip(v.get())));
         }
+        // Required fields given, valid or not (an invalid one is reported as
+        // such, not also as missing).
+        let mut given = [false; 3];
         for (k, v) in map.0 {
             let text = scalar_text(v);
+            if let Some(i) = ["time", "src_ip", "dst_ip"].iter().position(|n| *n == k) {
+                given[i] = true;
+            }
             match k.as_ref() {
                 "time" => match text
                     .as_deref()
@@ -1007,15 +1013,12 @@ impl RecordDecoder {
                 _ => extras.passthrough.push((k, v)),
             }
         }
-        let missing: Vec<&str> = [
-            ("time", time.is_none()),
-            ("src_ip", src.is_none()),
-            ("dst_ip", dst.is_none()),
-        ]
-        .iter()
-        .filter(|(_, m)| *m)
-        .map(|(n, _)| *n)
-        .collect();
+        let missing: Vec<&str> = ["time", "src_ip", "dst_ip"]
+            .into_iter()
+            .zip(given)
+            .filter(|(_, given)| !given)
+            .map(|(n, _)| n)
+            .collect();
         if !problems.is_empty() || !missing.is_empty() {
             if !missing.is_empty() {
                 problems.push(format!("missing {}", missing.join(", ")));
@@ -1198,15 +1201,22 @@ mod tests {
 
     #[test]
     fn flat_lines_and_forced_format() {
-        let input = b"{\"time\":\"2024-01-02T03:04:05.5Z\",\"src_ip\":\"10.0.0.4\",\"dst_ip\":\"1.2.3.4\",\"k\":[1, 2.50]}\n{\"time\":1700000000123,\"src_ip\":\"10.0.0.5\"}\n";
+        let input = b"{\"time\":\"2024-01-02T03:04:05.5Z\",\"src_ip\":\"10.0.0.4\",\"dst_ip\":\"1.2.3.4\",\"k\":[1, 2.50]}\n{\"time\":1700000000123,\"src_ip\":\"10.0.0.5\"}\n{\"time\":\"soon\",\"src_ip\":\"10.0.0.5\",\"dst_ip\":\"10.0.0.6\"}\n";
         let (t, e, s) = collect(input, None);
         assert_eq!(t, vec!["0:0:-:10.0.0.4:-"]);
-        assert_eq!(e.len(), 1);
+        assert_eq!(e.len(), 2);
         assert!(e[0].reason.contains("missing dst_ip"), "{}", e[0].reason);
-        assert_eq!(s.flat_records, 2);
+        // An invalid field is reported as invalid, not also as missing.
+        assert!(
+            e[1].reason.contains("time: invalid time"),
+            "{}",
+            e[1].reason
+        );
+        assert!(!e[1].reason.contains("missing"), "{}", e[1].reason);
+        assert_eq!(s.flat_records, 3);
         let (t, e, _) = collect(input, Some(Format::Nsg));
         assert!(t.is_empty());
-        assert_eq!(e.len(), 2);
+        assert_eq!(e.len(), 3);
     }
 
     #[test]
