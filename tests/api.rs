@@ -30,6 +30,10 @@ async fn snapshots_answer_lookups_and_reposting_changes_nothing(pool: PgPool) {
         (status.as_str(), nic_name.as_deref()),
         ("confirmed", Some("nic-a"))
     );
+    // The same IPv4 address as an IPv4-mapped IPv6 one is the same question.
+    let (_, _, mut mapped) = app.owner("::ffff:10.0.0.4", T0, "").await;
+    mapped["now"]["at"] = v["now"]["at"].clone();
+    assert_eq!(mapped, v);
     assert_eq!(v["owner"]["vm"]["name"], "vm-a");
     assert_eq!(v["owner"]["nic"]["subscription"], SUB1);
     assert_eq!(v["owner"]["evidence"][0]["kind"], "snapshot");

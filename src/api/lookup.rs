@@ -20,14 +20,19 @@ use crate::index::{Entry, Index, Scope};
 use crate::model::ArmId;
 use crate::store::micros;
 
+/// An IP address; an IPv4-mapped IPv6 address (`::ffff:10.0.0.4`, as some
+/// tools log IPv4 peers) is its IPv4 address.
 pub(super) fn parse_ip(s: &str, parameter: &str) -> Result<IpAddr, ApiError> {
-    s.trim().parse::<IpAddr>().map_err(|_| {
-        ApiError::bad(
-            ErrorCode::InvalidIp,
-            parameter,
-            format!("{parameter} {s:?} is not an IPv4 or IPv6 address"),
-        )
-    })
+    s.trim()
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| {
+            ApiError::bad(
+                ErrorCode::InvalidIp,
+                parameter,
+                format!("{parameter} {s:?} is not an IPv4 or IPv6 address"),
+            )
+        })
 }
 
 pub(super) fn parse_at(s: Option<&str>, parameter: &str) -> Result<Micros, ApiError> {
