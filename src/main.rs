@@ -94,7 +94,7 @@ enum Command {
     Openapi,
     /// Enrich flow-log files (or standard input) into NDJSON, one line per tuple.
     Enrich {
-        /// NSG or VNet flow-log blobs, JSON Lines, or flat tuples; gzip or plain. None: standard input.
+        /// NSG or VNet flow-log blobs, JSON Lines, or flat tuples; gzip or plain; a directory: every file below it. None: standard input.
         files: Vec<PathBuf>,
         /// Write here instead of standard output.
         #[arg(long)]
@@ -146,7 +146,7 @@ enum IngestCommand {
         #[arg(long)]
         snapshot_id: Option<String>,
     },
-    /// Activity Log files: {"records": [...]}, JSON Lines, or a JSON array.
+    /// Activity Log files: {"records": [...]}, JSON Lines, or a JSON array; a directory: every file below it.
     Activity { files: Vec<PathBuf> },
 }
 
@@ -289,6 +289,7 @@ async fn enrich(
         lookups: !floor,
         ..Default::default()
     };
+    let files = expand_dirs(files)?;
     let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<ipwho::enrich::Summary> {
         let readers: Vec<Box<dyn Read>> = if files.is_empty() {
             vec![Box::new(std::io::stdin().lock())]
@@ -320,6 +321,37 @@ async fn enrich(
     Ok(())
 }
 
+/// The files named, a directory standing for every file below it (as a
+/// storage export lays blobs out: `.../y=2025/m=06/d=02/h=08/m=00/PT1H.json`),
+/// in path order.
+fn expand_dirs(paths: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, &mut out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
     let (pool, index) = open(url).await?;
     match cmd {
@@ -330,6 +362,7 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
             complete,
             snapshot_id,
         } => {
+            let files = expand_dirs(files)?;
             let n = files.len();
             for (i, f) in files.iter().enumerate() {
                 let body = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -347,7 +380,7 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
             }
         }
         IngestCommand::Activity { files } => {
-            for f in files {
+            for f in expand_dirs(files)? {
                 let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
                 let r = service::ingest_activity(&pool, &index, &body)
                     .await
