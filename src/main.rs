@@ -375,7 +375,15 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
                 };
                 let r = service::ingest_snapshot(&pool, &index, &body, params)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                    .map_err(|e| {
+                        // The metadata a listing lacks is given by flag here.
+                        let flag = match e.parameter.as_deref() {
+                            Some("taken_at") => " (--taken-at)",
+                            Some("subscriptions") => " (--subscription)",
+                            _ => "",
+                        };
+                        anyhow::anyhow!("{}: {}{flag}", f.display(), e.detail)
+                    })?;
                 println!("{}: {}", f.display(), serde_json::to_string(&r)?);
             }
         }
