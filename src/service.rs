@@ -2,6 +2,7 @@
 //! in Azure's formats → parsed evidence (with per-record errors) → stored →
 //! claims recomputed → in-memory index updated.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -126,8 +127,38 @@ fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool)
 /// A snapshot body read one level deep: its NICs and metadata fields as
 /// JSON text, each NIC parsed on its own afterwards.
 struct PageBody<'a> {
-    nics: Option<Vec<&'a RawValue>>,
+    nics: Option<Vec<Cow<'a, RawValue>>>,
     meta: serde_json::Map<String, Value>,
+}
+
+/// The rows of a Resource Graph response in its table format (`"data":
+/// {"columns": [{"name", "type"}], "rows": [[...]]}`), each as the object
+/// the default format gives. `None` when `data` is not such a table.
+fn table_rows(data: &RawValue) -> Option<Vec<Cow<'static, RawValue>>> {
+    #[derive(serde::Deserialize)]
+    struct Column {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Table {
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+    }
+    let table: Table = serde_json::from_str(data.get()).ok()?;
+    table
+        .rows
+        .into_iter()
+        .map(|row| {
+            let obj: serde_json::Map<String, Value> = table
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .zip(row)
+                .collect();
+            let text = serde_json::to_string(&obj).ok()?;
+            RawValue::from_string(text).ok().map(Cow::Owned)
+        })
+        .collect()
 }
 
 fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
@@ -140,8 +171,9 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
     ];
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
+        let nics: Vec<&RawValue> = serde_json::from_slice(body)?;
         return Ok(PageBody {
-            nics: Some(serde_json::from_slice(body)?),
+            nics: Some(nics.into_iter().map(Cow::Borrowed).collect()),
             meta: Default::default(),
         });
     }
@@ -156,10 +188,11 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
     let nics = ["value", "nics", "data"]
         .iter()
         .find_map(|k| {
-            fields
-                .get(*k)
-                .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+            let raw = fields.get(*k)?;
+            let items = serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?;
+            Some(items.into_iter().map(Cow::Borrowed).collect())
         })
+        .or_else(|| table_rows(fields.get("data")?))
         .or_else(|| {
             // One NIC (`az network nic show`, an ARM GET): a page of one.
             let id = fields.get("id")?;
@@ -167,7 +200,7 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
             let nic = id.to_ascii_lowercase().contains("/networkinterfaces/");
             nic.then(|| serde_json::from_slice::<&RawValue>(body).ok())
                 .flatten()
-                .map(|raw| vec![raw])
+                .map(|raw| vec![Cow::Borrowed(raw)])
         });
     let mut meta = serde_json::Map::new();
     for (k, raw) in fields {

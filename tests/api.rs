@@ -838,6 +838,25 @@ async fn an_az_cli_listing_is_a_snapshot_like_the_arm_one(pool: PgPool) {
         (Some(0), Some(0)),
         "{r}"
     );
+    // A Resource Graph response in its table format: rows under columns.
+    let d = nic(SUB1, "vnet1", "nic-d", &["10.0.0.7"], Some("vm-d"));
+    let columns = ["id", "name", "type", "subscriptionId", "properties"];
+    let table = json!({
+        "totalRecords": 1, "count": 1, "resultTruncated": "false",
+        "data": {
+            "columns": columns.iter().map(|c| json!({"name": c, "type": "string"})).collect::<Vec<_>>(),
+            "rows": [[d["id"], d["name"], d["type"], SUB1, d["properties"]]]
+        }
+    });
+    let partial = format!("/v1/snapshots?taken_at={T0}&subscriptions={SUB1}");
+    let (code, r) = app.post(&partial, table.to_string()).await;
+    assert_eq!((code, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+    let (status, nic_name, v) = app.owner("10.0.0.7", T0, "").await;
+    assert_eq!(
+        (status.as_str(), nic_name.as_deref()),
+        ("confirmed", Some("nic-d"))
+    );
+    assert_eq!(v["owner"]["vm"]["name"], "vm-d");
     // One NIC, as `az network nic show` prints it: a listing of one.
     let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.6"], Some("vm-c"));
     let path = format!("/v1/snapshots?taken_at={T0}&subscriptions={SUB1}");

@@ -11,7 +11,8 @@ use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 ///
 /// The body is a JSON object with the metadata (`taken_at`, `subscriptions`,
 /// `complete`, `snapshot_id`, `last_page`) and the NICs exactly as ARM lists
-/// them under `value` (or `nics`, or Resource Graph rows under `data`); or an
+/// them under `value` (or `nics`, or Resource Graph rows under `data`, as
+/// objects or in the table format); or an
 /// ARM list page as it came (or one NIC, as an ARM GET returns it), with the
 /// metadata as query parameters. NICs as `az network nic list` or
 /// `Get-AzNetworkInterface | ConvertTo-Json` print them (properties
