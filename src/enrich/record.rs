@@ -969,7 +969,13 @@ impl RecordDecoder {
                         "time (RFC 3339 or epoch seconds/ms/µs)",
                     ),
                 },
-                "src_ip" | "dst_ip" => match text.as_deref().and_then(tuple::parse_ip) {
+                // An IPv4-mapped address (as some tools log IPv4 peers) is
+                // its IPv4 address.
+                "src_ip" | "dst_ip" => match text
+                    .as_deref()
+                    .and_then(tuple::parse_ip)
+                    .map(|ip| ip.to_canonical())
+                {
                     Some(ip) if k == "src_ip" => src = Some(ip),
                     Some(ip) => dst = Some(ip),
                     None => bad(&mut problems, &k, v, "IP address"),
@@ -1201,7 +1207,7 @@ mod tests {
 
     #[test]
     fn flat_lines_and_forced_format() {
-        let input = b"{\"time\":\"2024-01-02T03:04:05.5Z\",\"src_ip\":\"10.0.0.4\",\"dst_ip\":\"1.2.3.4\",\"k\":[1, 2.50]}\n{\"time\":1700000000123,\"src_ip\":\"10.0.0.5\"}\n{\"time\":\"soon\",\"src_ip\":\"10.0.0.5\",\"dst_ip\":\"10.0.0.6\"}\n";
+        let input = b"{\"time\":\"2024-01-02T03:04:05.5Z\",\"src_ip\":\"::ffff:10.0.0.4\",\"dst_ip\":\"1.2.3.4\",\"k\":[1, 2.50]}\n{\"time\":1700000000123,\"src_ip\":\"10.0.0.5\"}\n{\"time\":\"soon\",\"src_ip\":\"10.0.0.5\",\"dst_ip\":\"10.0.0.6\"}\n";
         let (t, e, s) = collect(input, None);
         assert_eq!(t, vec!["0:0:-:10.0.0.4:-"]);
         assert_eq!(e.len(), 2);
