@@ -325,29 +325,23 @@ async fn enrich(
 /// storage export lays blobs out: `.../y=2025/m=06/d=02/h=08/m=00/PT1H.json`),
 /// in path order.
 fn expand_dirs(paths: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-        let mut entries = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("reading {}", dir.display()))?;
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else {
-                out.push(p);
-            }
+    fn add(p: PathBuf, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        if !p.is_dir() {
+            out.push(p);
+            return Ok(());
         }
-        Ok(())
+        let mut entries = std::fs::read_dir(&p)
+            .and_then(|d| {
+                d.map(|e| e.map(|e| e.path()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .with_context(|| format!("reading {}", p.display()))?;
+        entries.sort();
+        entries.into_iter().try_for_each(|e| add(e, out))
     }
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            walk(&p, &mut out)?;
-        } else {
-            out.push(p);
-        }
+        add(p, &mut out)?;
     }
     Ok(out)
 }

@@ -34,6 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::lookup;
 use super::nic::{parse_nic, parse_nic_str};
 use super::time::{from_the_future, parse_time_value};
 use crate::model::{ArmId, NicState};
@@ -271,22 +272,6 @@ fn items(raw: &RawValue) -> Vec<&RawValue> {
 
 fn is_array(raw: &RawValue) -> bool {
     raw.get().trim_start().starts_with('[')
-}
-
-/// Looks a field up by its spellings: first exactly, in order, then ignoring
-/// ASCII case. Returns the key as spelled in the record and the value.
-fn lookup<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<(&'a str, &'a Value)> {
-    for name in names {
-        if let Some((k, v)) = obj.get_key_value(*name) {
-            return Some((k.as_str(), v));
-        }
-    }
-    for name in names {
-        if let Some((k, v)) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
-            return Some((k.as_str(), v));
-        }
-    }
-    None
 }
 
 /// Why a field could not be read: (field path, reason).

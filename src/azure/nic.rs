@@ -17,6 +17,7 @@ use azure_mgmt_network::package_2024_03::models::NetworkInterface;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
+use super::lookup;
 use crate::model::{ArmId, IpAssignment, Mac, NicState};
 
 /// Why a JSON value is not a usable NIC.
@@ -261,12 +262,8 @@ fn unflattened(obj: &Map<String, Value>) -> Option<Value> {
         return None;
     }
     let get = |o: &Map<String, Value>, name: &str| -> Option<Value> {
-        o.get(name)
-            .or_else(|| {
-                o.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            })
+        lookup(o, &[name])
+            .map(|(_, v)| v)
             .filter(|v| !v.is_null())
             .cloned()
     };
