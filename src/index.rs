@@ -232,6 +232,36 @@ pub struct Index {
     pub(crate) applied_seq: tokio::sync::Mutex<i64>,
 }
 
+/// An index being built from chunks of claims: see [`Index::builder`].
+pub struct Builder {
+    tx: tokio::sync::mpsc::Sender<Vec<Claim>>,
+    thread: std::thread::JoinHandle<Inner>,
+}
+
+impl Builder {
+    /// Hands the builder more claims (waits while it is four chunks behind).
+    pub async fn add(&self, claims: Vec<Claim>) {
+        // Fails only if the builder panicked, which `finish` reports.
+        let _ = self.tx.send(claims).await;
+    }
+
+    /// The index of every claim added.
+    pub async fn finish(self) -> Index {
+        let Builder { tx, thread } = self;
+        drop(tx);
+        let inner = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join the index builder")
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let idx = Index {
+            inner: RwLock::new(inner),
+            ..Default::default()
+        };
+        idx.touch();
+        idx
+    }
+}
+
 /// One answer with owned claims (the index's lock is not held).
 #[derive(Clone, Debug)]
 pub struct Lookup {
@@ -257,6 +287,29 @@ impl Index {
         }
         idx.touch();
         idx
+    }
+
+    /// Starts building an index on a thread of its own from claims handed to
+    /// it in chunks ([`Builder::add`]), so that the caller reads and parses
+    /// the next chunks meanwhile.
+    pub fn builder(horizons: HashMap<String, CompleteSnapshot>) -> Builder {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Claim>>(4);
+        let thread = std::thread::Builder::new()
+            .name("ipwho-index-load".into())
+            .spawn(move || {
+                let mut inner = Inner {
+                    horizons,
+                    ..Default::default()
+                };
+                while let Some(chunk) = rx.blocking_recv() {
+                    for c in chunk {
+                        inner.insert(c);
+                    }
+                }
+                inner
+            })
+            .expect("spawn the index builder");
+        Builder { tx, thread }
     }
 
     fn touch(&self) {
@@ -366,19 +419,9 @@ impl Index {
         }
     }
 
-    /// Replaces every claim and horizon.
-    pub fn reset(
-        &self,
-        by_nic: HashMap<String, Vec<Claim>>,
-        horizons: HashMap<String, CompleteSnapshot>,
-    ) {
-        let mut fresh = Inner {
-            horizons,
-            ..Default::default()
-        };
-        for c in by_nic.into_values().flatten() {
-            fresh.insert(c);
-        }
+    /// Replaces every claim and horizon by those of `fresh`.
+    pub fn reset(&self, fresh: Index) {
+        let fresh = fresh.inner.into_inner().expect("index lock");
         *self.inner.write().expect("index lock") = fresh;
         self.touch();
     }
@@ -391,6 +434,11 @@ impl Index {
             .flatten()
             .map(|e| e.claim.clone())
             .collect()
+    }
+
+    /// Number of NICs whose claims are held.
+    pub fn nics(&self) -> usize {
+        self.inner.read().expect("index lock").by_nic.len()
     }
 
     /// Number of claims held.

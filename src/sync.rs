@@ -19,11 +19,25 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
         .fetch_one(pool)
         .await?;
-    let index = Index::from_claims(
-        crate::store::load_claims(pool).await?,
-        crate::store::load_horizons(pool).await?,
-    );
+    let index = build(pool).await?;
     *index.applied_seq.lock().await = seq;
+    Ok(index)
+}
+
+/// A new index of every claim and horizon in the database: claims are read,
+/// parsed and indexed in chunks, the three overlapping.
+async fn build(pool: &PgPool) -> anyhow::Result<Index> {
+    let started = std::time::Instant::now();
+    let builder = Index::builder(crate::store::load_horizons(pool).await?);
+    let claims =
+        crate::store::stream_claims(pool, crate::store::LOAD_CHUNK, |chunk| builder.add(chunk))
+            .await?;
+    let index = builder.finish().await;
+    tracing::info!(
+        claims,
+        seconds = started.elapsed().as_secs_f64(),
+        "claims loaded into the index"
+    );
     Ok(index)
 }
 
@@ -42,13 +56,9 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     if min.is_some_and(|m| m > *applied + 1) {
         // Behind the pruned part of the feed: reload everything.
         tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
-        let all = crate::store::load_claims(pool).await?;
-        let mut by_nic: HashMap<String, Vec<Claim>> = HashMap::new();
-        for c in all {
-            by_nic.entry(c.key.nic.clone()).or_default().push(c);
-        }
-        let n = by_nic.len();
-        index.reset(by_nic, crate::store::load_horizons(pool).await?);
+        let fresh = build(pool).await?;
+        let n = fresh.nics();
+        index.reset(fresh);
         *applied = max;
         return Ok(n);
     }
@@ -124,11 +134,15 @@ pub async fn follow(
     }
 }
 
-/// Deletes change-feed entries older than `keep`.
+/// Deletes change-feed entries older than `keep`, except the latest: a
+/// follower whose position is older than every entry left knows that it
+/// missed some and reloads everything (with no entry left, it could not tell).
 pub async fn prune(pool: &PgPool, keep: Duration) -> anyhow::Result<u64> {
     let secs = keep.as_secs_f64();
     let r = sqlx::query(
-        "DELETE FROM claim_changes WHERE changed_at < now() - make_interval(secs => $1)",
+        "DELETE FROM claim_changes
+         WHERE changed_at < now() - make_interval(secs => $1)
+           AND seq < (SELECT max(seq) FROM claim_changes)",
     )
     .bind(secs)
     .execute(pool)

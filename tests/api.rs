@@ -721,6 +721,54 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     let (status, _, v) = app.owner("10.2.0.1", later, "").await;
     assert_eq!(status, "confirmed", "{v}");
     assert_eq!(v["owner"]["certain"]["start"], T0);
+
+    // A replica that fell behind the pruned part of the feed reloads every
+    // claim: pruning always keeps the latest entry, so that it can tell.
+    let last = "2025-03-01T12:00:00Z";
+    let body = snapshot(
+        last,
+        &[SUB1],
+        true,
+        vec![
+            nic(SUB1, "v", "nic-x", &["10.2.0.1"], None),
+            nic(SUB1, "v", "nic-y", &["10.2.0.2"], None),
+        ],
+    );
+    ipwho::service::ingest_snapshot(
+        &pool,
+        &other,
+        body.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let pruned = ipwho::sync::prune(&pool, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(pruned >= 2, "pruned {pruned}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM claim_changes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the latest entry is kept");
+    assert_eq!(app.owner("10.2.0.2", last, "").await.0, "unknown");
+    assert_eq!(
+        ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap(),
+        2,
+        "every NIC reloaded"
+    );
+    let (status, name, v) = app.owner("10.2.0.2", last, "").await;
+    assert_eq!(
+        (status.as_str(), name.as_deref()),
+        ("confirmed", Some("nic-y")),
+        "{v}"
+    );
+    assert_eq!(app.owner("10.2.0.1", last, "").await.0, "confirmed");
+    assert_eq!(
+        app.index.len(),
+        other.len(),
+        "the same claims as the writer's"
+    );
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
@@ -734,7 +782,31 @@ async fn the_demo_estate_answers_as_its_story_says(pool: PgPool) {
         claims_table(&pool).await,
         "loading twice changes nothing"
     );
+    // The index loads claims in chunks, parsed while the next arrive: in
+    // chunks of 3, every claim arrives once, as a whole read gives them.
+    let whole = ipwho::store::load_claims(&pool).await.unwrap();
+    assert!(whole.len() > 6, "{} claims", whole.len());
+    let mut chunks = Vec::new();
+    let n = ipwho::store::stream_claims(&pool, 3, |c| {
+        chunks.push(c);
+        std::future::ready(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, whole.len());
+    assert_eq!(chunks.len(), whole.len().div_ceil(3));
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.len() == 3));
+    let json = |cs: &[ipwho::engine::Claim]| {
+        let mut v: Vec<String> = cs
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(json(&chunks.concat()), json(&whole));
     let app = TestApp::start(pool).await;
+    assert_eq!(app.index.len(), whole.len(), "the index loaded them all");
     let prod = format!("&subscription={}", ipwho::demo::PROD);
     for (ip, at, extra, want, who) in [
         (

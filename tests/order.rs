@@ -181,7 +181,7 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
                 .execute(&app.pool)
                 .await
                 .unwrap();
-            app.index.reset(Default::default(), Default::default());
+            app.index.reset(ipwho::index::Index::new());
             for &u in order {
                 for (path, body) in &units[u] {
                     let (code, r) = if body.is_null() {

@@ -114,6 +114,67 @@ pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
     Ok(rows.into_iter().map(|j| j.0).collect())
 }
 
+/// Claims per chunk of [`stream_claims`] when loading the index (a few MB
+/// of JSON).
+pub const LOAD_CHUNK: usize = 4096;
+
+/// Every claim, as [`load_claims`] reads them, handed to `each` in chunks of
+/// `chunk` (the last one shorter) as they arrive: the rows of one chunk are
+/// received while the chunks before it are parsed on blocking threads, so
+/// that reading, parsing and whatever `each` does overlap. Returns how many
+/// claims there were.
+pub async fn stream_claims<F, Fut>(
+    pool: &PgPool,
+    chunk: usize,
+    mut each: F,
+) -> anyhow::Result<usize>
+where
+    F: FnMut(Vec<Claim>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::TryStreamExt;
+    /// Chunks being parsed at once.
+    const IN_FLIGHT: usize = 2;
+    let size = chunk.max(1);
+    type Parsing = tokio::task::JoinHandle<anyhow::Result<Vec<Claim>>>;
+    fn parse(first: usize, rows: Vec<String>) -> Parsing {
+        tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    serde_json::from_str(r)
+                        .map_err(|e| anyhow::anyhow!("claim row {}: {e}", first + i))
+                })
+                .collect()
+        })
+    }
+    let mut rows = sqlx::query_scalar::<_, String>("SELECT detail::text FROM claims").fetch(pool);
+    let mut pending: std::collections::VecDeque<Parsing> = Default::default();
+    let mut chunk = Vec::with_capacity(size);
+    let mut n = 0;
+    loop {
+        let row = rows.try_next().await?;
+        let end = row.is_none();
+        if let Some(r) = row {
+            chunk.push(r);
+        }
+        if chunk.len() == size || (end && !chunk.is_empty()) {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
+            let first = n;
+            n += full.len();
+            pending.push_back(parse(first, full));
+        }
+        while pending.len() > IN_FLIGHT || (end && !pending.is_empty()) {
+            let Some(p) = pending.pop_front() else { break };
+            let claims = p.await??;
+            each(claims).await;
+        }
+        if end {
+            return Ok(n);
+        }
+    }
+}
+
 /// Each subscription's horizon: its latest finished complete snapshot.
 pub async fn load_horizons(
     pool: &PgPool,
