@@ -302,6 +302,10 @@ pub async fn ingest_snapshot(
             "no subscription given",
         ));
     }
+    // Only records it could not read make a complete snapshot partial: one
+    // of them may be a NIC of its scope. A NIC of another subscription is
+    // rejected but cannot be one, so the listing stays complete for its own.
+    let unreadable = rejected.len();
     let mut accepted = Vec::with_capacity(parsed.len());
     for (i, s) in parsed {
         if subscriptions.binary_search(&s.id.subscription()).is_ok() {
@@ -332,7 +336,7 @@ pub async fn ingest_snapshot(
         },
         nics: accepted,
         last_page,
-        rejected: rejected.len(),
+        rejected: unreadable,
     };
     let received = nics.len();
     let (report, changes) = store::ingest_snapshot_page(pool, &page).await?;

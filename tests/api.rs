@@ -585,16 +585,44 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
         (rej[1]["index"].as_u64(), rej[1]["field"].as_str()),
         (Some(2), Some("id"))
     );
-    // A complete snapshot it could not fully read is held partial: it ends nothing.
+    // A complete snapshot it could not fully read is held partial: it ends
+    // nothing. The NIC of another subscription is rejected, but it cannot be
+    // one of the snapshot's, so it does not count.
     assert_eq!(r["complete"], false);
     assert!(
         r["partial_reason"]
             .as_str()
             .unwrap()
-            .contains("2 NIC record")
+            .contains("1 NIC record"),
+        "{r}"
     );
     let (status, _, _) = app.owner("10.0.0.4", T0, "").await;
     assert_eq!(status, "confirmed");
+    // With only a NIC of another subscription rejected, a complete snapshot
+    // stays complete, and what it does not list (nic-a) is gone.
+    let (code, r) = app
+        .post_json(
+            "/v1/snapshots",
+            &snapshot(
+                T1,
+                &[SUB1],
+                true,
+                vec![
+                    nic(SUB2, "vnet9", "nic-outside", &["10.0.0.6"], None),
+                    nic(SUB1, "vnet1", "nic-c", &["10.0.0.7"], None),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["complete"].as_bool()),
+        (Some(1), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r["rejected"][0]["field"], "id", "{r}");
+    assert_eq!(app.owner("10.0.0.4", T1, "").await.0, "unknown");
+    assert_eq!(app.owner("10.0.0.7", T1, "").await.0, "confirmed");
 
     // Batch lookups: the bad item gets an error in its place, the rest are answered.
     let (code, v) = app

@@ -21,7 +21,9 @@ use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 /// it does not list did not exist at `taken_at`; it counts only once its last
 /// page is in. Posting the same page again changes nothing. A NIC record that
 /// cannot be read is rejected (index, field, reason) and the rest are stored;
-/// a complete snapshot with rejected records is downgraded to partial.
+/// a complete snapshot with unreadable records is downgraded to partial (a
+/// NIC of a subscription it does not cover is rejected, but cannot be one of
+/// its own, and leaves it complete).
 #[utoipa::path(
     post,
     path = "/v1/snapshots",
