@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::engine::{self, Answer, Claim, Continuity, Micros};
 use crate::enrich::NicInfo;
-use crate::model::Mac;
+use crate::model::{ArmId, Mac};
 use crate::store::runs::CompleteSnapshot;
 
 /// A claim as the index holds it, with the NIC as enrichment shows it built
@@ -91,6 +91,9 @@ struct Inner {
     /// Scope keys and subscriptions (lower-cased) of the claims held, as
     /// small integers (never removed: there are few).
     names: FastMap<String, u32>,
+    /// The subnet and VNet ids of the claims held, one copy each, shared by
+    /// every claim that names them (never removed: there are few).
+    ids: FastMap<Box<str>, ArmId>,
     prefix_lens: BTreeSet<(bool, u8)>,
     by_nic: HashMap<String, Vec<Arc<Entry>>>,
     by_vm: HashMap<String, Vec<Arc<Entry>>>,
@@ -175,9 +178,22 @@ impl Inner {
             })
         });
         let info = match shared {
-            Some(e) => e.info.clone(),
+            Some(e) => {
+                // The same spellings: hold the NIC's ids once.
+                c.nic = e.claim.nic.clone();
+                c.vm.clone_from(&e.claim.vm);
+                e.info.clone()
+            }
             None => Arc::new(NicInfo::new(&c.nic, c.vm.as_ref(), c.vnet.as_ref())),
         };
+        for id in [&mut c.subnet, &mut c.vnet].into_iter().flatten() {
+            match self.ids.get(id.as_str()) {
+                Some(one) => *id = one.clone(),
+                None => {
+                    self.ids.insert(id.as_str().into(), id.clone());
+                }
+            }
+        }
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
         self.prefix_lens

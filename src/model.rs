@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -14,11 +15,15 @@ use serde::{Deserialize, Serialize};
 /// (upper-case in flow logs and Activity Log exports, ARM casing elsewhere), so
 /// ids compare by a lower-cased key while the original spelling is kept for
 /// display.
+///
+/// Both spellings are shared (`Arc`): a clone costs no allocation, so the
+/// claims of one NIC, or of one VNet, can hold one copy of its ids (see
+/// `index`), and an id already in lower case is held once.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ArmId {
-    raw: String,
-    key: String,
+    raw: Arc<str>,
+    key: Arc<str>,
 }
 
 /// Why a string is not an ARM id.
@@ -49,10 +54,13 @@ impl ArmId {
         if raw.split('/').skip(1).any(str::is_empty) {
             return Err(ArmIdError("empty path segment"));
         }
-        Ok(Self {
-            raw: raw.to_string(),
-            key: raw.to_ascii_lowercase(),
-        })
+        let raw: Arc<str> = Arc::from(raw);
+        let key = if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+            Arc::from(raw.to_ascii_lowercase())
+        } else {
+            raw.clone()
+        };
+        Ok(Self { raw, key })
     }
 
     /// The original spelling.
@@ -165,7 +173,7 @@ impl Serialize for ArmId {
 
 impl From<ArmId> for String {
     fn from(id: ArmId) -> String {
-        id.raw
+        id.raw.to_string()
     }
 }
 
