@@ -48,7 +48,7 @@ impl Scope {
     pub fn admits(&self, c: &Claim) -> bool {
         match self {
             Scope::Any => true,
-            Scope::Vnet(v) => c.key.scope == *v,
+            Scope::Vnet(v) => *c.key.scope == **v,
             Scope::Subscription(s) => c.nic.subscription() == *s,
         }
     }
@@ -95,8 +95,8 @@ struct Inner {
     /// every claim that names them (never removed: there are few).
     ids: FastMap<Box<str>, ArmId>,
     prefix_lens: BTreeSet<(bool, u8)>,
-    by_nic: HashMap<String, Vec<Arc<Entry>>>,
-    by_vm: HashMap<String, Vec<Arc<Entry>>>,
+    by_nic: HashMap<Arc<str>, Vec<Arc<Entry>>>,
+    by_vm: HashMap<Arc<str>, Vec<Arc<Entry>>>,
     by_mac: HashMap<Mac, Vec<Arc<Entry>>>,
     claims: usize,
     /// Each subscription's horizon (latest finished complete snapshot):
@@ -106,6 +106,15 @@ struct Inner {
 
 fn ip_key(ip: &IpNet) -> IpNet {
     ip.trunc()
+}
+
+/// Makes `key` the shared key of `id` when they are the same string.
+fn share(key: &mut Arc<str>, id: Option<&ArmId>) {
+    if let Some(id) = id
+        && id.key() == &**key
+    {
+        *key = id.shared_key();
+    }
 }
 
 /// Replaces `old` by `new` in `list` (when there).
@@ -124,7 +133,7 @@ impl Inner {
         for c in old {
             let k = ip_key(&c.key.ip);
             if let Some(v) = self.by_ip.get_mut(&k) {
-                v.retain(|x| x.entry.key.nic != nic);
+                v.retain(|x| &*x.entry.key.nic != nic);
                 if v.is_empty() {
                     self.by_ip.remove(&k);
                 }
@@ -132,7 +141,7 @@ impl Inner {
             if !c.key.vm.is_empty()
                 && let Some(v) = self.by_vm.get_mut(&c.key.vm)
             {
-                v.retain(|x| x.key.nic != nic);
+                v.retain(|x| &*x.key.nic != nic);
                 if v.is_empty() {
                     self.by_vm.remove(&c.key.vm);
                 }
@@ -140,7 +149,7 @@ impl Inner {
             if let Some(m) = &c.mac
                 && let Some(v) = self.by_mac.get_mut(m)
             {
-                v.retain(|x| x.key.nic != nic);
+                v.retain(|x| &*x.key.nic != nic);
                 if v.is_empty() {
                     self.by_mac.remove(m);
                 }
@@ -194,6 +203,10 @@ impl Inner {
                 }
             }
         }
+        // The key's strings are those ids' keys (when they are): one copy.
+        share(&mut c.key.nic, Some(&c.nic));
+        share(&mut c.key.vm, c.vm.as_ref());
+        share(&mut c.key.scope, c.vnet.as_ref());
         let c = Arc::new(Entry { claim: c, info });
         let k = ip_key(&c.key.ip);
         self.prefix_lens
@@ -528,7 +541,7 @@ impl Index {
         let r = self.inner.read().expect("index lock");
         r.by_mac
             .get(mac)
-            .map(|v| v.iter().map(|c| c.key.nic.clone()).collect())
+            .map(|v| v.iter().map(|c| c.key.nic.to_string()).collect())
             .unwrap_or_default()
     }
 }

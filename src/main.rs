@@ -400,7 +400,6 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
     let index = Arc::new(sync::load(&pool).await?);
-    tracing::info!(claims = index.len(), "claims loaded");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(sync::follow(
         pool.clone(),

@@ -73,6 +73,11 @@ impl ArmId {
         &self.key
     }
 
+    /// The key as a shared string (a copy costs no allocation).
+    pub fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
+    }
+
     fn segments(&self) -> impl Iterator<Item = &str> {
         self.raw.split('/').skip(1)
     }

@@ -356,7 +356,7 @@ pub async fn vm_ips(
             Some(t) if !c.possible.contains(t) => continue,
             Some(t) => {
                 // The VM's claim answers for its IP as the IP's lookup would.
-                let scope = Scope::Vnet(c.key.scope.clone());
+                let scope = Scope::Vnet(c.key.scope.to_string());
                 let ip = c.key.ip.addr();
                 let l = state.index.lookup(ip, t, &scope);
                 let same = |x: &Entry| x.key == c.key && x.possible == c.possible;

@@ -1,6 +1,8 @@
 //! A NIC's evidence → claims: "NIC n held IP i in VNet v (attached to VM m)",
 //! each end bounded by the evidence on either side.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -12,11 +14,14 @@ use crate::model::{ArmId, Mac, NicState};
 /// the NIC was attached to ("" for none). A NIC moved to another VM starts a
 /// new claim, so an answer never names the wrong VM.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Its strings are shared (`Arc<str>`): a claim's key holds the same copy as
+/// its NIC's id, the index's VNet ids and other claims of the NIC.
 pub struct ClaimKey {
-    pub nic: String,
-    pub scope: String,
+    pub nic: Arc<str>,
+    pub scope: Arc<str>,
     pub ip: IpNet,
-    pub vm: String,
+    pub vm: Arc<str>,
 }
 
 /// One maximal run of evidence in which a NIC held an IP.
@@ -208,10 +213,13 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
 
     Claim {
         key: ClaimKey {
-            nic: state.id.key().to_string(),
-            scope: scope.to_string(),
+            nic: state.id.shared_key(),
+            scope: scope.into(),
             ip,
-            vm: vm.to_string(),
+            vm: match &state.vm {
+                Some(v) if v.key() == vm => v.shared_key(),
+                _ => vm.into(),
+            },
         },
         nic: state.id.clone(),
         nic_name: state.name.clone(),

@@ -235,8 +235,11 @@ fn handover_between_nics_is_ambiguous_only_in_the_gap() {
     assert_eq!(answer(refs.iter().copied(), 150).status, Status::Ambiguous);
     let ans = answer(refs.iter().copied(), 200);
     assert_eq!(ans.status, Status::Confirmed);
-    assert_eq!(ans.owner.unwrap().key.nic, nic_id(2).key());
-    let c1 = refs.iter().find(|c| c.key.nic == nic_id(1).key()).unwrap();
+    assert_eq!(&*ans.owner.unwrap().key.nic, nic_id(2).key());
+    let c1 = refs
+        .iter()
+        .find(|c| &*c.key.nic == nic_id(1).key())
+        .unwrap();
     assert_eq!(continuity(c1, &refs, 100, 250), Continuity::No);
     assert!(find_conflicts(&refs).is_empty());
 }
@@ -391,24 +394,24 @@ proptest! {
             match a.status {
                 Status::Confirmed => {
                     let o = a.owner.unwrap();
-                    prop_assert_eq!(Some(o.key.nic.clone()), truth.map(|n| nic_id(n).key().to_string()), "confirmed at {}", t);
+                    prop_assert_eq!(Some(o.key.nic.to_string()), truth.map(|n| nic_id(n).key().to_string()), "confirmed at {}", t);
                 }
                 // Probable can only be stale after the horizon of the evidence.
                 Status::Probable if t < horizon - every => {
                     let o = a.owner.unwrap();
-                    prop_assert_eq!(Some(o.key.nic.clone()), truth.map(|n| nic_id(n).key().to_string()), "probable at {}", t);
+                    prop_assert_eq!(Some(o.key.nic.to_string()), truth.map(|n| nic_id(n).key().to_string()), "probable at {}", t);
                 }
                 Status::Ambiguous => {
                     if let Some(n) = truth {
-                        prop_assert!(a.candidates.iter().any(|c| c.key.nic == nic_id(n).key()));
+                        prop_assert!(a.candidates.iter().any(|c| &*c.key.nic == nic_id(n).key()));
                     }
                 }
                 _ => {}
             }
             // A deleted NIC is never the answer after its delete.
             for l in ls.iter().filter(|l| l.events && t >= l.to) {
-                prop_assert!(a.owner.is_none_or(|o| o.key.nic != nic_id(l.nic).key()));
-                prop_assert!(a.candidates.iter().all(|o| o.key.nic != nic_id(l.nic).key()));
+                prop_assert!(a.owner.is_none_or(|o| &*o.key.nic != nic_id(l.nic).key()));
+                prop_assert!(a.candidates.iter().all(|o| &*o.key.nic != nic_id(l.nic).key()));
             }
         }
     }

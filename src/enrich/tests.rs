@@ -974,10 +974,10 @@ mod index_attributor {
         };
         Claim {
             key: ClaimKey {
-                nic: nic.key().to_string(),
-                scope: vnet.key().to_string(),
+                nic: nic.key().into(),
+                scope: vnet.key().into(),
                 ip,
-                vm: vm.key().to_string(),
+                vm: vm.key().into(),
             },
             nic_name: nic.name().to_string(),
             // NICs 0 and 1 share a MAC; the others have their own.
@@ -1042,7 +1042,11 @@ mod index_attributor {
             return EndAttribution::unknown(Via::IpAnyScope);
         }
         if let Some(v) = &hint.vnet {
-            let scoped: Vec<_> = all.iter().filter(|c| c.key.scope == *v).cloned().collect();
+            let scoped: Vec<_> = all
+                .iter()
+                .filter(|c| *c.key.scope == **v)
+                .cloned()
+                .collect();
             let a = answer(&scoped, at, Via::IpInVnet);
             if a.status != Status::Unknown {
                 return a;
@@ -1111,6 +1115,64 @@ mod index_attributor {
                 len,
                 certain,
             })
+    }
+
+    #[test]
+    fn the_index_holds_shared_ids_once_and_keeps_every_spelling() {
+        let a = Gen {
+            nic: 2,
+            vnet: 0,
+            ip: 1,
+            vm: 0,
+            start: Some(0),
+            len: None,
+            certain: (10, 30),
+        };
+        // The same NIC's other IP; another NIC in the same VNet, whose
+        // claim (from an Activity Log export, say) spells the VNet in capitals.
+        let b = Gen { ip: 2, ..a.clone() };
+        let mut c = claim(&Gen {
+            nic: 4,
+            ip: 3,
+            ..a.clone()
+        });
+        c.vnet = Some(ArmId::parse(&vnet_id(0, 0).to_uppercase()).unwrap());
+        let idx = Index::from_claims(vec![claim(&a), claim(&b), c], Default::default());
+        let mut all = idx.all_claims();
+        all.sort_by_key(|c| c.key.ip);
+        let [a, b, c] = &all[..] else {
+            panic!("{all:?}")
+        };
+        let same = |x: &str, y: &str| x.as_ptr() == y.as_ptr();
+        // Spellings are kept, and compared by key.
+        assert_eq!(a.vnet.as_ref().unwrap().as_str(), vnet_id(0, 0));
+        assert_eq!(
+            c.vnet.as_ref().unwrap().as_str(),
+            vnet_id(0, 0).to_uppercase()
+        );
+        assert_eq!(a.key.scope, c.key.scope);
+        // One copy of what is the same string.
+        assert!(same(a.nic.as_str(), b.nic.as_str()));
+        assert!(same(&a.key.nic, a.nic.key()) && same(&a.key.nic, &b.key.nic));
+        assert!(same(&a.key.vm, a.vm.as_ref().unwrap().key()));
+        assert!(same(
+            a.vnet.as_ref().unwrap().as_str(),
+            b.vnet.as_ref().unwrap().as_str()
+        ));
+        assert!(same(&a.key.scope, a.vnet.as_ref().unwrap().key()));
+        assert!(!same(
+            a.vnet.as_ref().unwrap().as_str(),
+            c.vnet.as_ref().unwrap().as_str()
+        ));
+        // And the answers are those of the claims as given.
+        let ip = IpAddr::from([10, 0, 0, 3]);
+        let l = idx.remote(ip, 20, &ScopeHint::default());
+        assert_eq!(l.status, Status::Confirmed);
+        assert_eq!(l.nic.as_ref().map(|n| n.name.as_str()), Some("n4"));
+        assert_eq!(
+            l.nic.as_ref().and_then(|n| n.vnet.as_deref()),
+            Some(vnet_id(0, 0).to_uppercase().as_str())
+        );
     }
 
     #[test]

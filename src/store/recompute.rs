@@ -524,16 +524,16 @@ impl Context<'_> {
                 let detail = serde_json::to_string(c).expect("claims serialize");
                 let digest = crate::model::short_digest(detail.as_bytes());
                 let ident: Ident = (
-                    c.key.nic.clone(),
-                    c.key.scope.clone(),
+                    c.key.nic.to_string(),
+                    c.key.scope.to_string(),
                     c.key.ip,
-                    c.key.vm.clone(),
+                    c.key.vm.to_string(),
                     to_ts(c.possible.start),
                 );
                 let mut row = CRow {
                     id: 0,
-                    nic: c.key.nic.clone(),
-                    scope: c.key.scope.clone(),
+                    nic: c.key.nic.to_string(),
+                    scope: c.key.scope.to_string(),
                     ip: c.key.ip,
                     certain: at_horizon(c.certain, c.live, self.horizons.get(&sub)),
                 };
@@ -802,10 +802,10 @@ impl ClaimRows {
         match id {
             Some(id) => self.id.push(id),
             None => {
-                self.nic.push(c.key.nic.clone());
-                self.scope.push(c.key.scope.clone());
+                self.nic.push(c.key.nic.to_string());
+                self.scope.push(c.key.scope.to_string());
                 self.ip.push(c.key.ip.to_string());
-                self.vm.push(c.key.vm.clone());
+                self.vm.push(c.key.vm.to_string());
                 self.sub.push(sub.to_string());
             }
         }
