@@ -84,6 +84,20 @@ impl Slot {
 }
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
+type FastSet<K> =
+    std::collections::HashSet<K, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
+
+/// The one copy of `id` in `set` (added when new).
+fn intern(set: &mut FastSet<Arc<str>>, id: &str) -> Arc<str> {
+    match set.get(id) {
+        Some(one) => one.clone(),
+        None => {
+            let one: Arc<str> = id.into();
+            set.insert(one.clone());
+            one
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -94,6 +108,9 @@ struct Inner {
     /// The subnet and VNet ids of the claims held, one copy each, shared by
     /// every claim that names them (never removed: there are few).
     ids: FastMap<Box<str>, ArmId>,
+    /// Snapshot ids named by the claims held, one copy each (never removed:
+    /// a few a day per subscription).
+    snapshot_ids: FastSet<Arc<str>>,
     prefix_lens: BTreeSet<(bool, u8)>,
     by_nic: HashMap<Arc<str>, Vec<Arc<Entry>>>,
     by_vm: HashMap<Arc<str>, Vec<Arc<Entry>>>,
@@ -171,7 +188,16 @@ impl Inner {
         if c.live
             && let Some(h) = self.horizons.get(&sub)
         {
-            c.extend_to(h.at, &h.id);
+            c.extend_to(h.at, &intern(&mut self.snapshot_ids, &h.id));
+        }
+        for r in [&mut c.before, &mut c.after]
+            .into_iter()
+            .flatten()
+            .chain([&mut c.first, &mut c.last])
+        {
+            if r.kind == engine::EvidenceKind::Snapshot {
+                r.id = intern(&mut self.snapshot_ids, &r.id);
+            }
         }
         let slot_names = (self.intern(&c.key.scope), self.intern(&sub));
         // The NIC's claims with the same VM and VNet (its IPv4 and IPv6
@@ -388,6 +414,7 @@ impl Index {
             by_mac,
             by_nic,
             horizons,
+            snapshot_ids,
             ..
         } = &mut *w;
         for entries in by_nic.values_mut() {
@@ -402,13 +429,14 @@ impl Index {
             else {
                 continue;
             };
+            let id = intern(snapshot_ids, &h.id);
             for e in entries.iter_mut() {
                 // Copied only when the horizon extends it.
                 if !e.claim.extends_to(h.at) {
                     continue;
                 }
                 let mut claim = e.claim.clone();
-                claim.extend_to(h.at, &h.id);
+                claim.extend_to(h.at, &id);
                 let new = Arc::new(Entry {
                     claim,
                     info: e.info.clone(),

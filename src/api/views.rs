@@ -125,7 +125,7 @@ impl From<&Claim> for ClaimView {
                 .into_iter()
                 .map(|e| EvidenceView {
                     kind: e.kind,
-                    id: e.id.clone(),
+                    id: e.id.to_string(),
                     at: to_ts(e.at),
                     role: role(c, e).to_string(),
                 })

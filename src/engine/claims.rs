@@ -66,14 +66,14 @@ impl Claim {
     /// A live claim read at its subscription's horizon: a complete snapshot
     /// at `at` (id `id`) listed the NIC as the claim's last evidence did.
     /// Returns whether anything changed; does nothing to other claims.
-    pub fn extend_to(&mut self, at: Micros, id: &str) -> bool {
+    pub fn extend_to(&mut self, at: Micros, id: &Arc<str>) -> bool {
         if !self.extends_to(at) {
             return false;
         }
         self.certain.end = at.saturating_add(1);
         self.last = EvidenceRef {
             kind: EvidenceKind::Snapshot,
-            id: id.to_string(),
+            id: id.clone(),
             at,
         };
         true

@@ -79,11 +79,12 @@ pub struct Evidence {
     pub observation: Observation,
 }
 
-/// A reference to a piece of evidence, carried by claims and answers.
+/// A reference to a piece of evidence, carried by claims and answers. Its
+/// id is shared (`Arc<str>`): the index holds one copy of each snapshot's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EvidenceRef {
     pub kind: EvidenceKind,
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     pub at: Micros,
 }
 
@@ -91,7 +92,7 @@ impl From<&Evidence> for EvidenceRef {
     fn from(e: &Evidence) -> Self {
         EvidenceRef {
             kind: e.kind,
-            id: e.id.clone(),
+            id: e.id.as_str().into(),
             at: e.at,
         }
     }

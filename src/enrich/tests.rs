@@ -969,7 +969,7 @@ mod index_attributor {
         let ce = (cs + g.certain.1).min(hi);
         let ev = |at: Micros, kind| EvidenceRef {
             kind,
-            id: format!("e{at}"),
+            id: format!("e{at}").into(),
             at,
         };
         Claim {
@@ -1160,6 +1160,11 @@ mod index_attributor {
             b.vnet.as_ref().unwrap().as_str()
         ));
         assert!(same(&a.key.scope, a.vnet.as_ref().unwrap().key()));
+        assert_eq!(a.first.kind, EvidenceKind::Snapshot);
+        assert!(
+            same(&a.first.id, &b.first.id),
+            "one copy of a snapshot's id"
+        );
         assert!(!same(
             a.vnet.as_ref().unwrap().as_str(),
             c.vnet.as_ref().unwrap().as_str()

@@ -206,7 +206,7 @@ pub async fn claims_table(pool: &PgPool) -> Vec<String> {
         .into_iter()
         .map(|mut c| {
             if let Some(h) = horizons.get(&c.nic.subscription()) {
-                c.extend_to(h.at, &h.id);
+                c.extend_to(h.at, &h.id.as_str().into());
             }
             serde_json::to_string(&c).unwrap()
         })
