@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
@@ -285,6 +285,8 @@ pub struct Index {
     /// The last change-feed sequence number reflected here. Held across a
     /// whole apply, so local ingests and the feed follower never interleave.
     pub(crate) applied_seq: tokio::sync::Mutex<i64>,
+    /// Not yet holding the database's claims (see [`Index::loading`]).
+    loading: AtomicBool,
 }
 
 /// An index being built from chunks of claims: see [`Index::builder`].
@@ -328,6 +330,22 @@ pub struct Lookup {
 impl Index {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that is still to be loaded: it says so
+    /// ([`Index::is_loading`]) until [`Index::reset`] fills it, so that the
+    /// server can answer health checks, and refuse what needs the claims,
+    /// while it loads them.
+    pub fn loading() -> Self {
+        let idx = Self::default();
+        idx.loading.store(true, Ordering::Relaxed);
+        idx
+    }
+
+    /// Whether the claims are still being loaded (an empty answer now would
+    /// be wrong, not "unknown").
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
     }
 
     /// Builds an index from every claim and the subscriptions' horizons.
@@ -481,6 +499,7 @@ impl Index {
         let fresh = fresh.inner.into_inner().expect("index lock");
         *self.inner.write().expect("index lock") = fresh;
         self.touch();
+        self.loading.store(false, Ordering::Release);
     }
 
     /// Every claim held, as lookups read them (for checks and diagnostics).

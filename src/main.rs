@@ -399,7 +399,32 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
-    let index = Arc::new(sync::load(&pool).await?);
+    // The port opens at once: health and readiness are answered while the
+    // claims load (anything else is a 503 until then).
+    let index = Arc::new(ipwho::index::Index::loading());
+    let state = AppState {
+        pool: pool.clone(),
+        index: index.clone(),
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_lookups: args.max_lookups,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "ipwho listening");
+    let mut server = tokio::spawn(api::serve(listener, state, shutdown_signal()));
+    tokio::select! {
+        loaded = sync::load_into(&pool, &index) => loaded?,
+        // Stopped (a signal) before the claims were loaded.
+        served = &mut server => {
+            served??;
+            pool.close().await;
+            return Ok(());
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(sync::follow(
         pool.clone(),
@@ -440,20 +465,7 @@ async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
             stop_rx.clone(),
         )))
     };
-    let state = AppState {
-        pool: pool.clone(),
-        index,
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_lookups: args.max_lookups,
-            request_timeout: Duration::from_secs(args.request_timeout_secs),
-        },
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "ipwho listening");
-    api::serve(listener, state, shutdown_signal()).await?;
+    server.await??;
     let _ = stop_tx.send(true);
     let _ = follower.await;
     let _ = pruner.await;

@@ -14,14 +14,24 @@ use crate::index::Index;
 
 /// Loads every claim into a new index, positioned at the current end of the change feed.
 pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
+    let index = Index::new();
+    load_into(pool, &index).await?;
+    Ok(index)
+}
+
+/// Replaces what `index` holds (an [`Index::loading`] one, say) by every
+/// claim, and positions it at the current end of the change feed.
+pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
     // Read the feed position first: changes committed while loading are
     // replayed by the next catch-up (replaying is harmless).
     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
         .fetch_one(pool)
         .await?;
-    let index = build(pool).await?;
-    *index.applied_seq.lock().await = seq;
-    Ok(index)
+    let fresh = build(pool).await?;
+    let mut applied = index.applied_seq.lock().await;
+    index.reset(fresh);
+    *applied = seq;
+    Ok(())
 }
 
 /// A new index of every claim and horizon in the database: claims are read,

@@ -670,6 +670,61 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn while_the_claims_load_only_health_is_served(pool: PgPool) {
+    let writer = ipwho::index::Index::new();
+    let body = snapshot(
+        T0,
+        &[SUB1],
+        true,
+        vec![nic(SUB1, "v", "n", &["10.1.0.1"], None)],
+    );
+    ipwho::service::ingest_snapshot(
+        &pool,
+        &writer,
+        body.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    // The port is open before the claims are in memory: an answer now
+    // would say "unknown" for an IP the database knows.
+    let app = TestApp::start_loading(pool).await;
+    assert_eq!(app.get("/healthz").await.0, 200);
+    let (code, v) = app.get("/readyz").await;
+    assert_eq!(
+        (code, v["index_loaded"].as_bool(), v["database"].as_bool()),
+        (503, Some(false), Some(true)),
+        "{v}"
+    );
+    assert_eq!(app.get("/openapi.json").await.0, 200);
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/ips/10.1.0.1/owner?at={T0}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let (code, v) = app.post_json("/v1/snapshots", &body).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (503, Some("unavailable")),
+        "ingest waits too"
+    );
+
+    ipwho::sync::load_into(&app.pool, &app.index).await.unwrap();
+    let (code, v) = app.get("/readyz").await;
+    assert_eq!(
+        (code, v["index_loaded"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
+    assert_eq!(app.owner("10.1.0.1", T0, "").await.0, "confirmed");
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn health_readiness_status_and_docs(pool: PgPool) {
     let app = TestApp::start(pool).await;
     app.post_json(

@@ -123,9 +123,42 @@ pub fn app(state: AppState) -> Router {
     let streaming = streaming.layer(tower_http::compression::CompressionLayer::new());
     api.merge(streaming)
         .fallback(lookup::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            while_loading,
+        ))
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// While the index loads (at start), only health, readiness and the API
+/// documents are served; anything else is a 503 `unavailable` with
+/// `Retry-After`: an answer from a half-loaded index could be wrong, and an
+/// ingest's update of it would be lost to the load.
+async fn while_loading(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    let always =
+        matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path.starts_with("/docs");
+    if !state.index.is_loading() || always {
+        return next.run(req).await;
+    }
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        "the claims are still being loaded into memory (at start); retry shortly",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    r
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.

@@ -31,11 +31,14 @@ pub struct Readiness {
     pub status: String,
     pub database: bool,
     pub migrations: bool,
+    /// The claims are loaded into memory (false while the server starts).
+    pub index_loaded: bool,
     /// Claims held in memory.
     pub claims_in_memory: usize,
 }
 
-/// Readiness: the database is reachable and every migration is applied.
+/// Readiness: the database is reachable, every migration is applied, and
+/// the claims are loaded into memory.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -48,11 +51,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         && store::migrations_applied(&state.pool)
             .await
             .unwrap_or(false);
-    let ok = database && migrations;
+    let index_loaded = !state.index.is_loading();
+    let ok = database && migrations && index_loaded;
     let body = Readiness {
         status: if ok { "ready" } else { "not ready" }.into(),
         database,
         migrations,
+        index_loaded,
         claims_in_memory: state.index.len(),
     };
     let code = if ok {

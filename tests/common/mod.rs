@@ -27,6 +27,16 @@ impl TestApp {
 
     pub async fn start_with(pool: PgPool, limits: Limits) -> Self {
         let index = Arc::new(ipwho::sync::load(&pool).await.expect("load index"));
+        Self::serve(pool, limits, index).await
+    }
+
+    /// The app as `ipwho serve` starts it: serving while its claims are
+    /// still to be loaded (`ipwho::sync::load_into` loads them).
+    pub async fn start_loading(pool: PgPool) -> Self {
+        Self::serve(pool, Limits::default(), Arc::new(Index::loading())).await
+    }
+
+    async fn serve(pool: PgPool, limits: Limits, index: Arc<Index>) -> Self {
         let state = AppState {
             pool: pool.clone(),
             index: index.clone(),
