@@ -60,12 +60,24 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
             .fetch_one(pool)
             .await?;
     let Some(max) = max else { return Ok(0) };
-    if max <= *applied {
+    if max == *applied {
         return Ok(0);
     }
-    if min.is_some_and(|m| m > *applied + 1) {
-        // Behind the pruned part of the feed: reload everything.
-        tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
+    // A feed that ends before this replica's position was restarted (the
+    // database restored from a backup, or reset): nothing in it says what
+    // changed, so everything is reloaded, as when the replica is behind the
+    // pruned part of the feed.
+    let restarted = max < *applied;
+    if restarted || min.is_some_and(|m| m > *applied + 1) {
+        if restarted {
+            tracing::warn!(
+                applied = *applied,
+                latest = max,
+                "change feed restarted behind this replica; reloading all claims"
+            );
+        } else {
+            tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
+        }
         let fresh = build(pool).await?;
         let n = fresh.nics();
         index.reset(fresh);

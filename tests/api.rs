@@ -852,6 +852,48 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
         other.len(),
         "the same claims as the writer's"
     );
+
+    // A feed that restarted behind the replica (a restored or reset
+    // database) says nothing of what changed: the replica reloads everything.
+    sqlx::query("TRUNCATE claim_changes RESTART IDENTITY")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let latest = "2025-03-01T13:00:00Z";
+    let body = snapshot(
+        latest,
+        &[SUB1],
+        true,
+        vec![
+            nic(SUB1, "v", "nic-x", &["10.2.0.1"], None),
+            nic(SUB1, "v", "nic-y", &["10.2.0.2"], None),
+            nic(SUB1, "v", "nic-z", &["10.2.0.3"], None),
+        ],
+    );
+    ipwho::service::ingest_snapshot(
+        &pool,
+        &other,
+        body.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap(),
+        3,
+        "every NIC reloaded"
+    );
+    let (status, name, v) = app.owner("10.2.0.3", latest, "").await;
+    assert_eq!(
+        (status.as_str(), name.as_deref()),
+        ("confirmed", Some("nic-z")),
+        "{v}"
+    );
+    // And it follows the restarted feed from there.
+    assert_eq!(
+        ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap(),
+        0
+    );
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
