@@ -761,15 +761,15 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     let app = TestApp::start(pool.clone()).await;
     // Another process (a second replica, or `ipwho ingest`) writes to the same database.
     let other = ipwho::index::Index::new();
-    let post_elsewhere = |at: &'static str| {
+    // A complete snapshot of SUB1 listing `nics` (name, IP), posted there.
+    let post_elsewhere = |at: &'static str, nics: &'static [(&'static str, &'static str)]| {
         let (pool, other) = (&pool, &other);
         async move {
-            let body = snapshot(
-                at,
-                &[SUB1],
-                true,
-                vec![nic(SUB1, "v", "nic-x", &["10.2.0.1"], None)],
-            );
+            let nics = nics
+                .iter()
+                .map(|&(name, ip)| nic(SUB1, "v", name, &[ip], None))
+                .collect();
+            let body = snapshot(at, &[SUB1], true, nics);
             ipwho::service::ingest_snapshot(
                 pool,
                 other,
@@ -780,7 +780,8 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
             .unwrap();
         }
     };
-    post_elsewhere(T0).await;
+    const X: &[(&str, &str)] = &[("nic-x", "10.2.0.1")];
+    post_elsewhere(T0, X).await;
     let (status, _, _) = app.owner("10.2.0.1", T0, "").await;
     assert_eq!(status, "unknown", "not seen before catching up");
     let n = ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap();
@@ -794,7 +795,7 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     // A later complete snapshot of the unchanged estate writes no claim: it
     // moves the subscription's horizon, which followers pick up too.
     let later = "2025-03-01T11:00:00Z";
-    post_elsewhere(later).await;
+    post_elsewhere(later, X).await;
     let (status, _, _) = app.owner("10.2.0.1", later, "").await;
     assert_eq!(status, "probable", "the horizon has not moved here yet");
     assert_eq!(
@@ -808,23 +809,7 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
     // A replica that fell behind the pruned part of the feed reloads every
     // claim: pruning always keeps the latest entry, so that it can tell.
     let last = "2025-03-01T12:00:00Z";
-    let body = snapshot(
-        last,
-        &[SUB1],
-        true,
-        vec![
-            nic(SUB1, "v", "nic-x", &["10.2.0.1"], None),
-            nic(SUB1, "v", "nic-y", &["10.2.0.2"], None),
-        ],
-    );
-    ipwho::service::ingest_snapshot(
-        &pool,
-        &other,
-        body.to_string().as_bytes(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    post_elsewhere(last, &[("nic-x", "10.2.0.1"), ("nic-y", "10.2.0.2")]).await;
     let pruned = ipwho::sync::prune(&pool, std::time::Duration::ZERO)
         .await
         .unwrap();
@@ -860,24 +845,15 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
         .await
         .unwrap();
     let latest = "2025-03-01T13:00:00Z";
-    let body = snapshot(
+    post_elsewhere(
         latest,
-        &[SUB1],
-        true,
-        vec![
-            nic(SUB1, "v", "nic-x", &["10.2.0.1"], None),
-            nic(SUB1, "v", "nic-y", &["10.2.0.2"], None),
-            nic(SUB1, "v", "nic-z", &["10.2.0.3"], None),
+        &[
+            ("nic-x", "10.2.0.1"),
+            ("nic-y", "10.2.0.2"),
+            ("nic-z", "10.2.0.3"),
         ],
-    );
-    ipwho::service::ingest_snapshot(
-        &pool,
-        &other,
-        body.to_string().as_bytes(),
-        Default::default(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         ipwho::sync::catch_up(&app.pool, &app.index).await.unwrap(),
         3,
