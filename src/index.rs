@@ -88,7 +88,7 @@ type FastSet<K> =
     std::collections::HashSet<K, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
 
 /// The one copy of `id` in `set` (added when new).
-fn intern(set: &mut FastSet<Arc<str>>, id: &str) -> Arc<str> {
+fn one_copy(set: &mut FastSet<Arc<str>>, id: &str) -> Arc<str> {
     match set.get(id) {
         Some(one) => one.clone(),
         None => {
@@ -188,7 +188,7 @@ impl Inner {
         if c.live
             && let Some(h) = self.horizons.get(&sub)
         {
-            c.extend_to(h.at, &intern(&mut self.snapshot_ids, &h.id));
+            c.extend_to(h.at, &one_copy(&mut self.snapshot_ids, &h.id));
         }
         for r in [&mut c.before, &mut c.after]
             .into_iter()
@@ -196,7 +196,7 @@ impl Inner {
             .chain([&mut c.first, &mut c.last])
         {
             if r.kind == engine::EvidenceKind::Snapshot {
-                r.id = intern(&mut self.snapshot_ids, &r.id);
+                r.id = one_copy(&mut self.snapshot_ids, &r.id);
             }
         }
         let slot_names = (self.intern(&c.key.scope), self.intern(&sub));
@@ -447,7 +447,7 @@ impl Index {
             else {
                 continue;
             };
-            let id = intern(snapshot_ids, &h.id);
+            let id = one_copy(snapshot_ids, &h.id);
             for e in entries.iter_mut() {
                 // Copied only when the horizon extends it.
                 if !e.claim.extends_to(h.at) {
