@@ -112,9 +112,9 @@ struct Inner {
     /// a few a day per subscription).
     snapshot_ids: FastSet<Arc<str>>,
     prefix_lens: BTreeSet<(bool, u8)>,
-    by_nic: HashMap<Arc<str>, Vec<Arc<Entry>>>,
-    by_vm: HashMap<Arc<str>, Vec<Arc<Entry>>>,
-    by_mac: HashMap<Mac, Vec<Arc<Entry>>>,
+    by_nic: FastMap<Arc<str>, Vec<Arc<Entry>>>,
+    by_vm: FastMap<Arc<str>, Vec<Arc<Entry>>>,
+    by_mac: FastMap<Mac, Vec<Arc<Entry>>>,
     claims: usize,
     /// Each subscription's horizon (latest finished complete snapshot):
     /// live claims are held read at it.

@@ -114,26 +114,36 @@ impl ArmId {
     /// The id cut after the value of segment `name`, e.g. a subnet id cut after
     /// `virtualNetworks` is the VNet id.
     pub fn truncate_after(&self, name: &str) -> Option<ArmId> {
-        let mut end = 0usize;
-        let mut found = false;
-        // Walk segments while tracking the byte offset.
-        let mut offset = 0usize;
-        for seg in self.raw.split('/') {
-            offset += seg.len();
-            if found {
-                end = offset;
-                break;
-            }
-            if seg.eq_ignore_ascii_case(name) && offset > 0 {
-                found = true;
-            }
-            offset += 1; // the '/'
-        }
-        if !found || end == 0 {
-            return None;
-        }
+        let end = cut_after(&self.raw, name)?;
         ArmId::parse(&self.raw[..end]).ok()
     }
+
+    /// The key cut as [`ArmId::truncate_after`] cuts the id, without
+    /// allocating: a subnet's key through `virtualnetworks/<name>` is its
+    /// VNet's key.
+    pub fn key_through(&self, name: &str) -> Option<&str> {
+        // The key is the id lower-cased: the same bytes at the same offsets.
+        cut_after(&self.key, name).map(|end| &self.key[..end])
+    }
+}
+
+/// The byte offset at which `id` ends the value of its segment `name`
+/// (compared case-insensitively), if it has one.
+fn cut_after(id: &str, name: &str) -> Option<usize> {
+    let mut found = false;
+    // Walk segments while tracking the byte offset.
+    let mut offset = 0usize;
+    for seg in id.split('/') {
+        offset += seg.len();
+        if found {
+            return Some(offset);
+        }
+        if seg.eq_ignore_ascii_case(name) && offset > 0 {
+            found = true;
+        }
+        offset += 1; // the '/'
+    }
+    None
 }
 
 impl PartialEq for ArmId {
@@ -271,7 +281,15 @@ impl IpAssignment {
     /// The scope key used for ownership: the VNet's lower-cased id, or "" when
     /// the ip configuration names no subnet.
     pub fn scope_key(&self) -> String {
-        self.vnet().map(|v| v.key().to_string()).unwrap_or_default()
+        self.vnet_key().to_string()
+    }
+
+    /// [`IpAssignment::scope_key`], borrowed from the subnet's id.
+    pub fn vnet_key(&self) -> &str {
+        self.subnet
+            .as_ref()
+            .and_then(|s| s.key_through("virtualNetworks"))
+            .unwrap_or("")
     }
 }
 
@@ -289,9 +307,8 @@ impl NicState {
     /// Canonical form: ip configurations sorted, so that two listings of the
     /// same NIC compare equal whatever order ARM returned them in.
     pub fn normalized(mut self) -> Self {
-        self.ips.sort_by(|a, b| {
-            (a.ip, &a.config, a.scope_key()).cmp(&(b.ip, &b.config, b.scope_key()))
-        });
+        self.ips
+            .sort_by(|a, b| (a.ip, &a.config, a.vnet_key()).cmp(&(b.ip, &b.config, b.vnet_key())));
         self.ips.dedup();
         self
     }
@@ -324,7 +341,7 @@ impl NicState {
     pub fn holds(&self, scope_key: &str, ip: &IpNet) -> bool {
         self.ips
             .iter()
-            .any(|a| a.ip == *ip && a.scope_key() == scope_key)
+            .any(|a| a.ip == *ip && a.vnet_key() == scope_key)
     }
 }
 
@@ -380,6 +397,20 @@ mod tests {
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet1"
         );
         assert!(s.truncate_after("networkInterfaces").is_none());
+        // The borrowed key is the cut id's key, whatever the casing.
+        assert_eq!(s.key_through("VIRTUALNETWORKS"), Some(v.key()));
+        assert_eq!(s.key_through("subnets"), Some(s.key()));
+        assert_eq!(s.key_through("networkInterfaces"), None);
+        let a = IpAssignment {
+            ip: "10.0.0.4/32".parse().unwrap(),
+            config: "ipconfig1".into(),
+            primary: true,
+            subnet: Some(s.clone()),
+        };
+        assert_eq!(a.vnet_key(), a.vnet().unwrap().key());
+        assert_eq!(a.scope_key(), a.vnet_key());
+        let unscoped = IpAssignment { subnet: None, ..a };
+        assert_eq!(unscoped.vnet_key(), "");
     }
 
     #[test]

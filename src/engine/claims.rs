@@ -106,10 +106,8 @@ fn kind_rank(k: EvidenceKind) -> u8 {
     }
 }
 
-fn vm_key(s: &NicState) -> String {
-    s.vm.as_ref()
-        .map(|v| v.key().to_string())
-        .unwrap_or_default()
+fn vm_key(s: &NicState) -> &str {
+    s.vm.as_ref().map(ArmId::key).unwrap_or("")
 }
 
 /// Derives every claim of one NIC from all of its evidence. The result does
@@ -121,12 +119,13 @@ pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
     ev.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.id == b.id);
 
     // Every (scope, ip, vm) the NIC ever held, each with the parsed state.
-    let mut keys: Vec<(String, IpNet, String)> = Vec::new();
+    // Borrowed from the evidence: nothing is allocated per evidence.
+    let mut keys: Vec<(&str, IpNet, &str)> = Vec::new();
     for e in &ev {
         if let Observation::Present(s) = &e.observation {
             let vm = vm_key(s);
             for a in &s.ips {
-                let k = (a.scope_key(), a.ip, vm.clone());
+                let k = (a.vnet_key(), a.ip, vm);
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
@@ -140,7 +139,7 @@ pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
         let held: Vec<bool> = ev
             .iter()
             .map(|e| match &e.observation {
-                Observation::Present(s) => vm_key(s) == vm && s.holds(&scope, &ip),
+                Observation::Present(s) => vm_key(s) == vm && s.holds(scope, &ip),
                 Observation::Absent => false,
             })
             .collect();
@@ -156,7 +155,7 @@ pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
             }
             let b = i;
             i += 1;
-            out.push(build_claim(&ev, a, b, &scope, ip, &vm));
+            out.push(build_claim(&ev, a, b, scope, ip, vm));
         }
     }
     out
@@ -177,14 +176,16 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
     //   that assigned it); after an absence the create was not seen;
     // - the end, when a write shows the NIC with the same VM and without this
     //   IP, or a delete ends a claim with no VM.
-    let vm_of = |e: &Evidence| match &e.observation {
-        Observation::Present(s) => Some(vm_key(s)),
-        Observation::Absent => None,
-    };
+    fn vm_of(e: &Evidence) -> Option<&str> {
+        match &e.observation {
+            Observation::Present(s) => Some(vm_key(s)),
+            Observation::Absent => None,
+        }
+    }
     let start_exact = first.kind == EvidenceKind::ActivityWrite
-        && (first.created || before.is_some_and(|p| vm_of(p).as_deref() == Some(vm)));
+        && (first.created || before.is_some_and(|p| vm_of(p) == Some(vm)));
     let end_exact = match after {
-        Some(n) if n.kind == EvidenceKind::ActivityWrite => vm_of(n).as_deref() == Some(vm),
+        Some(n) if n.kind == EvidenceKind::ActivityWrite => vm_of(n) == Some(vm),
         Some(n) if n.kind == EvidenceKind::ActivityDelete => vm.is_empty(),
         _ => false,
     };
@@ -208,7 +209,7 @@ fn build_claim(ev: &[&Evidence], a: usize, b: usize, scope: &str, ip: IpNet, vm:
     let assignment = state
         .ips
         .iter()
-        .find(|x| x.ip == ip && x.scope_key() == scope)
+        .find(|x| x.ip == ip && x.vnet_key() == scope)
         .expect("held evidence holds the ip");
 
     Claim {

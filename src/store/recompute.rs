@@ -211,6 +211,10 @@ pub(super) async fn last_events(
 /// `nic_states` holds for them, so they need not be read back.
 pub(super) type Stored<'a> = HashMap<String, &'a NicState>;
 
+/// Maps keyed by NIC keys and claim identities (hundreds of bytes each,
+/// hashed for every claim recomputed): a multiply-rotate hash, not SipHash.
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
+
 /// A claim's identity in `claims`: NIC, scope, IP, VM and possible start.
 type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
 
@@ -236,7 +240,7 @@ pub(super) struct Inputs {
     runs: HashMap<String, Vec<Run>>,
     states: HashMap<String, NicState>,
     events: HashMap<String, Vec<StoredEvent>>,
-    existing: HashMap<Ident, (i64, String)>,
+    existing: FastMap<Ident, (i64, String)>,
 }
 
 /// Reads what recomputing `nics` needs. `runs`, when given, are the NICs'
@@ -413,7 +417,7 @@ fn derive(inputs: Inputs) -> Derived {
         let (runs_b, runs_a): (HashMap<_, _>, HashMap<_, _>) = runs
             .into_iter()
             .partition(|(n, _)| in_b.contains(n.as_str()));
-        let (existing_b, existing_a): (HashMap<_, _>, HashMap<_, _>) = existing
+        let (existing_b, existing_a): (FastMap<_, _>, FastMap<_, _>) = existing
             .into_iter()
             .partition(|(ident, _)| in_b.contains(ident.0.as_str()));
         std::thread::scope(|s| {
@@ -496,7 +500,7 @@ impl Context<'_> {
         &self,
         nics: &[String],
         mut runs: HashMap<String, Vec<Run>>,
-        mut existing: HashMap<Ident, (i64, String)>,
+        mut existing: FastMap<Ident, (i64, String)>,
     ) -> Part {
         let state_of = |fp: &str| self.states.get(fp);
         let empty = Vec::new();
