@@ -106,22 +106,26 @@ pub async fn migrations_applied(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 
-/// Every claim, for loading the in-memory index.
+/// Every claim, read as the index loads them ([`stream_claims`]), in one list
+/// (for checks and diagnostics).
 pub async fn load_claims(pool: &PgPool) -> anyhow::Result<Vec<Claim>> {
-    let rows: Vec<Doc<Claim>> = sqlx::query_scalar("SELECT detail FROM claims")
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().map(|j| j.0).collect())
+    let mut all = Vec::new();
+    stream_claims(pool, LOAD_CHUNK, |chunk| {
+        all.extend(chunk);
+        std::future::ready(())
+    })
+    .await?;
+    Ok(all)
 }
 
 /// Claims per chunk of [`stream_claims`] when loading the index (a few MB
 /// of JSON).
 pub const LOAD_CHUNK: usize = 4096;
 
-/// Every claim, as [`load_claims`] reads them, handed to `each` in chunks of
-/// `chunk` (the last one shorter) as they arrive: the rows of one chunk are
-/// received while the chunks before it are parsed on blocking threads, so
-/// that reading, parsing and whatever `each` does overlap. Returns how many
+/// Every claim, handed to `each` in chunks of `chunk` (the last one shorter)
+/// as they arrive: the rows of one chunk are received while the chunks
+/// before it are parsed on blocking threads, so that reading, parsing and
+/// whatever `each` does overlap. Returns how many
 /// claims there were.
 pub async fn stream_claims<F, Fut>(
     pool: &PgPool,
