@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use ipnet::IpNet;
 
 use crate::engine::{self, Answer, Claim, Continuity, Micros};
-use crate::enrich::NicInfo;
+use crate::enrich::{FastMap, FastSet, NicInfo};
 use crate::model::{ArmId, Mac};
 use crate::store::runs::CompleteSnapshot;
 
@@ -82,10 +82,6 @@ impl Slot {
         self.from <= t && t < self.until
     }
 }
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
-type FastSet<K> =
-    std::collections::HashSet<K, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
 
 /// The one copy of `id` in `set` (added when new).
 fn one_copy(set: &mut FastSet<Arc<str>>, id: &str) -> Arc<str> {

@@ -279,12 +279,7 @@ impl IpAssignment {
     }
 
     /// The scope key used for ownership: the VNet's lower-cased id, or "" when
-    /// the ip configuration names no subnet.
-    pub fn scope_key(&self) -> String {
-        self.vnet_key().to_string()
-    }
-
-    /// [`IpAssignment::scope_key`], borrowed from the subnet's id.
+    /// the ip configuration names no subnet (borrowed from the subnet's id).
     pub fn vnet_key(&self) -> &str {
         self.subnet
             .as_ref()
@@ -408,7 +403,6 @@ mod tests {
             subnet: Some(s.clone()),
         };
         assert_eq!(a.vnet_key(), a.vnet().unwrap().key());
-        assert_eq!(a.scope_key(), a.vnet_key());
         let unscoped = IpAssignment { subnet: None, ..a };
         assert_eq!(unscoped.vnet_key(), "");
     }

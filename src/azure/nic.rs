@@ -434,7 +434,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            nic.ips[1].scope_key(),
+            nic.ips[1].vnet_key(),
             format!(
                 "{SUB0}/resourcegroups/rg1/providers/microsoft.network/virtualnetworks/rg1-vnet"
             )
@@ -472,7 +472,7 @@ mod tests {
                 "{SUB0}/resourceGroups/rgnew/providers/Microsoft.Network/virtualNetworks/rgnew-vnet2"
             )
         );
-        assert_ne!(nic2.ips[0].scope_key(), nics[0].ips[0].scope_key());
+        assert_ne!(nic2.ips[0].vnet_key(), nics[0].ips[0].vnet_key());
         assert_eq!(next_link(&page), None);
     }
 

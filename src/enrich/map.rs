@@ -48,6 +48,13 @@ impl Hasher for FastHasher {
 
 type Fast = BuildHasherDefault<FastHasher>;
 
+/// A map hashed with [`FastHasher`]: IPs and MACs here, and in the index
+/// and recompute, the ids and claim identities (hundreds of bytes each)
+/// that SipHash would spend most of a lookup on.
+pub(crate) type FastMap<K, V> = HashMap<K, V, Fast>;
+/// A set hashed with [`FastHasher`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, Fast>;
+
 #[derive(Clone, Debug)]
 struct Entry {
     nic: Arc<NicInfo>,
@@ -68,8 +75,8 @@ impl Entry {
 /// NICs, each with its MAC and the IPs it held in `[from, until)` (epoch µs).
 #[derive(Debug, Default)]
 pub struct MapAttributor {
-    by_mac: HashMap<Mac, Vec<Entry>, Fast>,
-    by_ip: HashMap<IpAddr, Vec<Entry>, Fast>,
+    by_mac: FastMap<Mac, Vec<Entry>>,
+    by_ip: FastMap<IpAddr, Vec<Entry>>,
     freshness: serde_json::Value,
 }
 

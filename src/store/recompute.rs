@@ -13,6 +13,7 @@ use super::Doc;
 use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
 use super::{micros, to_ts};
 use crate::engine::{Claim, EvidenceKind, Micros, NEG_INF, POS_INF, Window, derive_claims};
+use crate::enrich::FastMap;
 use crate::model::NicState;
 
 /// The new claims of every recomputed NIC (an empty list when a NIC has none
@@ -210,10 +211,6 @@ pub(super) async fn last_events(
 /// NIC states an ingest has just stored, by fingerprint: exactly what
 /// `nic_states` holds for them, so they need not be read back.
 pub(super) type Stored<'a> = HashMap<String, &'a NicState>;
-
-/// Maps keyed by NIC keys and claim identities (hundreds of bytes each,
-/// hashed for every claim recomputed): a multiply-rotate hash, not SipHash.
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::enrich::FastHasher>>;
 
 /// A claim's identity in `claims`: NIC, scope, IP, VM and possible start.
 type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
