@@ -21,7 +21,8 @@
 //!   the others), as a pipelining collector posts;
 //! - `activity` (`ipwho_bench_activity`, profile `bench-activity`): the
 //!   estate fed in delivery order; the Activity Log files timed (over
-//!   100,000 `Success` records), its snapshots not;
+//!   100,000 `Success` records), its snapshots not; then again into the
+//!   database recreated, two files in flight;
 //! - `parse`: the snapshot's NIC pages and the Activity Log files parsed
 //!   as the service parses them, with no database (`taskset -c 0` for one
 //!   core);
@@ -244,35 +245,51 @@ async fn snapshot_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> an
 
 /// Feeds the whole estate in delivery order; returns the time spent on
 /// snapshots and on Activity Log files, and the records accepted by each.
+/// Consecutive Activity Log files are posted with up to `in_flight`
+/// requests at once (as a pipeline draining an export would: the server
+/// parses one file while it stores another).
 async fn feed_estate(
     client: &reqwest::Client,
     base: &str,
     dir: &Path,
+    in_flight: usize,
 ) -> anyhow::Result<[(Duration, u64); 2]> {
     let m = ipwho::sim::read_manifest(dir)?;
     let mut out = [(Duration::ZERO, 0), (Duration::ZERO, 0)];
+    let mut pending: Vec<Body> = Vec::new();
     for item in &m.feed {
-        let k = usize::from(matches!(item, FeedItem::Activity { .. }));
+        if matches!(item, FeedItem::Activity { .. }) {
+            pending.extend(feed::item_bodies(dir, item)?);
+            continue;
+        }
+        let (d, n) = post_pages(client, base, std::mem::take(&mut pending), in_flight).await?;
+        out[1].0 += d;
+        out[1].1 += n;
         let (d, n) = post_all(client, base, feed::item_bodies(dir, item)?).await?;
-        out[k].0 += d;
-        out[k].1 += n;
+        out[0].0 += d;
+        out[0].1 += n;
     }
+    let (d, n) = post_pages(client, base, pending, in_flight).await?;
+    out[1].0 += d;
+    out[1].1 += n;
     Ok(out)
 }
 
 async fn activity_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
-    let s = server(admin, "ipwho_bench_activity", true).await?;
     println!(
         "\n## activity: {}, database ipwho_bench_activity",
         dir.display()
     );
-    let [(ds, ns), (da, na)] = feed_estate(client, &s.base, dir).await?;
-    report(
-        &format!("{na} Activity Log events"),
-        da,
-        &counts(&s.pool).await,
-    );
-    report(&format!("(snapshots between them: {ns} NICs)"), ds, "");
+    for in_flight in [1, 2] {
+        let s = server(admin, "ipwho_bench_activity", true).await?;
+        let [(ds, ns), (da, na)] = feed_estate(client, &s.base, dir, in_flight).await?;
+        let what = match in_flight {
+            1 => format!("{na} Activity Log events"),
+            _ => format!("{na} events again, two files in flight"),
+        };
+        report(&what, da, &counts(&s.pool).await);
+        report(&format!("(snapshots between them: {ns} NICs)"), ds, "");
+    }
     Ok(())
 }
 
@@ -284,7 +301,7 @@ async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> any
         dir.display(),
         m.feed.len()
     );
-    let [(ds, ns), (da, na)] = feed_estate(client, &s.base, dir).await?;
+    let [(ds, ns), (da, na)] = feed_estate(client, &s.base, dir, 1).await?;
     report(
         &format!("snapshots: {ns} NIC listings"),
         ds,
