@@ -93,11 +93,14 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     .await?;
     // "" marks a moved horizon, not a NIC (the horizons are reloaded below).
     let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
-    let rows: Vec<(String, crate::store::Doc<Claim>)> =
-        sqlx::query_as("SELECT nic_key, detail FROM claims WHERE nic_key = ANY($1)")
-            .bind(&nics)
-            .fetch_all(pool)
-            .await?;
+    let mut rows: Vec<(String, crate::store::Doc<Claim>)> = sqlx::query_as(concat!(
+        "SELECT nic_key, detail FROM claims WHERE ",
+        crate::store::of_nics!()
+    ))
+    .bind(&nics)
+    .fetch_all(pool)
+    .await?;
+    crate::store::of_wanted(&mut rows, &nics, |r| &r.0);
     let mut by_nic: HashMap<String, Vec<Claim>> =
         nics.iter().map(|n| (n.clone(), Vec::new())).collect();
     for (n, c) in rows {

@@ -15,6 +15,7 @@ use super::recompute::{
 };
 use super::runs::CompleteSnapshot;
 use super::runs::Runs;
+use super::states::StateCache;
 use super::{micros, to_ts};
 use crate::azure::activity::{ActivityChange, ActivityEvent};
 use crate::model::{ArmId, NicState};
@@ -197,6 +198,8 @@ pub async fn ingest_snapshot_page(
     let fps = fingerprints(&states);
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
+    let cache = StateCache::of(pool, &mut tx).await?;
+    let mut to_cache = Vec::new();
     let meta = &page.meta;
     let row: Option<(DateTime<Utc>, Vec<String>, bool, bool)> = sqlx::query_as(
         "SELECT taken_at, subscriptions, claimed_complete, finished FROM snapshots WHERE id = $1",
@@ -337,7 +340,8 @@ pub async fn ingest_snapshot_page(
                 .iter()
                 .map(|(k, r)| (k.clone(), r.runs.clone()))
                 .collect();
-            let inputs = read_inputs(&mut tx, &nics, &stored, Some(written)).await?;
+            let inputs = read_inputs(&mut tx, &nics, &stored, Some(written), &cache).await?;
+            to_cache = inputs.states_to_cache();
             Some(derive_meanwhile(inputs))
         };
         if !finished {
@@ -379,7 +383,7 @@ pub async fn ingest_snapshot_page(
     }
     if page.last_page && !finished {
         let effective = effective_meta(&mut tx, &meta.id).await?;
-        report.absent_nics_affected = finish(&mut tx, &effective, &mut changes).await?;
+        report.absent_nics_affected = finish(&mut tx, &effective, &mut changes, &cache).await?;
         report.finished = true;
     } else {
         report.finished = finished;
@@ -392,6 +396,7 @@ pub async fn ingest_snapshot_page(
     report.complete = complete;
     report.partial_reason = reason;
     tx.commit().await?;
+    cache.put_all(to_cache);
     report.claims_inserted = changes.inserted;
     report.claims_updated = changes.updated;
     report.claims_deleted = changes.deleted;
@@ -419,6 +424,7 @@ pub async fn finish_snapshot(
 ) -> Result<Option<(PageReport, ClaimChanges)>, StoreError> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
+    let cache = StateCache::of(pool, &mut tx).await?;
     let finished: Option<bool> = sqlx::query_scalar("SELECT finished FROM snapshots WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -434,7 +440,7 @@ pub async fn finish_snapshot(
         ..Default::default()
     };
     if !finished {
-        report.absent_nics_affected = finish(&mut tx, &meta, &mut changes).await?;
+        report.absent_nics_affected = finish(&mut tx, &meta, &mut changes, &cache).await?;
     }
     let reason: Option<String> =
         sqlx::query_scalar("SELECT partial_reason FROM snapshots WHERE id = $1")
@@ -460,6 +466,7 @@ async fn finish(
     conn: &mut PgConnection,
     meta: &SnapshotMeta,
     changes: &mut ClaimChanges,
+    cache: &StateCache,
 ) -> sqlx::Result<usize> {
     // The horizons before this snapshot, to know which it moves.
     let before = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
@@ -511,7 +518,8 @@ async fn finish(
          LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
          WHERE m.snapshot_id = $1 AND m.deferred AND NOT EXISTS (
              SELECT 1 FROM observations o
-             WHERE o.nic_key = m.nic_key AND o.fingerprint = m.fingerprint AND o.first_at <= $4
+             WHERE hashtextextended(o.nic_key, 0) = hashtextextended(m.nic_key, 0)
+               AND o.nic_key = m.nic_key AND o.fingerprint = m.fingerprint AND o.first_at <= $4
                AND (o.last_at >= $4 OR (o.live AND h.at >= $4)))",
     )
     .bind(&meta.id)
@@ -569,7 +577,7 @@ async fn finish(
             }
         }
         save_runs(conn, &dirty).await?;
-        let c = recompute(conn, &touched, &Stored::new()).await?;
+        let c = recompute(conn, &touched, &Stored::new(), cache).await?;
         affected = absent.len();
         changes.merge(c);
     }
@@ -634,6 +642,7 @@ pub async fn ingest_activity(
     let fps = fingerprints(&states);
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
+    let cache = StateCache::of(pool, &mut tx).await?;
     let stored = upsert_nics_and_states(&mut tx, &states, &fps).await?;
     insert_nics(&mut tx, deleted.into_iter()).await?;
     let mut fp_iter = fps.into_iter();
@@ -677,18 +686,21 @@ pub async fn ingest_activity(
     let mut nics: Vec<String> = inserted;
     nics.sort();
     nics.dedup();
+    let mut to_cache = Vec::new();
     let changes = if nics.is_empty() {
         ClaimChanges::default()
     } else {
         // Claims are derived on another core while this connection writes
         // back the runs that the new events ended.
-        let mut inputs = read_inputs(&mut tx, &nics, &stored, None).await?;
+        let mut inputs = read_inputs(&mut tx, &nics, &stored, None, &cache).await?;
+        to_cache = inputs.states_to_cache();
         let ended = inputs.end_live_runs_before_events();
         let derived = derive_meanwhile(inputs);
         save_runs(&mut tx, &ended).await?;
         write_claims(&mut tx, derived.await).await?
     };
     tx.commit().await?;
+    cache.put_all(to_cache);
     report.claims_inserted = changes.inserted;
     report.claims_updated = changes.updated;
     report.claims_deleted = changes.deleted;

@@ -5,6 +5,7 @@
 mod ingest;
 mod recompute;
 pub mod runs;
+mod states;
 
 pub use ingest::{
     ActivityReport, PageReport, SnapshotMeta, SnapshotPage, StoreError, finish_snapshot,
@@ -40,6 +41,24 @@ impl<'r, T: serde::de::DeserializeOwned> sqlx::Decode<'r, sqlx::Postgres> for Do
         let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
         Ok(Doc(serde_json::from_str(text)?))
     }
+}
+
+/// The condition that selects the rows of the NICs whose keys are `$1`
+/// through the indexes on `hashtextextended(nic_key, 0)` (migration 0008),
+/// for a query's text (`concat!`). Two keys may share a hash, so the caller
+/// keeps only its own NICs' rows ([`of_wanted`]).
+macro_rules! of_nics {
+    () => {
+        "hashtextextended(nic_key, 0) = ANY(ARRAY(SELECT hashtextextended(k, 0) FROM unnest($1::text[]) AS k))"
+    };
+}
+pub(crate) use of_nics;
+
+/// Keeps the rows whose NIC (`key`) is one of `nics`: what a query by
+/// [`of_nics`] returned, without another NIC's that shares a hash with one.
+pub(crate) fn of_wanted<T>(rows: &mut Vec<T>, nics: &[String], key: impl Fn(&T) -> &str) {
+    let wanted: std::collections::HashSet<&str> = nics.iter().map(String::as_str).collect();
+    rows.retain(|r| wanted.contains(key(r)));
 }
 
 /// Migrations, embedded at compile time.

@@ -2,6 +2,7 @@
 //! evidence, and writing back only what changed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -11,7 +12,8 @@ use sqlx::{Arguments, PgConnection};
 use super::Doc;
 
 use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
-use super::{micros, to_ts};
+use super::states::StateCache;
+use super::{micros, of_nics, of_wanted, to_ts};
 use crate::engine::{Claim, EvidenceKind, Micros, NEG_INF, POS_INF, Window, derive_claims};
 use crate::enrich::FastMap;
 use crate::model::NicState;
@@ -60,13 +62,15 @@ pub(super) async fn load_runs(
         String,
         bool,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let mut rows: Vec<Row> = sqlx::query_as(concat!(
         "SELECT id, nic_key, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live
-         FROM observations WHERE nic_key = ANY($1)",
-    )
+         FROM observations WHERE ",
+        of_nics!()
+    ))
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
+    of_wanted(&mut rows, nics, |r| &r.1);
     let mut out: HashMap<String, Vec<Run>> = HashMap::new();
     for (id, nic, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live) in rows {
         out.entry(nic).or_default().push(Run {
@@ -199,12 +203,15 @@ pub(super) async fn last_events(
     conn: &mut PgConnection,
     nics: &[String],
 ) -> sqlx::Result<HashMap<String, Micros>> {
-    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT nic_key, max(at) FROM activity_events WHERE nic_key = ANY($1) GROUP BY nic_key",
-    )
+    let mut rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(concat!(
+        "SELECT nic_key, max(at) FROM activity_events WHERE ",
+        of_nics!(),
+        " GROUP BY nic_key"
+    ))
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
+    of_wanted(&mut rows, nics, |r| &r.0);
     Ok(rows.into_iter().map(|(n, t)| (n, micros(t))).collect())
 }
 
@@ -235,7 +242,7 @@ pub(super) struct Inputs {
     completes: HashMap<String, Vec<CompleteSnapshot>>,
     horizons: HashMap<String, CompleteSnapshot>,
     runs: HashMap<String, Vec<Run>>,
-    states: HashMap<String, NicState>,
+    states: HashMap<String, Arc<NicState>>,
     events: HashMap<String, Vec<StoredEvent>>,
     existing: FastMap<Ident, (i64, String)>,
 }
@@ -248,6 +255,7 @@ pub(super) async fn read_inputs(
     nics: &[String],
     stored: &Stored<'_>,
     runs: Option<HashMap<String, Vec<Run>>>,
+    cache: &StateCache,
 ) -> sqlx::Result<Inputs> {
     let subs: Vec<(String, String)> =
         sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
@@ -270,42 +278,54 @@ pub(super) async fn read_inputs(
     };
 
     type EvRow = (String, String, DateTime<Utc>, bool, Option<String>);
-    let ev_rows: Vec<EvRow> = sqlx::query_as(
-        "SELECT nic_key, key, at, created, fingerprint FROM activity_events WHERE nic_key = ANY($1)",
-    )
+    let mut ev_rows: Vec<EvRow> = sqlx::query_as(concat!(
+        "SELECT nic_key, key, at, created, fingerprint FROM activity_events WHERE ",
+        of_nics!()
+    ))
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
+    of_wanted(&mut ev_rows, nics, |r| &r.0);
 
     // States of runs and events, parsed once per fingerprint; the ones this
-    // ingest has just stored are not read back.
-    let mut missing: Vec<&str> = runs
+    // ingest has just stored are not read back, nor those cached.
+    let mut needed: Vec<&str> = runs
         .values()
         .flatten()
         .map(|r| r.fingerprint.as_str())
         .chain(ev_rows.iter().filter_map(|e| e.4.as_deref()))
         .filter(|f| !stored.contains_key(*f))
         .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    let mut states: HashMap<String, NicState> = if missing.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (String, Doc<NicState>)>(
+    needed.sort_unstable();
+    needed.dedup();
+    let mut states: HashMap<String, Arc<NicState>> = HashMap::new();
+    let mut missing: Vec<&str> = Vec::new();
+    for f in needed {
+        match cache.get(f) {
+            Some(s) => {
+                states.insert(f.to_string(), s);
+            }
+            None => missing.push(f),
+        }
+    }
+    if !missing.is_empty() {
+        let read = sqlx::query_as::<_, (String, Doc<NicState>)>(
             "SELECT fingerprint, state FROM nic_states WHERE fingerprint = ANY($1)",
         )
         .bind(&missing)
         .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(f, s)| (f, s.0))
-        .collect()
-    };
-    states.extend(stored.iter().map(|(f, s)| (f.clone(), (*s).clone())));
+        .await?;
+        states.extend(read.into_iter().map(|(f, s)| (f, Arc::new(s.0))));
+    }
+    states.extend(
+        stored
+            .iter()
+            .map(|(f, s)| (f.clone(), Arc::new((*s).clone()))),
+    );
 
     let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::new();
     for (nic, key, at, created, fp) in ev_rows {
-        let state = fp.and_then(|f| states.get(&f).cloned());
+        let state = fp.and_then(|f| states.get(&f).map(|s| NicState::clone(s)));
         events.entry(nic).or_default().push(StoredEvent {
             key,
             at: micros(at),
@@ -314,12 +334,14 @@ pub(super) async fn read_inputs(
         });
     }
 
-    let existing: Vec<Existing> = sqlx::query_as(
-        "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE nic_key = ANY($1)",
-    )
+    let mut existing: Vec<Existing> = sqlx::query_as(concat!(
+        "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE ",
+        of_nics!()
+    ))
     .bind(nics)
     .fetch_all(&mut *conn)
     .await?;
+    of_wanted(&mut existing, nics, |r| &r.1);
     let existing = existing
         .into_iter()
         .map(|(id, n, s, ip, vm, lo, d)| ((n, s, ip, vm, lo), (id, d)))
@@ -337,6 +359,15 @@ pub(super) async fn read_inputs(
 }
 
 impl Inputs {
+    /// The states these inputs hold, to be cached once the ingest that read
+    /// them has committed (see [`StateCache`]).
+    pub(super) fn states_to_cache(&self) -> Vec<(String, Arc<NicState>)> {
+        self.states
+            .iter()
+            .map(|(f, s)| (f.clone(), s.clone()))
+            .collect()
+    }
+
     /// A live run with an event after its end is live no more: settles the
     /// runs of every such NIC (in these inputs, as [`write_claims`]'s caller
     /// then writes them) and returns those that changed, to be saved. Its
@@ -460,7 +491,7 @@ struct Context<'a> {
     sub_of: &'a HashMap<String, String>,
     completes: &'a HashMap<String, Vec<CompleteSnapshot>>,
     horizons: &'a HashMap<String, CompleteSnapshot>,
-    states: &'a HashMap<String, NicState>,
+    states: &'a HashMap<String, Arc<NicState>>,
     events: &'a HashMap<String, Vec<StoredEvent>>,
 }
 
@@ -499,10 +530,13 @@ impl Context<'_> {
         mut runs: HashMap<String, Vec<Run>>,
         mut existing: FastMap<Ident, (i64, String)>,
     ) -> Part {
-        let state_of = |fp: &str| self.states.get(fp);
+        let state_of = |fp: &str| self.states.get(fp).map(|s| &**s);
         let empty = Vec::new();
         let mut unchanged: HashSet<String> = HashSet::new();
         let mut part = Part::default();
+        // Each claim is serialized to compare its digest with the stored
+        // one; most are unchanged, so into one buffer, copied only when not.
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
         for nic in nics {
             let sub = self.sub_of.get(nic).cloned().unwrap_or_default();
             let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
@@ -522,8 +556,10 @@ impl Context<'_> {
             }
             let mut nic_changed = false;
             for c in &claims {
-                let detail = serde_json::to_string(c).expect("claims serialize");
-                let digest = crate::model::short_digest(detail.as_bytes());
+                buf.clear();
+                serde_json::to_writer(&mut buf, c).expect("claims serialize");
+                let digest = crate::model::short_digest(&buf);
+                let detail = || String::from_utf8(buf.clone()).expect("JSON is UTF-8");
                 let ident: Ident = (
                     c.key.nic.to_string(),
                     c.key.scope.to_string(),
@@ -542,12 +578,12 @@ impl Context<'_> {
                     Some((id, d)) if d == digest => row.id = id,
                     Some((id, _)) => {
                         nic_changed = true;
-                        part.upd.push(Some(id), c, &sub, digest, detail);
+                        part.upd.push(Some(id), c, &sub, digest, detail());
                         row.id = id;
                     }
                     None => {
                         nic_changed = true;
-                        part.ins.push(None, c, &sub, digest, detail);
+                        part.ins.push(None, c, &sub, digest, detail());
                         part.new_rows.push(part.xs.len());
                     }
                 }
@@ -584,11 +620,12 @@ pub(super) async fn recompute(
     conn: &mut PgConnection,
     nics: &[String],
     stored: &Stored<'_>,
+    cache: &StateCache,
 ) -> sqlx::Result<ClaimChanges> {
     if nics.is_empty() {
         return Ok(ClaimChanges::default());
     }
-    let inputs = read_inputs(conn, nics, stored, None).await?;
+    let inputs = read_inputs(conn, nics, stored, None, cache).await?;
     write_claims(conn, derive(inputs)).await
 }
 
