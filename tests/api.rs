@@ -107,8 +107,13 @@ async fn a_complete_snapshot_ends_the_claims_of_missing_nics(pool: PgPool) {
         )
         .await;
     assert_eq!(r["absent_nics_affected"], 1, "{r}");
-    let (status, _, _) = app.owner("10.0.0.4", T1, "").await;
+    let (status, _, v) = app.owner("10.0.0.4", T1, "").await;
     assert_eq!(status, "confirmed");
+    // The certain window ends just after the last sighting: said "through" it.
+    assert_eq!(
+        v["explanation"],
+        "nic-a (VM vm-a) held 10.0.0.4: proven from 2025-03-01T10:00:00Z through 2025-03-01T10:15:00Z."
+    );
     // Between the last sighting and the snapshot without it: possible, with the gap's bounds.
     let (status, nic_name, v) = app.owner("10.0.0.4", T2, "").await;
     assert_eq!(
@@ -116,6 +121,11 @@ async fn a_complete_snapshot_ends_the_claims_of_missing_nics(pool: PgPool) {
         ("possible", Some("nic-a"))
     );
     assert_eq!(v["owner"]["possible"]["end"], "2025-03-01T10:45:00Z");
+    assert_eq!(
+        v["explanation"],
+        "nic-a may have held 10.0.0.4: it is only known to have held it from 2025-03-01T10:00:00Z \
+         through 2025-03-01T10:15:00Z, and may have from the beginning of the evidence until 2025-03-01T10:45:00Z."
+    );
     assert_eq!(v["held_continuously"], "unknown");
     let (status, _, v) = app.owner("10.0.0.4", T3, "").await;
     assert_eq!(
@@ -226,6 +236,11 @@ async fn activity_events_fix_the_ends_and_ignore_the_rest(pool: PgPool) {
     );
     assert_eq!(v["owner"]["certain"]["end"], "2025-03-01T11:00:00Z");
     assert_eq!(v["owner"]["end_exact"], true);
+    // An event fixed both ends: "until" the delete, which it did not outlive.
+    assert_eq!(
+        v["explanation"],
+        "nic-a (no VM) held 10.0.0.4: proven from 2025-03-01T10:00:05.123456Z until 2025-03-01T11:00:00Z."
+    );
     assert_eq!(v["held_continuously"], "no");
     assert_eq!(v["now"]["owner"]["nic"]["name"], "nic-b");
     // The deleted NIC is never the answer after its delete.

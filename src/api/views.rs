@@ -187,17 +187,35 @@ fn fmt_ts(m: Micros) -> String {
     }
 }
 
+/// A window in words. Windows are half-open, `[start, end)`, and their ends
+/// are instants of evidence, or next to them: a certain window ends just
+/// after its last sighting (said "through" that sighting) unless an event
+/// fixed its end; a possible window starts just after the contrary evidence
+/// before it (said "after" that evidence) unless an event fixed its start.
+fn span(w: Window, start_after: bool, end_through: bool) -> String {
+    let start = match w.start {
+        NEG_INF => "from the beginning of the evidence".to_string(),
+        s if start_after => format!("after {}", fmt_ts(s.saturating_sub(1))),
+        s => format!("from {}", fmt_ts(s)),
+    };
+    let end = match w.end {
+        POS_INF => "until now".to_string(),
+        e if end_through => format!("through {}", fmt_ts(e.saturating_sub(1))),
+        e => format!("until {}", fmt_ts(e)),
+    };
+    format!("{start} {end}")
+}
+
 /// One sentence that says what the answer means.
 pub fn explain(ip: &str, l: &Lookup) -> String {
     match (l.status, &l.owner) {
         (Status::Confirmed, Some(c)) => format!(
-            "{} ({}) held {ip}: proven from {} to {}.",
+            "{} ({}) held {ip}: proven {}.",
             c.nic_name,
             c.vm.as_ref()
                 .map(|v| format!("VM {}", v.name()))
                 .unwrap_or_else(|| "no VM".into()),
-            fmt_ts(c.certain.start),
-            fmt_ts(c.certain.end)
+            span(c.certain, false, !c.end_exact),
         ),
         (Status::Probable, Some(c)) => format!(
             "{} held {ip} when last seen at {}, and no evidence since says otherwise.",
@@ -205,12 +223,10 @@ pub fn explain(ip: &str, l: &Lookup) -> String {
             fmt_ts(c.last.at)
         ),
         (Status::Possible, Some(c)) => format!(
-            "{} may have held {ip}: it is only known to have held it from {} to {}, and may have from {} to {}.",
+            "{} may have held {ip}: it is only known to have held it {}, and may have {}.",
             c.nic_name,
-            fmt_ts(c.certain.start),
-            fmt_ts(c.certain.end),
-            fmt_ts(c.possible.start),
-            fmt_ts(c.possible.end)
+            span(c.certain, false, !c.end_exact),
+            span(c.possible, !c.start_exact, false),
         ),
         (Status::Ambiguous, _) => format!(
             "{} NICs may have held {ip} at that time; look at the candidates' windows and evidence.",
