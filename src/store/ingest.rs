@@ -2,7 +2,9 @@
 //! then the claims of every NIC whose evidence changed are recomputed. All in
 //! one transaction per call, serialised by an advisory lock.
 
-use std::collections::{HashMap, HashSet};
+// Maps and sets of NIC keys (150 characters), fingerprints and claim
+// identities: hashed with the index's hasher, not SipHash.
+use crate::enrich::{FastMap as HashMap, FastSet as HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -106,7 +108,7 @@ async fn insert_nics<'a>(
     conn: &mut PgConnection,
     ids: impl Iterator<Item = &'a ArmId>,
 ) -> sqlx::Result<()> {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let ids: Vec<&ArmId> = ids.filter(|n| seen.insert(n.key())).collect();
     let keys: Vec<&str> = ids.iter().map(|n| n.key()).collect();
     // Most are known already (an unchanged estate): send only the new.
@@ -161,7 +163,7 @@ async fn upsert_nics_and_states<'a>(
             .await?
             .into_iter()
             .collect();
-    let mut stored = Stored::new();
+    let mut stored = Stored::default();
     let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
     for (s, f) in states.iter().zip(fps) {
         if known.contains(f) || stored.contains_key(f) {
@@ -291,8 +293,8 @@ pub async fn ingest_snapshot_page(
         let last_event = last_events(&mut tx, &keys).await?;
         let t = micros(meta.taken_at);
         let mut changed: Vec<(String, Runs)> = Vec::new();
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        let mut deferred: HashMap<String, bool> = HashMap::new();
+        let mut index_of: HashMap<String, usize> = HashMap::default();
+        let mut deferred: HashMap<String, bool> = HashMap::default();
         for (nic, fp) in page.nics.iter().zip(&fps) {
             let key = nic.id.key().to_string();
             let sub = nic.id.subscription();
@@ -345,7 +347,7 @@ pub async fn ingest_snapshot_page(
             Some(derive_meanwhile(inputs))
         };
         if !finished {
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
             for (k, fp) in keys.iter().zip(&fps) {
                 if seen.insert(k) {
@@ -577,7 +579,7 @@ async fn finish(
             }
         }
         save_runs(conn, &dirty).await?;
-        let c = recompute(conn, &touched, &Stored::new(), cache).await?;
+        let c = recompute(conn, &touched, &Stored::default(), cache).await?;
         affected = absent.len();
         changes.merge(c);
     }

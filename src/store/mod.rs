@@ -57,7 +57,7 @@ pub(crate) use of_nics;
 /// Keeps the rows whose NIC (`key`) is one of `nics`: what a query by
 /// [`of_nics`] returned, without another NIC's that shares a hash with one.
 pub(crate) fn of_wanted<T>(rows: &mut Vec<T>, nics: &[String], key: impl Fn(&T) -> &str) {
-    let wanted: std::collections::HashSet<&str> = nics.iter().map(String::as_str).collect();
+    let wanted: crate::enrich::FastSet<&str> = nics.iter().map(String::as_str).collect();
     rows.retain(|r| wanted.contains(key(r)));
 }
 

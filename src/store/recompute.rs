@@ -1,7 +1,9 @@
 //! Recomputing the claims of a set of NICs from all of their stored
 //! evidence, and writing back only what changed.
 
-use std::collections::{HashMap, HashSet};
+// Maps and sets of NIC keys (150 characters), fingerprints and claim
+// identities: hashed with the index's hasher, not SipHash.
+use crate::enrich::{FastMap as HashMap, FastSet as HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -71,7 +73,7 @@ pub(super) async fn load_runs(
     .fetch_all(&mut *conn)
     .await?;
     of_wanted(&mut rows, nics, |r| &r.1);
-    let mut out: HashMap<String, Vec<Run>> = HashMap::new();
+    let mut out: HashMap<String, Vec<Run>> = HashMap::default();
     for (id, nic, fingerprint, first_at, first_snapshot, last_at, last_snapshot, live) in rows {
         out.entry(nic).or_default().push(Run {
             id: Some(id),
@@ -298,7 +300,7 @@ pub(super) async fn read_inputs(
         .collect();
     needed.sort_unstable();
     needed.dedup();
-    let mut states: HashMap<String, Arc<NicState>> = HashMap::new();
+    let mut states: HashMap<String, Arc<NicState>> = HashMap::default();
     let mut missing: Vec<&str> = Vec::new();
     for f in needed {
         match cache.get(f) {
@@ -323,7 +325,7 @@ pub(super) async fn read_inputs(
             .map(|(f, s)| (f.clone(), Arc::new((*s).clone()))),
     );
 
-    let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::default();
     for (nic, key, at, created, fp) in ev_rows {
         let state = fp.and_then(|f| states.get(&f).map(|s| NicState::clone(s)));
         events.entry(nic).or_default().push(StoredEvent {
@@ -532,7 +534,7 @@ impl Context<'_> {
     ) -> Part {
         let state_of = |fp: &str| self.states.get(fp).map(|s| &**s);
         let empty = Vec::new();
-        let mut unchanged: HashSet<String> = HashSet::new();
+        let mut unchanged: HashSet<String> = HashSet::default();
         let mut part = Part::default();
         // Each claim is serialized to compare its digest with the stored
         // one; most are unchanged, so into one buffer, copied only when not.
@@ -1032,13 +1034,13 @@ pub(super) async fn refresh_conflicts(
     let same: Vec<CRow> = same.into_iter().map(|r| crow(r, horizons)).collect();
     // The claims of `own` were not read back: they are the rows in hand.
     let in_hand: &[CRow] = if own.is_empty() { &[] } else { &xs };
-    let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::new();
+    let mut by_key: HashMap<(&str, IpNet), Vec<&CRow>> = HashMap::default();
     for y in same.iter().chain(in_hand) {
         by_key.entry((y.scope.as_str(), y.ip)).or_default().push(y);
     }
     let prefixes: Vec<CRow> = prefixes.into_iter().map(|r| crow(r, horizons)).collect();
 
-    let mut seen: HashSet<(i64, i64)> = HashSet::new();
+    let mut seen: HashSet<(i64, i64)> = HashSet::default();
     let (mut ida, mut idb, mut scope, mut ip, mut lo, mut hi) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for x in &xs {
