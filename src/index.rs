@@ -138,12 +138,13 @@ fn swap_entry(list: Option<&mut Vec<Arc<Entry>>>, old: &Arc<Entry>, new: &Arc<En
 }
 
 impl Inner {
-    fn remove_nic(&mut self, nic: &str) {
+    /// Takes a NIC's claims out of every map; returns them.
+    fn remove_nic(&mut self, nic: &str) -> Vec<Arc<Entry>> {
         let Some(old) = self.by_nic.remove(nic) else {
-            return;
+            return Vec::new();
         };
         self.claims -= old.len();
-        for c in old {
+        for c in &old {
             let k = ip_key(&c.key.ip);
             if let Some(v) = self.by_ip.get_mut(&k) {
                 v.retain(|x| &*x.entry.key.nic != nic);
@@ -168,6 +169,7 @@ impl Inner {
                 }
             }
         }
+        old
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -179,7 +181,14 @@ impl Inner {
         id
     }
 
-    fn insert(&mut self, mut c: Claim) {
+    fn insert(&mut self, c: Claim) {
+        self.insert_replacing(c, &[]);
+    }
+
+    /// Inserts `c`, which replaces the claims `replaced` of its NIC: their
+    /// `NicInfo` (and what enrichment has rendered of it) is kept when the
+    /// NIC, VM and VNet ids are the same.
+    fn insert_replacing(&mut self, mut c: Claim, replaced: &[Arc<Entry>]) {
         let sub = c.nic.subscription();
         if c.live
             && let Some(h) = self.horizons.get(&sub)
@@ -201,13 +210,14 @@ impl Inner {
         fn id(a: &Option<crate::model::ArmId>) -> Option<&str> {
             a.as_ref().map(|a| a.as_str())
         }
-        let shared = self.by_nic.get(&c.key.nic).and_then(|v| {
-            v.iter().rev().take(8).find(|e| {
-                e.nic.as_str() == c.nic.as_str()
-                    && id(&e.vm) == id(&c.vm)
-                    && id(&e.vnet) == id(&c.vnet)
-            })
-        });
+        let same = |e: &&Arc<Entry>| {
+            e.nic.as_str() == c.nic.as_str() && id(&e.vm) == id(&c.vm) && id(&e.vnet) == id(&c.vnet)
+        };
+        let shared = self
+            .by_nic
+            .get(&c.key.nic)
+            .and_then(|v| v.iter().rev().take(8).find(same))
+            .or_else(|| replaced.iter().find(same));
         let info = match shared {
             Some(e) => {
                 // The same spellings: hold the NIC's ids once.
@@ -394,9 +404,9 @@ impl Index {
     {
         let mut w = self.inner.write().expect("index lock");
         for (nic, claims) in by_nic {
-            w.remove_nic(&nic);
+            let old = w.remove_nic(&nic);
             for c in claims {
-                w.insert(c);
+                w.insert_replacing(c, &old);
             }
         }
         drop(w);
@@ -824,5 +834,78 @@ impl Attributor for Index {
             "updated_at": crate::store::to_ts(at),
             "claims": self.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ClaimKey, EvidenceKind, EvidenceRef, Window};
+    use crate::model::ArmId;
+
+    const SUB: &str =
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers";
+
+    fn claim(vnet: &str, end: Micros) -> Claim {
+        let nic = ArmId::parse(&format!("{SUB}/Microsoft.Network/networkInterfaces/n1")).unwrap();
+        let vnet =
+            ArmId::parse(&format!("{SUB}/Microsoft.Network/virtualNetworks/{vnet}")).unwrap();
+        let ev = |at| EvidenceRef {
+            kind: EvidenceKind::Snapshot,
+            id: format!("s{at}").into(),
+            at,
+        };
+        Claim {
+            key: ClaimKey {
+                nic: nic.key().into(),
+                scope: vnet.key().into(),
+                ip: "10.0.0.4/32".parse().unwrap(),
+                vm: "".into(),
+            },
+            nic_name: "n1".into(),
+            mac: None,
+            nic,
+            vm: None,
+            subnet: None,
+            vnet: Some(vnet),
+            certain: Window { start: 0, end },
+            possible: Window { start: 0, end },
+            start_exact: false,
+            end_exact: false,
+            before: None,
+            first: ev(0),
+            last: ev(end - 1),
+            after: None,
+            live: false,
+        }
+    }
+
+    #[test]
+    fn a_replaced_nic_keeps_its_info_while_its_ids_stay() {
+        let idx = Index::new();
+        let key = claim("v1", 10).key.nic.to_string();
+        let info = |idx: &Index| {
+            let r = idx.inner.read().unwrap();
+            let e = r.by_nic[key.as_str()][0].clone();
+            (e.info.clone(), e.certain.end)
+        };
+        idx.replace([(key.clone(), vec![claim("v1", 10)])]);
+        let (first, _) = info(&idx);
+        // A new window, the same NIC, VM and VNet: the same NicInfo (and
+        // whatever enrichment rendered of it).
+        idx.replace([(key.clone(), vec![claim("v1", 20)])]);
+        let (second, end) = info(&idx);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(end, 20);
+        assert_eq!(idx.len(), 1);
+        // Another VNet: a NicInfo of its own.
+        idx.replace([(key.clone(), vec![claim("v2", 20)])]);
+        let (third, _) = info(&idx);
+        assert!(!Arc::ptr_eq(&second, &third));
+        assert_eq!(
+            third.vnet.as_deref().map(|v| v.ends_with("/v2")),
+            Some(true)
+        );
+        assert_eq!(idx.len(), 1);
     }
 }
