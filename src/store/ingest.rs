@@ -342,7 +342,7 @@ pub async fn ingest_snapshot_page(
                 .iter()
                 .map(|(k, r)| (k.clone(), r.runs.clone()))
                 .collect();
-            let inputs = read_inputs(&mut tx, &nics, &stored, Some(written), &cache).await?;
+            let mut inputs = read_inputs(&mut tx, &nics, &stored, Some(written), &cache).await?;
             to_cache = inputs.states_to_cache();
             Some(derive_meanwhile(inputs))
         };

@@ -245,6 +245,9 @@ pub(super) struct Inputs {
     horizons: HashMap<String, CompleteSnapshot>,
     runs: HashMap<String, Vec<Run>>,
     states: HashMap<String, Arc<NicState>>,
+    /// The states of `states` that were not cached: read from
+    /// `nic_states` or stored by this ingest.
+    fresh: Vec<(String, Arc<NicState>)>,
     events: HashMap<String, Vec<StoredEvent>>,
     existing: FastMap<Ident, (i64, String)>,
 }
@@ -310,6 +313,7 @@ pub(super) async fn read_inputs(
             None => missing.push(f),
         }
     }
+    let mut fresh: Vec<(String, Arc<NicState>)> = Vec::new();
     if !missing.is_empty() {
         let read = sqlx::query_as::<_, (String, Doc<NicState>)>(
             "SELECT fingerprint, state FROM nic_states WHERE fingerprint = ANY($1)",
@@ -317,13 +321,14 @@ pub(super) async fn read_inputs(
         .bind(&missing)
         .fetch_all(&mut *conn)
         .await?;
-        states.extend(read.into_iter().map(|(f, s)| (f, Arc::new(s.0))));
+        fresh.extend(read.into_iter().map(|(f, s)| (f, Arc::new(s.0))));
     }
-    states.extend(
+    fresh.extend(
         stored
             .iter()
             .map(|(f, s)| (f.clone(), Arc::new((*s).clone()))),
     );
+    states.extend(fresh.iter().cloned());
 
     let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::default();
     for (nic, key, at, created, fp) in ev_rows {
@@ -355,19 +360,17 @@ pub(super) async fn read_inputs(
         horizons,
         runs,
         states,
+        fresh,
         events,
         existing,
     })
 }
 
 impl Inputs {
-    /// The states these inputs hold, to be cached once the ingest that read
-    /// them has committed (see [`StateCache`]).
-    pub(super) fn states_to_cache(&self) -> Vec<(String, Arc<NicState>)> {
-        self.states
-            .iter()
-            .map(|(f, s)| (f.clone(), s.clone()))
-            .collect()
+    /// The states these inputs hold that were not cached, to be cached once
+    /// the ingest that read them has committed (see [`StateCache`]).
+    pub(super) fn states_to_cache(&mut self) -> Vec<(String, Arc<NicState>)> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// A live run with an event after its end is live no more: settles the
@@ -431,6 +434,7 @@ fn derive(inputs: Inputs) -> Derived {
         states,
         events,
         existing,
+        ..
     } = inputs;
     let cx = Context {
         sub_of: &sub_of,
