@@ -155,6 +155,109 @@ fn index_table(claims: Vec<ipwho::engine::Claim>) -> Vec<String> {
     rows
 }
 
+/// Posts `posts` into emptied tables and an empty index; returns the claims
+/// and conflicts they leave, after checking that the index kept current
+/// equals one loaded afresh and that no reference dangles.
+async fn post_all(
+    app: &TestApp,
+    posts: &[&(String, Value)],
+    what: &str,
+) -> (Vec<String>, Vec<String>) {
+    sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.index.reset(ipwho::index::Index::new());
+    for (path, body) in posts {
+        let (code, r) = if body.is_null() {
+            app.post(path, "").await
+        } else {
+            app.post_json(path, body).await
+        };
+        assert_eq!(code, 200, "{what}, {path}: {r}");
+    }
+    let dangling = dangling_references(&app.pool).await;
+    assert!(dangling.is_empty(), "{what}: {dangling:?}");
+    let claims = claims_table(&app.pool).await;
+    let fresh = ipwho::sync::load(&app.pool).await.unwrap();
+    assert_eq!(
+        index_table(app.index.all_claims()),
+        index_table(fresh.all_claims()),
+        "{what}: the index kept current differs from a fresh load"
+    );
+    (claims, conflicts_table(&app.pool).await)
+}
+
+/// The scenario's Activity Log records posted in batches of several (some
+/// repeated inside a batch, some already posted in the batch before), its
+/// snapshots between them as they come.
+fn batched(units: &[Unit], rng: &mut Rng) -> Vec<(String, Value)> {
+    let mut posts: Vec<(String, Value)> = Vec::new();
+    let mut batch: Vec<Value> = Vec::new();
+    let mut last: Option<Value> = None;
+    let flush = |batch: &mut Vec<Value>,
+                 last: &mut Option<Value>,
+                 posts: &mut Vec<(String, Value)>,
+                 rng: &mut Rng| {
+        if batch.is_empty() {
+            return;
+        }
+        let mut records = std::mem::take(batch);
+        let newest = records.last().cloned();
+        if rng.chance(50) {
+            let i = rng.below(records.len() as u64) as usize;
+            records.insert(i, records[i].clone());
+        }
+        if let Some(old) = last.take().filter(|_| rng.chance(50)) {
+            records.insert(0, old);
+        }
+        *last = newest;
+        posts.push(("/v1/activity".into(), json!({ "records": records })));
+    };
+    for unit in units {
+        for (path, body) in unit {
+            if path == "/v1/activity" {
+                batch.extend(body["records"].as_array().unwrap().iter().cloned());
+                if rng.chance(25) {
+                    flush(&mut batch, &mut last, &mut posts, rng);
+                }
+            } else {
+                flush(&mut batch, &mut last, &mut posts, rng);
+                posts.push((path.clone(), body.clone()));
+            }
+        }
+    }
+    flush(&mut batch, &mut last, &mut posts, rng);
+    posts
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn events_posted_in_batches_give_the_same_history(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let seeds: u64 = std::env::var("IPWHO_ORDER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut several = 0;
+    for seed in 1..=seeds {
+        let units = scenario(seed);
+        let one_by_one: Vec<&(String, Value)> = units.iter().flatten().collect();
+        let single = post_all(&app, &one_by_one, &format!("seed {seed}, one by one")).await;
+        let posts = batched(&units, &mut Rng::new(seed + 2000));
+        several += posts
+            .iter()
+            .filter(|(p, b)| p == "/v1/activity" && b["records"].as_array().unwrap().len() > 1)
+            .count();
+        let refs: Vec<&(String, Value)> = posts.iter().collect();
+        let batches = post_all(&app, &refs, &format!("seed {seed}, in batches")).await;
+        assert!(
+            single == batches,
+            "seed {seed}: events in batches leave other claims or conflicts:\none by one: {single:#?}\nin batches: {batches:#?}"
+        );
+    }
+    assert!(several > 0, "no batch held more than one record");
+}
+
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
     let app = TestApp::start(pool).await;
@@ -177,34 +280,8 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
         }
         let mut results = Vec::new();
         for order in &orders {
-            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-                .execute(&app.pool)
-                .await
-                .unwrap();
-            app.index.reset(ipwho::index::Index::new());
-            for &u in order {
-                for (path, body) in &units[u] {
-                    let (code, r) = if body.is_null() {
-                        app.post(path, "").await
-                    } else {
-                        app.post_json(path, body).await
-                    };
-                    assert_eq!(code, 200, "seed {seed}, {path}: {r}");
-                }
-            }
-            let dangling = dangling_references(&app.pool).await;
-            assert!(
-                dangling.is_empty(),
-                "seed {seed}, order {order:?}: {dangling:?}"
-            );
-            let claims = claims_table(&app.pool).await;
-            let fresh = ipwho::sync::load(&app.pool).await.unwrap();
-            assert_eq!(
-                index_table(app.index.all_claims()),
-                index_table(fresh.all_claims()),
-                "seed {seed}, order {order:?}: the index kept current differs from a fresh load"
-            );
-            results.push((claims, conflicts_table(&app.pool).await));
+            let posts: Vec<&(String, Value)> = order.iter().flat_map(|&u| &units[u]).collect();
+            results.push(post_all(&app, &posts, &format!("seed {seed}, order {order:?}")).await);
         }
         assert!(!results[0].0.is_empty(), "seed {seed}: no claims at all");
         for (i, r) in results.iter().enumerate().skip(1) {

@@ -61,8 +61,9 @@ impl EvidenceKind {
 /// What a piece of evidence says the NIC was at its instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// The NIC existed with this state.
-    Present(NicState),
+    /// The NIC existed with this state (shared: one state is the evidence
+    /// of every run point and event that saw it).
+    Present(std::sync::Arc<NicState>),
     /// The NIC did not exist (deleted, or missing from a complete snapshot).
     Absent,
 }

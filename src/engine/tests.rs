@@ -57,7 +57,11 @@ fn ev(at: Micros, kind: EvidenceKind, obs: Observation) -> Evidence {
 }
 
 fn snap(at: Micros, s: &NicState) -> Evidence {
-    ev(at, EvidenceKind::Snapshot, Observation::Present(s.clone()))
+    ev(
+        at,
+        EvidenceKind::Snapshot,
+        Observation::Present(std::sync::Arc::new(s.clone())),
+    )
 }
 fn absent(at: Micros) -> Evidence {
     ev(at, EvidenceKind::SnapshotAbsence, Observation::Absent)
@@ -66,7 +70,7 @@ fn write(at: Micros, s: &NicState, created: bool) -> Evidence {
     let mut e = ev(
         at,
         EvidenceKind::ActivityWrite,
-        Observation::Present(s.clone()),
+        Observation::Present(std::sync::Arc::new(s.clone())),
     );
     e.created = created;
     e

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::recompute::{
-    ClaimChanges, ConflictsOf, Stored, derive_meanwhile, feed, horizons_of, last_events,
+    ClaimChanges, ConflictsOf, EvRow, Stored, derive_meanwhile, feed, horizons_of, last_events,
     load_completes, load_runs, read_inputs, recompute, refresh_conflicts, save_runs, write_claims,
 };
 use super::runs::CompleteSnapshot;
@@ -155,6 +155,19 @@ async fn upsert_nics_and_states<'a>(
     fps: &[String],
 ) -> sqlx::Result<Stored<'a>> {
     insert_nics(conn, states.iter().map(|s| &s.id)).await?;
+    let (stored, rows) = new_states(conn, states, fps).await?;
+    rows.insert(conn).await?;
+    Ok(stored)
+}
+
+/// The states not stored yet (the first of each new fingerprint), and the
+/// rows that store them. Ingests are serialised (advisory lock), so none of
+/// these is stored by anyone else before the caller inserts the rows.
+async fn new_states<'a>(
+    conn: &mut PgConnection,
+    states: &[&'a NicState],
+    fps: &[String],
+) -> sqlx::Result<(Stored<'a>, StateRows)> {
     // Most states were stored before (an unchanged NIC): send only the new.
     let known: HashSet<String> =
         sqlx::query_scalar("SELECT fingerprint FROM nic_states WHERE fingerprint = ANY($1)")
@@ -164,30 +177,45 @@ async fn upsert_nics_and_states<'a>(
             .into_iter()
             .collect();
     let mut stored = Stored::default();
-    let (mut fp, mut fk, mut js) = (vec![], vec![], vec![]);
+    let mut rows = StateRows::default();
     for (s, f) in states.iter().zip(fps) {
         if known.contains(f) || stored.contains_key(f) {
             continue;
         }
         stored.insert(f.clone(), *s);
-        fp.push(f.clone());
-        fk.push(s.id.key().to_string());
-        js.push(serde_json::to_string(s).expect("states serialize"));
+        rows.fp.push(f.clone());
+        rows.nic.push(s.id.key().to_string());
+        rows.state
+            .push(serde_json::to_string(s).expect("states serialize"));
     }
-    if !fp.is_empty() {
-        // Ingests are serialised (advisory lock): none of these is stored yet.
+    Ok((stored, rows))
+}
+
+/// `nic_states` rows to insert, column by column.
+#[derive(Default)]
+struct StateRows {
+    fp: Vec<String>,
+    nic: Vec<String>,
+    state: Vec<String>,
+}
+
+impl StateRows {
+    async fn insert(self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        if self.fp.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO nic_states (fingerprint, nic_key, state)
              SELECT f, n, s FROM unnest($1::text[], $2::text[], $3::text[]) AS u(f, n, s)
              ON CONFLICT DO NOTHING",
         )
-        .bind(&fp)
-        .bind(&fk)
-        .bind(&js)
-        .execute(&mut *conn)
+        .bind(&self.fp)
+        .bind(&self.nic)
+        .bind(&self.state)
+        .execute(conn)
         .await?;
+        Ok(())
     }
-    Ok(stored)
 }
 
 /// Stores one snapshot page (and finishes the snapshot on its last page).
@@ -342,7 +370,8 @@ pub async fn ingest_snapshot_page(
                 .iter()
                 .map(|(k, r)| (k.clone(), r.runs.clone()))
                 .collect();
-            let mut inputs = read_inputs(&mut tx, &nics, &stored, Some(written), &cache).await?;
+            let mut inputs =
+                read_inputs(&mut tx, &nics, &stored, Some(written), &cache, Vec::new()).await?;
             to_cache = inputs.states_to_cache();
             Some(derive_meanwhile(inputs))
         };
@@ -624,6 +653,11 @@ async fn finish(
 }
 
 /// Stores Activity Log events (each once) and recomputes the NICs they concern.
+///
+/// The events not stored yet are found first, and recompute reads what else
+/// their NICs need before they are written: claims are then derived on other
+/// threads while this connection writes the events, their states and the
+/// runs they ended.
 pub async fn ingest_activity(
     pool: &PgPool,
     events: &[ActivityEvent],
@@ -642,64 +676,86 @@ pub async fn ingest_activity(
         }
     }
     let fps = fingerprints(&states);
+    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let cache = StateCache::of(pool, &mut tx).await?;
-    let stored = upsert_nics_and_states(&mut tx, &states, &fps).await?;
-    insert_nics(&mut tx, deleted.into_iter()).await?;
-    let mut fp_iter = fps.into_iter();
-    let (mut key, mut nic, mut at, mut kind, mut created, mut fp, mut corr) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for e in events {
-        key.push(e.key.clone());
-        nic.push(e.nic.key().to_string());
-        at.push(e.at);
-        corr.push(e.correlation_id.clone());
-        match &e.change {
-            ActivityChange::Write { created: c, .. } => {
-                kind.push("write");
-                created.push(*c);
-                fp.push(fp_iter.next());
-            }
-            ActivityChange::Delete => {
-                kind.push("delete");
-                created.push(false);
-                fp.push(None);
-            }
-        }
-    }
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO activity_events (key, nic_key, at, kind, created, fingerprint, correlation_id)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[], $7::text[])
-         ON CONFLICT (key) DO NOTHING
-         RETURNING nic_key",
+    insert_nics(
+        &mut tx,
+        states.iter().map(|s| &s.id).chain(deleted.iter().copied()),
     )
-    .bind(&key)
-    .bind(&nic)
-    .bind(&at)
-    .bind(&kind)
-    .bind(&created)
-    .bind(&fp)
-    .bind(&corr)
-    .fetch_all(&mut *tx)
     .await?;
-    report.accepted = inserted.len();
-    report.duplicates = events.len() - inserted.len();
-    let mut nics: Vec<String> = inserted;
+    let (stored, state_rows) = new_states(&mut tx, &states, &fps).await?;
+    // The events not stored yet, each once (the first of a key repeated in
+    // the batch, as an insert would keep it).
+    let mut seen: HashSet<String> =
+        sqlx::query_scalar("SELECT key FROM activity_events WHERE key = ANY($1)")
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut fp_iter = fps.into_iter();
+    let mut rows: Vec<EvRow> = Vec::new();
+    let mut kind: Vec<&str> = Vec::new();
+    let mut corr: Vec<Option<String>> = Vec::new();
+    for e in events {
+        let (k, created, fp) = match &e.change {
+            ActivityChange::Write { created, .. } => ("write", *created, fp_iter.next()),
+            ActivityChange::Delete => ("delete", false, None),
+        };
+        if !seen.insert(e.key.clone()) {
+            continue;
+        }
+        rows.push((e.nic.key().to_string(), e.key.clone(), e.at, created, fp));
+        kind.push(k);
+        corr.push(e.correlation_id.clone());
+    }
+    report.accepted = rows.len();
+    report.duplicates = events.len() - rows.len();
+    let mut nics: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     nics.sort();
     nics.dedup();
-    let mut to_cache = Vec::new();
-    let changes = if nics.is_empty() {
-        ClaimChanges::default()
-    } else {
-        // Claims are derived on another core while this connection writes
-        // back the runs that the new events ended.
-        let mut inputs = read_inputs(&mut tx, &nics, &stored, None, &cache).await?;
+    let (mut to_cache, mut derived, mut ended) = (Vec::new(), None, Vec::new());
+    if !nics.is_empty() {
+        let mut inputs = read_inputs(&mut tx, &nics, &stored, None, &cache, rows.clone()).await?;
         to_cache = inputs.states_to_cache();
-        let ended = inputs.end_live_runs_before_events();
-        let derived = derive_meanwhile(inputs);
-        save_runs(&mut tx, &ended).await?;
-        write_claims(&mut tx, derived.await).await?
+        ended = inputs.end_live_runs_before_events();
+        derived = Some(derive_meanwhile(inputs));
+    }
+    // Meanwhile, the evidence.
+    state_rows.insert(&mut tx).await?;
+    if !rows.is_empty() {
+        let (mut nic, mut key, mut at, mut created, mut fp) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (n, k, t, c, f) in rows {
+            nic.push(n);
+            key.push(k);
+            at.push(t);
+            created.push(c);
+            fp.push(f);
+        }
+        sqlx::query(
+            "INSERT INTO activity_events (key, nic_key, at, kind, created, fingerprint, correlation_id)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[], $7::text[])
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(&nic)
+        .bind(&at)
+        .bind(&kind)
+        .bind(&created)
+        .bind(&fp)
+        .bind(&corr)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let changes = match derived {
+        Some(derived) => {
+            save_runs(&mut tx, &ended).await?;
+            write_claims(&mut tx, derived.await).await?
+        }
+        None => ClaimChanges::default(),
     };
     tx.commit().await?;
     cache.put_all(to_cache);

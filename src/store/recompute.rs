@@ -252,15 +252,21 @@ pub(super) struct Inputs {
     existing: FastMap<Ident, (i64, String)>,
 }
 
+/// A stored Activity Log event as recompute reads it: NIC key, event key,
+/// time, `created`, and the state's fingerprint (`None` for a delete).
+pub(super) type EvRow = (String, String, DateTime<Utc>, bool, Option<String>);
+
 /// Reads what recomputing `nics` needs. `runs`, when given, are the NICs'
 /// runs exactly as the caller has written (or is writing) them, so they are
-/// not read back.
+/// not read back. `batch` are events of these NICs that the caller is
+/// storing in this transaction and that are not stored yet (each once).
 pub(super) async fn read_inputs(
     conn: &mut PgConnection,
     nics: &[String],
     stored: &Stored<'_>,
     runs: Option<HashMap<String, Vec<Run>>>,
     cache: &StateCache,
+    batch: Vec<EvRow>,
 ) -> sqlx::Result<Inputs> {
     let subs: Vec<(String, String)> =
         sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
@@ -282,7 +288,6 @@ pub(super) async fn read_inputs(
         None => load_runs(conn, nics).await?,
     };
 
-    type EvRow = (String, String, DateTime<Utc>, bool, Option<String>);
     let mut ev_rows: Vec<EvRow> = sqlx::query_as(concat!(
         "SELECT nic_key, key, at, created, fingerprint FROM activity_events WHERE ",
         of_nics!()
@@ -291,6 +296,7 @@ pub(super) async fn read_inputs(
     .fetch_all(&mut *conn)
     .await?;
     of_wanted(&mut ev_rows, nics, |r| &r.0);
+    ev_rows.extend(batch);
 
     // States of runs and events, parsed once per fingerprint; the ones this
     // ingest has just stored are not read back, nor those cached.
@@ -332,7 +338,7 @@ pub(super) async fn read_inputs(
 
     let mut events: HashMap<String, Vec<StoredEvent>> = HashMap::default();
     for (nic, key, at, created, fp) in ev_rows {
-        let state = fp.and_then(|f| states.get(&f).map(|s| NicState::clone(s)));
+        let state = fp.and_then(|f| states.get(&f).cloned());
         events.entry(nic).or_default().push(StoredEvent {
             key,
             at: micros(at),
@@ -536,7 +542,7 @@ impl Context<'_> {
         mut runs: HashMap<String, Vec<Run>>,
         mut existing: FastMap<Ident, (i64, String)>,
     ) -> Part {
-        let state_of = |fp: &str| self.states.get(fp).map(|s| &**s);
+        let state_of = |fp: &str| self.states.get(fp);
         let empty = Vec::new();
         let mut unchanged: HashSet<String> = HashSet::default();
         let mut part = Part::default();
@@ -631,7 +637,7 @@ pub(super) async fn recompute(
     if nics.is_empty() {
         return Ok(ClaimChanges::default());
     }
-    let inputs = read_inputs(conn, nics, stored, None, cache).await?;
+    let inputs = read_inputs(conn, nics, stored, None, cache, Vec::new()).await?;
     write_claims(conn, derive(inputs)).await
 }
 

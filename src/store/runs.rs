@@ -9,6 +9,8 @@
 //! from the list of complete snapshots. A complete snapshot that did not list
 //! the NIC, or an observation with another state, splits the run.
 
+use std::sync::Arc;
+
 use crate::engine::{Evidence, EvidenceKind, Micros, NEG_INF, Observation, POS_INF};
 use crate::model::NicState;
 
@@ -242,7 +244,7 @@ pub struct StoredEvent {
     pub at: Micros,
     pub created: bool,
     /// `Some` for writes, `None` for deletes.
-    pub state: Option<NicState>,
+    pub state: Option<Arc<NicState>>,
 }
 
 /// The engine's evidence for one NIC: its runs (state looked up by
@@ -250,12 +252,12 @@ pub struct StoredEvent {
 /// complete snapshots that fall outside its runs.
 pub fn assemble_evidence<'a>(
     runs: &[Run],
-    state_of: impl Fn(&str) -> Option<&'a NicState>,
+    state_of: impl Fn(&str) -> Option<&'a Arc<NicState>>,
     events: &[StoredEvent],
     completes: &[CompleteSnapshot],
 ) -> Vec<Evidence> {
     let mut out = Vec::new();
-    let snap = |at: Micros, id: &str, s: &NicState| Evidence {
+    let snap = |at: Micros, id: &str, s: &Arc<NicState>| Evidence {
         at,
         kind: EvidenceKind::Snapshot,
         id: id.to_string(),
@@ -450,7 +452,7 @@ mod tests {
 
     #[test]
     fn absences_come_from_complete_snapshots_outside_runs() {
-        let s = NicState {
+        let s = Arc::new(NicState {
             id: crate::model::ArmId::parse(
                 "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/networkInterfaces/n",
             )
@@ -459,7 +461,7 @@ mod tests {
             mac: None,
             vm: None,
             ips: vec![],
-        };
+        });
         let c = completes(&[10, 20, 30, 40, 50, 60]);
         let runs = vec![Run {
             id: Some(1),
