@@ -146,21 +146,8 @@ fn fingerprints(states: &[&NicState]) -> Vec<String> {
     states.iter().map(|s| s.fingerprint()).collect()
 }
 
-/// Registers the NICs and stores their states (once each; `fps` are their
-/// [`fingerprints`]). Returns the states this call stored (the first of
-/// each new fingerprint), which recompute need not read back.
-async fn upsert_nics_and_states<'a>(
-    conn: &mut PgConnection,
-    states: &[&'a NicState],
-    fps: &[String],
-) -> sqlx::Result<Stored<'a>> {
-    insert_nics(conn, states.iter().map(|s| &s.id)).await?;
-    let (stored, rows) = new_states(conn, states, fps).await?;
-    rows.insert(conn).await?;
-    Ok(stored)
-}
-
-/// The states not stored yet (the first of each new fingerprint), and the
+/// The states not stored yet (the first of each new fingerprint; `fps`
+/// are their [`fingerprints`]), which recompute need not read back, and the
 /// rows that store them. Ingests are serialised (advisory lock), so none of
 /// these is stored by anyone else before the caller inserts the rows.
 async fn new_states<'a>(
@@ -310,7 +297,8 @@ pub async fn ingest_snapshot_page(
                 .bind(&meta.id)
                 .fetch_one(&mut *tx)
                 .await?;
-        let stored = upsert_nics_and_states(&mut tx, &states, &fps).await?;
+        insert_nics(&mut tx, states.iter().map(|s| &s.id)).await?;
+        let (stored, state_rows) = new_states(&mut tx, &states, &fps).await?;
         let keys: Vec<String> = page.nics.iter().map(|n| n.id.key().to_string()).collect();
         let mut subs: Vec<String> = page.nics.iter().map(|n| n.id.subscription()).collect();
         subs.sort();
@@ -361,8 +349,8 @@ pub async fn ingest_snapshot_page(
         report.changed = changed.len();
         let nics: Vec<String> = changed.iter().map(|(k, _)| k.clone()).collect();
         // Claims are derived on another core while this connection writes
-        // the members and runs; the runs are passed as they are written
-        // here, not read back.
+        // the new states, the members and the runs; the runs are passed as
+        // they are written here, not read back (nor the new states).
         let derived = if nics.is_empty() {
             None
         } else {
@@ -375,6 +363,7 @@ pub async fn ingest_snapshot_page(
             to_cache = inputs.states_to_cache();
             Some(derive_meanwhile(inputs))
         };
+        state_rows.insert(&mut tx).await?;
         if !finished {
             let mut seen = HashSet::default();
             let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
