@@ -1001,25 +1001,52 @@ pub(super) async fn refresh_conflicts(
     }
 
     // Candidates: the same IP, prefixes in the same scopes, and
-    // what lies inside the checked prefixes.
-    let mut ips: Vec<IpNet> = xs.iter().map(|x| x.ip).collect();
-    ips.sort_unstable();
-    ips.dedup();
+    // what lies inside the checked prefixes. A claim on the same IP is read
+    // only if its certain window may meet one checked on that IP: it
+    // starts before the latest end and (unless live, whose end is read at
+    // its horizon) ends after the earliest start.
+    let mut windows: HashMap<IpNet, Window> = HashMap::default();
+    for x in &xs {
+        windows
+            .entry(x.ip)
+            .and_modify(|w| {
+                w.start = w.start.min(x.certain.start);
+                w.end = w.end.max(x.certain.end);
+            })
+            .or_insert(x.certain);
+    }
+    let mut ips: Vec<(IpNet, Window)> = windows.into_iter().collect();
+    ips.sort_unstable_by_key(|(ip, _)| *ip);
     let mut scopes: Vec<&str> = xs.iter().map(|x| x.scope.as_str()).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    // In chunks: an index scan per chunk, whatever the planner's estimates.
+    // In chunks, an index probe per IP (the subquery is not flattened, so
+    // whatever the planner's estimates, no plan scans the whole table).
     // The claims of `own` are not read back (`NOT IN` a subquery is hashed
     // even in a generic plan, where `<> ALL($2)` would compare every key).
     let mut same: Vec<CDbRow> = Vec::new();
     for chunk in ips.chunks(5_000) {
+        let ip: Vec<IpNet> = chunk.iter().map(|(ip, _)| *ip).collect();
+        let lo: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(_, w)| to_ts(w.start)).collect();
+        let hi: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(_, w)| to_ts(w.end)).collect();
         same.extend(
-            sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
-                "SELECT {CROW_COLUMNS} FROM claims
-                 WHERE ip = ANY($1::inet[]) AND nic_key NOT IN (SELECT unnest($2::text[]))"
-            )))
-            .bind(chunk)
+            sqlx::query_as::<_, CDbRow>(
+                "SELECT c.id, c.nic_key, c.scope, c.ip, lower(c.certain), upper(c.certain), c.live, c.subscription
+                 FROM unnest($1::inet[], $3::timestamptz[], $4::timestamptz[]) AS u(ip, lo, hi)
+                 CROSS JOIN LATERAL (
+                     SELECT c.id, c.nic_key, c.scope, c.ip, c.certain, c.live, c.subscription
+                     FROM claims c
+                     WHERE c.ip = u.ip
+                       AND coalesce(lower(c.certain), '-infinity') < coalesce(u.hi, 'infinity')
+                       AND (c.live OR coalesce(upper(c.certain), 'infinity') > coalesce(u.lo, '-infinity'))
+                     OFFSET 0
+                 ) c
+                 WHERE c.nic_key NOT IN (SELECT unnest($2::text[]))",
+            )
+            .bind(&ip)
             .bind(own)
+            .bind(&lo)
+            .bind(&hi)
             .fetch_all(&mut *conn)
             .await?,
         );
