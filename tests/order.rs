@@ -155,6 +155,15 @@ fn index_table(claims: Vec<ipwho::engine::Claim>) -> Vec<String> {
     rows
 }
 
+/// How many random histories each test tries: 12, or `IPWHO_ORDER_SEEDS`
+/// (200 explores further by hand).
+fn seeds() -> u64 {
+    std::env::var("IPWHO_ORDER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12)
+}
+
 /// Posts `posts` into emptied tables and an empty index; returns the claims
 /// and conflicts they leave, after checking that the index kept current
 /// equals one loaded afresh and that no reference dangles.
@@ -234,12 +243,8 @@ fn batched(units: &[Unit], rng: &mut Rng) -> Vec<(String, Value)> {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn events_posted_in_batches_give_the_same_history(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    let seeds: u64 = std::env::var("IPWHO_ORDER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
     let mut several = 0;
-    for seed in 1..=seeds {
+    for seed in 1..=seeds() {
         let units = scenario(seed);
         let one_by_one: Vec<&(String, Value)> = units.iter().flatten().collect();
         let single = post_all(&app, &one_by_one, &format!("seed {seed}, one by one")).await;
@@ -261,12 +266,7 @@ async fn events_posted_in_batches_give_the_same_history(pool: PgPool) {
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
     let app = TestApp::start(pool).await;
-    // IPWHO_ORDER_SEEDS=200 explores further by hand.
-    let seeds: u64 = std::env::var("IPWHO_ORDER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    for seed in 1..=seeds {
+    for seed in 1..=seeds() {
         let units = scenario(seed);
         let mut orders: Vec<Vec<usize>> = vec![(0..units.len()).collect()];
         orders.push((0..units.len()).rev().collect());
