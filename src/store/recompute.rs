@@ -17,7 +17,6 @@ use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
 use super::states::StateCache;
 use super::{micros, of_nics, of_wanted, to_ts};
 use crate::engine::{Claim, EvidenceKind, Micros, NEG_INF, POS_INF, Window, derive_claims};
-use crate::enrich::FastMap;
 use crate::model::NicState;
 
 /// The new claims of every recomputed NIC (an empty list when a NIC has none
@@ -249,7 +248,7 @@ pub(super) struct Inputs {
     /// `nic_states` or stored by this ingest.
     fresh: Vec<(String, Arc<NicState>)>,
     events: HashMap<String, Vec<StoredEvent>>,
-    existing: FastMap<Ident, (i64, String)>,
+    existing: HashMap<Ident, (i64, String)>,
 }
 
 /// A stored Activity Log event as recompute reads it: NIC key, event key,
@@ -457,7 +456,7 @@ fn derive(inputs: Inputs) -> Derived {
         let (runs_b, runs_a): (HashMap<_, _>, HashMap<_, _>) = runs
             .into_iter()
             .partition(|(n, _)| in_b.contains(n.as_str()));
-        let (existing_b, existing_a): (FastMap<_, _>, FastMap<_, _>) = existing
+        let (existing_b, existing_a): (HashMap<_, _>, HashMap<_, _>) = existing
             .into_iter()
             .partition(|(ident, _)| in_b.contains(ident.0.as_str()));
         std::thread::scope(|s| {
@@ -540,7 +539,7 @@ impl Context<'_> {
         &self,
         nics: &[String],
         mut runs: HashMap<String, Vec<Run>>,
-        mut existing: FastMap<Ident, (i64, String)>,
+        mut existing: HashMap<Ident, (i64, String)>,
     ) -> Part {
         let state_of = |fp: &str| self.states.get(fp);
         let empty = Vec::new();
@@ -1030,19 +1029,18 @@ pub(super) async fn refresh_conflicts(
         let lo: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(_, w)| to_ts(w.start)).collect();
         let hi: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(_, w)| to_ts(w.end)).collect();
         same.extend(
-            sqlx::query_as::<_, CDbRow>(
-                "SELECT c.id, c.nic_key, c.scope, c.ip, lower(c.certain), upper(c.certain), c.live, c.subscription
-                 FROM unnest($1::inet[], $3::timestamptz[], $4::timestamptz[]) AS u(ip, lo, hi)
+            sqlx::query_as::<_, CDbRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {CROW_COLUMNS}
+                 FROM unnest($1::inet[], $3::timestamptz[], $4::timestamptz[]) AS u(checked, lo, hi)
                  CROSS JOIN LATERAL (
-                     SELECT c.id, c.nic_key, c.scope, c.ip, c.certain, c.live, c.subscription
-                     FROM claims c
-                     WHERE c.ip = u.ip
-                       AND coalesce(lower(c.certain), '-infinity') < coalesce(u.hi, 'infinity')
-                       AND (c.live OR coalesce(upper(c.certain), 'infinity') > coalesce(u.lo, '-infinity'))
+                     SELECT id, nic_key, scope, ip, certain, live, subscription FROM claims
+                     WHERE ip = u.checked
+                       AND coalesce(lower(certain), '-infinity') < coalesce(u.hi, 'infinity')
+                       AND (live OR coalesce(upper(certain), 'infinity') > coalesce(u.lo, '-infinity'))
                      OFFSET 0
                  ) c
-                 WHERE c.nic_key NOT IN (SELECT unnest($2::text[]))",
-            )
+                 WHERE nic_key NOT IN (SELECT unnest($2::text[]))"
+            )))
             .bind(&ip)
             .bind(own)
             .bind(&lo)
