@@ -309,6 +309,18 @@ async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> any
     );
     report(&format!("Activity Log: {na} events"), da, "");
     println!("claims in memory: {}", s.index.len());
+    // The claims lost, as Postgres loses them in a crash (they are
+    // unlogged), and recomputed from the evidence.
+    sqlx::query("TRUNCATE claims, claims_intact")
+        .execute(&s.pool)
+        .await?;
+    let t = Instant::now();
+    let nics = ipwho::store::rebuild_claims_if_lost(&s.pool).await?;
+    report(
+        &format!("claims lost, recomputed: {nics} NICs"),
+        t.elapsed(),
+        &counts(&s.pool).await,
+    );
     Ok(())
 }
 

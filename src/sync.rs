@@ -22,6 +22,8 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
 /// Replaces what `index` holds (an [`Index::loading`] one, say) by every
 /// claim, and positions it at the current end of the change feed.
 pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
+    // Claims lost in a crash are recomputed before they are read.
+    crate::store::rebuild_claims_if_lost(pool).await?;
     // Read the feed position first: changes committed while loading are
     // replayed by the next catch-up (replaying is harmless).
     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
@@ -55,10 +57,26 @@ async fn build(pool: &PgPool) -> anyhow::Result<Index> {
 /// many NICs were reloaded.
 pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     let mut applied = index.applied_seq.lock().await;
-    let (min, max): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes")
+    let (min, max, intact): (Option<i64>, Option<i64>, bool) = sqlx::query_as(
+        "SELECT min(seq), max(seq), EXISTS (SELECT FROM claims_intact) FROM claim_changes",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !intact {
+        // Postgres lost the claims (a crash; they are unlogged): this index
+        // still holds what they were, but what an ingest now reads back of
+        // them must be recomputed first, and is reloaded whole after.
+        tracing::warn!("the claims in the database were lost; recomputing and reloading them");
+        crate::store::rebuild_claims_if_lost(pool).await?;
+        let max: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
             .fetch_one(pool)
             .await?;
+        let fresh = build(pool).await?;
+        let n = fresh.nics();
+        index.reset(fresh);
+        *applied = max;
+        return Ok(n);
+    }
     let Some(max) = max else { return Ok(0) };
     if max == *applied {
         return Ok(0);

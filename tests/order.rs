@@ -304,3 +304,109 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
         }
     }
 }
+
+/// What Postgres does to the claims when it recovers from a crash: they
+/// are unlogged (migration 0009), so it empties them and their marker.
+async fn lose_claims(pool: &PgPool) {
+    sqlx::query("TRUNCATE claims, claims_intact")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn lost_claims_are_recomputed_from_the_evidence(pool: PgPool) {
+    let unlogged: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relpersistence = 'u' AND relkind = 'r' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        unlogged,
+        ["claims", "claims_intact"],
+        "only claims are unlogged"
+    );
+    let app = TestApp::start(pool).await;
+    let mut conflicts = 0;
+    for seed in 1..=seeds() {
+        let units = scenario(seed);
+        let posts: Vec<&(String, Value)> = units.iter().flatten().collect();
+        let what = format!("seed {seed}");
+        let (claims, conflicted) = post_all(&app, &posts, &what).await;
+        assert!(!claims.is_empty(), "{what}: no claims at all");
+        conflicts += conflicted.len();
+        let same = |how: &str, after: (Vec<String>, Vec<String>)| {
+            assert!(
+                claims == after.0,
+                "{what}: claims recomputed {how} differ:\nbefore: {claims:#?}\nafter: {:#?}",
+                after.0
+            );
+            assert_eq!(
+                conflicted, after.1,
+                "{what}: conflicts recomputed {how} differ"
+            );
+        };
+
+        // At start: loading the index recomputes them first.
+        lose_claims(&app.pool).await;
+        let loaded = ipwho::sync::load(&app.pool).await.unwrap();
+        same(
+            "at load",
+            (
+                claims_table(&app.pool).await,
+                conflicts_table(&app.pool).await,
+            ),
+        );
+        assert_eq!(
+            index_table(loaded.all_claims()),
+            index_table(app.index.all_claims()),
+            "{what}: the index loaded after the loss differs"
+        );
+
+        // At the next ingest, before it reads them: here one that changes
+        // nothing (a post repeated).
+        lose_claims(&app.pool).await;
+        let (path, body) = posts.last().unwrap();
+        let (code, r) = if body.is_null() {
+            app.post(path, "").await
+        } else {
+            app.post_json(path, body).await
+        };
+        assert_eq!(code, 200, "{what}: {r}");
+        same(
+            "at ingest",
+            (
+                claims_table(&app.pool).await,
+                conflicts_table(&app.pool).await,
+            ),
+        );
+
+        // When a replica polls the change feed: it recomputes them and
+        // reloads its index.
+        lose_claims(&app.pool).await;
+        let follower = ipwho::index::Index::new();
+        let nics = ipwho::sync::catch_up(&app.pool, &follower).await.unwrap();
+        assert!(nics > 0, "{what}: the follower reloaded nothing");
+        same(
+            "at catch-up",
+            (
+                claims_table(&app.pool).await,
+                conflicts_table(&app.pool).await,
+            ),
+        );
+        assert_eq!(
+            index_table(follower.all_claims()),
+            index_table(app.index.all_claims()),
+            "{what}: the follower's index after the loss differs"
+        );
+        // Intact again: nothing more to do.
+        assert_eq!(
+            ipwho::store::rebuild_claims_if_lost(&app.pool)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert!(conflicts > 0, "no scenario had a conflict to recompute");
+}

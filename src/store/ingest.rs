@@ -6,14 +6,17 @@
 // identities: hashed with the index's hasher, not SipHash.
 use crate::enrich::{FastMap as HashMap, FastSet as HashSet};
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 
 use super::recompute::{
     ClaimChanges, ConflictsOf, EvRow, Stored, derive_meanwhile, feed, horizons_of, last_events,
-    load_completes, load_runs, read_inputs, recompute, refresh_conflicts, save_runs, write_claims,
+    load_completes, load_runs, read_inputs, recompute, recompute_all, refresh_conflicts, save_runs,
+    write_claims,
 };
 use super::runs::CompleteSnapshot;
 use super::runs::Runs;
@@ -101,6 +104,77 @@ async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Opens an ingest's transaction: takes the ingest lock, the NIC-state
+/// cache, and makes sure the claims it will update are there
+/// ([`rebuild_if_lost`]).
+async fn begin(pool: &PgPool) -> sqlx::Result<(Transaction<'static, Postgres>, Arc<StateCache>)> {
+    let (mut tx, cache) = locked(pool).await?;
+    rebuild_if_lost(&mut tx, &cache).await?;
+    Ok((tx, cache))
+}
+
+/// A transaction holding the ingest lock, and the NIC-state cache.
+async fn locked(pool: &PgPool) -> sqlx::Result<(Transaction<'static, Postgres>, Arc<StateCache>)> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
+    let cache = StateCache::of(pool, &mut tx).await?;
+    Ok((tx, cache))
+}
+
+/// NICs recomputed at a time when the claims are rebuilt.
+const REBUILD_CHUNK: usize = 5_000;
+
+/// Claims are unlogged (migration 0009): Postgres empties them after a crash,
+/// and on a promoted standby, together with their one-row marker
+/// `claims_intact`. When the marker is gone, recomputes every NIC's claims
+/// from the evidence (and their conflicts; the change feed names every NIC,
+/// so replicas reload them) and puts it back. Returns how many NICs were
+/// recomputed: 0 when the claims were intact. Call under the ingest lock.
+async fn rebuild_if_lost(conn: &mut PgConnection, cache: &StateCache) -> sqlx::Result<usize> {
+    let intact: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM claims_intact)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if intact {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let nics: Vec<String> = sqlx::query_scalar("SELECT nic_key FROM nics ORDER BY nic_key")
+        .fetch_all(&mut *conn)
+        .await?;
+    tracing::warn!(
+        nics = nics.len(),
+        "the claims were lost (Postgres recovered from a crash, or a standby was promoted); \
+         recomputing them from the evidence"
+    );
+    let claims = recompute_all(conn, &nics, REBUILD_CHUNK, cache).await?;
+    sqlx::query("INSERT INTO claims_intact DEFAULT VALUES")
+        .execute(&mut *conn)
+        .await?;
+    tracing::info!(
+        nics = nics.len(),
+        claims,
+        seconds = started.elapsed().as_secs_f64(),
+        "claims recomputed"
+    );
+    Ok(nics.len())
+}
+
+/// Recomputes the claims if they were lost ([`rebuild_if_lost`]), in a
+/// transaction of its own under the ingest lock. Returns how many NICs were
+/// recomputed: 0 when the claims were intact (one query, no lock).
+pub async fn rebuild_claims_if_lost(pool: &PgPool) -> sqlx::Result<usize> {
+    let intact: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM claims_intact)")
+        .fetch_one(pool)
+        .await?;
+    if intact {
+        return Ok(0);
+    }
+    let (mut tx, cache) = locked(pool).await?;
+    let n = rebuild_if_lost(&mut tx, &cache).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Registers NICs (once each; known ones are left as they are).
@@ -213,9 +287,7 @@ pub async fn ingest_snapshot_page(
 ) -> Result<(PageReport, ClaimChanges), StoreError> {
     let states: Vec<&NicState> = page.nics.iter().collect();
     let fps = fingerprints(&states);
-    let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
-    let cache = StateCache::of(pool, &mut tx).await?;
+    let (mut tx, cache) = begin(pool).await?;
     let mut to_cache = Vec::new();
     let meta = &page.meta;
     let row: Option<(DateTime<Utc>, Vec<String>, bool, bool)> = sqlx::query_as(
@@ -358,8 +430,16 @@ pub async fn ingest_snapshot_page(
                 .iter()
                 .map(|(k, r)| (k.clone(), r.runs.clone()))
                 .collect();
-            let mut inputs =
-                read_inputs(&mut tx, &nics, &stored, Some(written), &cache, Vec::new()).await?;
+            let mut inputs = read_inputs(
+                &mut tx,
+                &nics,
+                &stored,
+                Some(written),
+                &cache,
+                Vec::new(),
+                true,
+            )
+            .await?;
             to_cache = inputs.states_to_cache();
             Some(derive_meanwhile(inputs))
         };
@@ -442,9 +522,7 @@ pub async fn finish_snapshot(
     pool: &PgPool,
     id: &str,
 ) -> Result<Option<(PageReport, ClaimChanges)>, StoreError> {
-    let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
-    let cache = StateCache::of(pool, &mut tx).await?;
+    let (mut tx, cache) = begin(pool).await?;
     let finished: Option<bool> = sqlx::query_scalar("SELECT finished FROM snapshots WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -666,9 +744,7 @@ pub async fn ingest_activity(
     }
     let fps = fingerprints(&states);
     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
-    let mut tx = pool.begin().await?;
-    lock(&mut tx).await?;
-    let cache = StateCache::of(pool, &mut tx).await?;
+    let (mut tx, cache) = begin(pool).await?;
     insert_nics(
         &mut tx,
         states.iter().map(|s| &s.id).chain(deleted.iter().copied()),
@@ -707,7 +783,8 @@ pub async fn ingest_activity(
     nics.dedup();
     let (mut to_cache, mut derived, mut ended) = (Vec::new(), None, Vec::new());
     if !nics.is_empty() {
-        let mut inputs = read_inputs(&mut tx, &nics, &stored, None, &cache, rows.clone()).await?;
+        let mut inputs =
+            read_inputs(&mut tx, &nics, &stored, None, &cache, rows.clone(), true).await?;
         to_cache = inputs.states_to_cache();
         ended = inputs.end_live_runs_before_events();
         derived = Some(derive_meanwhile(inputs));

@@ -9,7 +9,7 @@ mod states;
 
 pub use ingest::{
     ActivityReport, PageReport, SnapshotMeta, SnapshotPage, StoreError, finish_snapshot,
-    ingest_activity, ingest_snapshot_page,
+    ingest_activity, ingest_snapshot_page, rebuild_claims_if_lost,
 };
 pub use recompute::ClaimChanges;
 

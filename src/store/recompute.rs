@@ -266,6 +266,7 @@ pub(super) async fn read_inputs(
     runs: Option<HashMap<String, Vec<Run>>>,
     cache: &StateCache,
     batch: Vec<EvRow>,
+    claims_stored: bool,
 ) -> sqlx::Result<Inputs> {
     let subs: Vec<(String, String)> =
         sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
@@ -346,14 +347,17 @@ pub(super) async fn read_inputs(
         });
     }
 
-    let mut existing: Vec<Existing> = sqlx::query_as(concat!(
-        "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE ",
-        of_nics!()
-    ))
-    .bind(nics)
-    .fetch_all(&mut *conn)
-    .await?;
-    of_wanted(&mut existing, nics, |r| &r.1);
+    let mut existing: Vec<Existing> = Vec::new();
+    if claims_stored {
+        existing = sqlx::query_as(concat!(
+            "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE ",
+            of_nics!()
+        ))
+        .bind(nics)
+        .fetch_all(&mut *conn)
+        .await?;
+        of_wanted(&mut existing, nics, |r| &r.1);
+    }
     let existing = existing
         .into_iter()
         .map(|(id, n, s, ip, vm, lo, d)| ((n, s, ip, vm, lo), (id, d)))
@@ -636,8 +640,45 @@ pub(super) async fn recompute(
     if nics.is_empty() {
         return Ok(ClaimChanges::default());
     }
-    let inputs = read_inputs(conn, nics, stored, None, cache, Vec::new()).await?;
+    let inputs = read_inputs(conn, nics, stored, None, cache, Vec::new(), true).await?;
     write_claims(conn, derive(inputs)).await
+}
+
+/// Computes the claims of every NIC in `nics` into an emptied `claims`
+/// table, `chunk` NICs at a time (none of their claims is read, there are
+/// none), and their conflicts. Returns how many claims were written.
+pub(super) async fn recompute_all(
+    conn: &mut PgConnection,
+    nics: &[String],
+    chunk: usize,
+    cache: &StateCache,
+) -> sqlx::Result<usize> {
+    sqlx::query("DELETE FROM claims")
+        .execute(&mut *conn)
+        .await?;
+    let mut written = 0;
+    let mut analyzed = 0;
+    for nics in nics.chunks(chunk) {
+        let inputs = read_inputs(
+            conn,
+            nics,
+            &Stored::default(),
+            None,
+            cache,
+            Vec::new(),
+            false,
+        )
+        .await?;
+        written += write_claims(conn, derive(inputs)).await?.inserted;
+        // The table fills inside one transaction, where autovacuum cannot
+        // see it: its statistics are refreshed here as its size doubles, so
+        // that the conflict check keeps probing it by IP.
+        if written >= 2 * analyzed.max(chunk) {
+            sqlx::query("ANALYZE claims").execute(&mut *conn).await?;
+            analyzed = written;
+        }
+    }
+    Ok(written)
 }
 
 /// Writes what [`derive`] found to `claims`, then checks the written claims
