@@ -305,6 +305,11 @@ async fn any_arrival_order_gives_the_same_history(pool: PgPool) {
     }
 }
 
+/// The claims and conflicts stored, as [`post_all`] returns them.
+async fn stored(pool: &PgPool) -> (Vec<String>, Vec<String>) {
+    (claims_table(pool).await, conflicts_table(pool).await)
+}
+
 /// What Postgres does to the claims when it recovers from a crash: they
 /// are unlogged (migration 0009), so it empties them and their marker.
 async fn lose_claims(pool: &PgPool) {
@@ -351,13 +356,7 @@ async fn lost_claims_are_recomputed_from_the_evidence(pool: PgPool) {
         // At start: loading the index recomputes them first.
         lose_claims(&app.pool).await;
         let loaded = ipwho::sync::load(&app.pool).await.unwrap();
-        same(
-            "at load",
-            (
-                claims_table(&app.pool).await,
-                conflicts_table(&app.pool).await,
-            ),
-        );
+        same("at load", stored(&app.pool).await);
         assert_eq!(
             index_table(loaded.all_claims()),
             index_table(app.index.all_claims()),
@@ -374,13 +373,7 @@ async fn lost_claims_are_recomputed_from_the_evidence(pool: PgPool) {
             app.post_json(path, body).await
         };
         assert_eq!(code, 200, "{what}: {r}");
-        same(
-            "at ingest",
-            (
-                claims_table(&app.pool).await,
-                conflicts_table(&app.pool).await,
-            ),
-        );
+        same("at ingest", stored(&app.pool).await);
 
         // When a replica polls the change feed: it recomputes them and
         // reloads its index.
@@ -388,13 +381,7 @@ async fn lost_claims_are_recomputed_from_the_evidence(pool: PgPool) {
         let follower = ipwho::index::Index::new();
         let nics = ipwho::sync::catch_up(&app.pool, &follower).await.unwrap();
         assert!(nics > 0, "{what}: the follower reloaded nothing");
-        same(
-            "at catch-up",
-            (
-                claims_table(&app.pool).await,
-                conflicts_table(&app.pool).await,
-            ),
-        );
+        same("at catch-up", stored(&app.pool).await);
         assert_eq!(
             index_table(follower.all_claims()),
             index_table(app.index.all_claims()),
