@@ -57,28 +57,24 @@ async fn build(pool: &PgPool) -> anyhow::Result<Index> {
 /// many NICs were reloaded.
 pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     let mut applied = index.applied_seq.lock().await;
-    let (min, max, intact): (Option<i64>, Option<i64>, bool) = sqlx::query_as(
+    let (mut min, mut max, intact): (Option<i64>, Option<i64>, bool) = sqlx::query_as(
         "SELECT min(seq), max(seq), EXISTS (SELECT FROM claims_intact) FROM claim_changes",
     )
     .fetch_one(pool)
     .await?;
-    if !intact {
+    let lost = !intact;
+    if lost {
         // Postgres lost the claims (a crash; they are unlogged): this index
         // still holds what they were, but what an ingest now reads back of
         // them must be recomputed first, and is reloaded whole after.
         tracing::warn!("the claims in the database were lost; recomputing and reloading them");
         crate::store::rebuild_claims_if_lost(pool).await?;
-        let max: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
+        (min, max) = sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes")
             .fetch_one(pool)
             .await?;
-        let fresh = build(pool).await?;
-        let n = fresh.nics();
-        index.reset(fresh);
-        *applied = max;
-        return Ok(n);
     }
     let Some(max) = max else { return Ok(0) };
-    if max == *applied {
+    if max == *applied && !lost {
         return Ok(0);
     }
     // A feed that ends before this replica's position was restarted (the
@@ -86,14 +82,15 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     // changed, so everything is reloaded, as when the replica is behind the
     // pruned part of the feed.
     let restarted = max < *applied;
-    if restarted || min.is_some_and(|m| m > *applied + 1) {
+    let pruned = min.is_some_and(|m| m > *applied + 1);
+    if lost || restarted || pruned {
         if restarted {
             tracing::warn!(
                 applied = *applied,
                 latest = max,
                 "change feed restarted behind this replica; reloading all claims"
             );
-        } else {
+        } else if pruned {
             tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
         }
         let fresh = build(pool).await?;

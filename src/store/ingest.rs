@@ -126,6 +126,13 @@ async fn locked(pool: &PgPool) -> sqlx::Result<(Transaction<'static, Postgres>, 
 /// NICs recomputed at a time when the claims are rebuilt.
 const REBUILD_CHUNK: usize = 5_000;
 
+/// Whether the claims' marker is there: Postgres has not lost them.
+async fn claims_intact<'c>(conn: impl sqlx::PgExecutor<'c>) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT FROM claims_intact)")
+        .fetch_one(conn)
+        .await
+}
+
 /// Claims are unlogged (migration 0009): Postgres empties them after a crash,
 /// and on a promoted standby, together with their one-row marker
 /// `claims_intact`. When the marker is gone, recomputes every NIC's claims
@@ -133,10 +140,7 @@ const REBUILD_CHUNK: usize = 5_000;
 /// so replicas reload them) and puts it back. Returns how many NICs were
 /// recomputed: 0 when the claims were intact. Call under the ingest lock.
 async fn rebuild_if_lost(conn: &mut PgConnection, cache: &StateCache) -> sqlx::Result<usize> {
-    let intact: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM claims_intact)")
-        .fetch_one(&mut *conn)
-        .await?;
-    if intact {
+    if claims_intact(&mut *conn).await? {
         return Ok(0);
     }
     let started = std::time::Instant::now();
@@ -165,10 +169,7 @@ async fn rebuild_if_lost(conn: &mut PgConnection, cache: &StateCache) -> sqlx::R
 /// transaction of its own under the ingest lock. Returns how many NICs were
 /// recomputed: 0 when the claims were intact (one query, no lock).
 pub async fn rebuild_claims_if_lost(pool: &PgPool) -> sqlx::Result<usize> {
-    let intact: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM claims_intact)")
-        .fetch_one(pool)
-        .await?;
-    if intact {
+    if claims_intact(pool).await? {
         return Ok(0);
     }
     let (mut tx, cache) = locked(pool).await?;
