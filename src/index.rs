@@ -95,9 +95,58 @@ fn one_copy(set: &mut FastSet<Arc<str>>, id: &str) -> Arc<str> {
     }
 }
 
+/// Where the claims held lie, coarsely: the IPv4 /16s and IPv6 /48s that
+/// hold a claim. Enrichment looks up no address outside it (the public side
+/// of internet traffic, mostly), and any address inside it, whatever its
+/// range: a VNet may use a public address space. Marks are never cleared (a
+/// stale one costs a lookup that finds nothing).
+#[derive(Default)]
+struct Space {
+    /// One bit per IPv4 /16 (allocated with the first IPv4 claim).
+    v4: Vec<u64>,
+    v6: FastSet<u64>,
+    /// A claim on an IPv6 prefix wider than a /48: every IPv6 address is looked up.
+    v6_wide: bool,
+}
+
+impl Space {
+    fn add(&mut self, net: &IpNet) {
+        match net {
+            IpNet::V4(n) => {
+                if self.v4.is_empty() {
+                    self.v4 = vec![0; 1 << 10];
+                }
+                let first = u32::from(n.network()) >> 16;
+                let last = u32::from(n.broadcast()) >> 16;
+                for b in first..=last {
+                    self.v4[(b >> 6) as usize] |= 1 << (b & 63);
+                }
+            }
+            IpNet::V6(n) if n.prefix_len() < 48 => self.v6_wide = true,
+            IpNet::V6(n) => {
+                self.v6.insert((u128::from(n.network()) >> 80) as u64);
+            }
+        }
+    }
+
+    #[inline]
+    fn holds(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => {
+                let b = u32::from(a) >> 16;
+                self.v4
+                    .get((b >> 6) as usize)
+                    .is_some_and(|w| w >> (b & 63) & 1 == 1)
+            }
+            IpAddr::V6(a) => self.v6_wide || self.v6.contains(&((u128::from(a) >> 80) as u64)),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     by_ip: FastMap<IpNet, Vec<Slot>>,
+    space: Space,
     /// Scope keys and subscriptions (lower-cased) of the claims held, as
     /// small integers (never removed: there are few).
     names: FastMap<String, u32>,
@@ -243,6 +292,7 @@ impl Inner {
         let k = ip_key(&c.key.ip);
         self.prefix_lens
             .insert((k.addr().is_ipv4(), k.prefix_len()));
+        self.space.add(&k);
         let slot = Slot::new(c.clone(), slot_names.0, slot_names.1);
         self.by_ip.entry(k).or_default().push(slot);
         if !c.key.vm.is_empty() {
@@ -806,6 +856,10 @@ impl Lookups for Pinned<'_> {
         }
         answer_end(all.map(|s| &s.entry), at, Via::IpAnyScope)
     }
+
+    fn may_hold(&self, ip: IpAddr) -> bool {
+        self.0.space.holds(ip)
+    }
 }
 
 /// One lookup at a time, each under its own read of the lock.
@@ -816,6 +870,10 @@ impl Lookups for Index {
 
     fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
         Pinned(&self.inner.read().expect("index lock")).remote(ip, at, hint)
+    }
+
+    fn may_hold(&self, ip: IpAddr) -> bool {
+        self.inner.read().expect("index lock").space.holds(ip)
     }
 }
 
@@ -878,6 +936,41 @@ mod tests {
             after: None,
             live: false,
         }
+    }
+
+    #[test]
+    fn the_space_holds_the_sixteens_and_forty_eights_of_the_claims() {
+        let mut s = Space::default();
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert!(!s.holds(ip("10.0.0.4")) && !s.holds(ip("fd00::4")));
+        s.add(&"20.50.1.4/32".parse().unwrap());
+        s.add(&"172.16.0.0/15".parse().unwrap());
+        s.add(&"2603:1030:40c:7::4/128".parse().unwrap());
+        for a in [
+            "20.50.0.1",
+            "20.50.255.255",
+            "172.16.9.9",
+            "172.17.0.1",
+            "2603:1030:40c:ffff::1",
+        ] {
+            assert!(s.holds(ip(a)), "{a}");
+        }
+        for a in [
+            "20.51.1.4",
+            "20.49.1.4",
+            "172.18.0.1",
+            "10.0.0.4",
+            "2603:1030:40d::4",
+            "fd00::4",
+        ] {
+            assert!(!s.holds(ip(a)), "{a}");
+        }
+        s.add(&"2001:db8::/32".parse().unwrap());
+        assert!(
+            s.holds(ip("fd00::4")),
+            "a prefix wider than /48 opens every IPv6 address"
+        );
+        assert!(!s.holds(ip("10.0.0.4")));
     }
 
     #[test]

@@ -114,6 +114,64 @@ async fn both_ends_are_attributed_and_a_bad_tuple_is_reported(pool: PgPool) {
     assert!(s["index"]["sequence"].as_u64().unwrap() > 0);
 }
 
+/// A VNet may use a public address space (IPv4 or global IPv6): its NICs'
+/// addresses are looked up like private ones, while an address where no
+/// claim lies, private or public, is not looked up at all.
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_vnet_with_a_public_address_space_is_attributed(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let a = nic(
+        SUB1,
+        "public-vnet",
+        "pub-nic",
+        &["20.50.1.4", "2603:1030:40c:7::4"],
+        Some("pub-vm"),
+    );
+    let (code, r) = app
+        .post_json(
+            "/v1/snapshots",
+            &snapshot("2025-03-01T10:00:00Z", &[SUB1], true, vec![a]),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let flat = [
+        ("20.50.1.4", "8.8.8.8"),
+        ("2603:1030:40c:7::4", "2603:1030:40c:7::5"),
+        ("10.9.9.9", "20.50.1.5"),
+    ]
+    .iter()
+    .map(|(s, d)| {
+        json!({"time": "2025-03-01T10:30:00Z", "src_ip": s, "dst_ip": d}).to_string() + "\n"
+    })
+    .collect::<String>();
+    let r = app
+        .http
+        .post(app.url("/v1/enrich"))
+        .body(flat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let out = lines(&r.bytes().await.unwrap());
+    assert_eq!(out.len(), 4, "{out:?}");
+    let end = |i: usize, side: &str| out[i][side]["ipwho"].clone();
+    for i in [0, 1] {
+        let s = end(i, "source");
+        assert_eq!(s["status"], "probable", "{}", out[i]);
+        assert_eq!(s["nic"]["name"], "pub-nic");
+        assert_eq!(s["vm"]["name"], "pub-vm");
+    }
+    assert_eq!(end(0, "destination")["via"], "not_looked_up");
+    // Same /48 as a claim: looked up, and nobody held it.
+    assert_eq!(end(1, "destination")["status"], "unknown");
+    assert_eq!(end(1, "destination")["via"], "ip_any_scope");
+    // A private address in a /16 without claims: not looked up.
+    assert_eq!(end(2, "source")["via"], "not_looked_up");
+    assert_eq!(end(2, "destination")["via"], "ip_any_scope");
+    let s = &out[3]["ipwho.summary"];
+    assert_eq!(s["source"]["probable"], 2, "{s}");
+}
+
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
 async fn gzip_in_and_out(pool: PgPool) {
     let app = TestApp::start(pool).await;

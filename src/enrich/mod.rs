@@ -78,8 +78,9 @@
 //! (`targetResourceID`'s VNet, the subscription of the NSG or flow log), and
 //! the index falls back to all scopes (`ip_any_scope`, `ambiguous` with
 //! candidates when several VNets had the IP). IPs outside the index's space
-//! ([`Attributor::may_hold`]; by default public addresses) answer `unknown`
-//! with `via: "not_looked_up"` without a lookup.
+//! ([`Lookups::may_hold`]: for the claims index, the IPv4 /16s and IPv6 /48s
+//! its claims lie in, so a VNet with a public address space is looked up like
+//! any other) answer `unknown` with `via: "not_looked_up"` without a lookup.
 //!
 //! Flat input: input keys that collide with the top-level keys above
 //! (`@timestamp`, `event`, `network`, `source`, `destination`, `azure`) are
@@ -165,7 +166,7 @@ pub enum Via {
     IpInSubscription,
     /// By IP, across all scopes (the hint found nothing or there was none).
     IpAnyScope,
-    /// Not looked up: outside the index's address space (public IPs).
+    /// Not looked up: outside the index's address space (public IPs, mostly).
     NotLookedUp,
 }
 
@@ -328,8 +329,8 @@ pub trait Lookups {
 
     /// Whether `ip` can be in the index at all. IPs for which this is false
     /// answer `unknown` / `not_looked_up` without a lookup. The default is
-    /// [`is_private`]; an index holding claims on other addresses (a VNet
-    /// with a public address space) should answer from its prefixes.
+    /// [`is_private`]; the claims index answers from where its claims lie (a
+    /// VNet may use a public address space).
     fn may_hold(&self, ip: IpAddr) -> bool {
         is_private(ip)
     }
