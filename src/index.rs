@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 
-use crate::engine::{self, Answer, Claim, Continuity, Micros};
+use crate::engine::{self, Answer, Claim, Continuity, EvidenceKind, Micros, Window};
 use crate::enrich::{FastMap, FastSet, NicInfo};
 use crate::model::{ArmId, Mac};
 use crate::store::runs::CompleteSnapshot;
@@ -55,22 +55,32 @@ impl Scope {
 }
 
 /// A claim on an IP as `by_ip` holds it: its possible window inline, so a
-/// lookup at a time passes over the claims it rules out without reading them.
-/// Its scope and subscription are interned ([`Inner::names`]) for the same
-/// reason.
+/// lookup at a time passes over the claims it rules out without reading them,
+/// and what an enrichment answer reads of the claim it finds (certain
+/// window, last evidence, NIC), so that the claim itself is read only to
+/// order the candidates of a tie. Its scope and subscription are interned
+/// ([`Inner::names`]) for the same reason. One cache line.
 struct Slot {
     from: Micros,
     until: Micros,
+    certain: Window,
+    info: Arc<NicInfo>,
     entry: Arc<Entry>,
     scope: u32,
     subscription: u32,
+    last: EvidenceKind,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 impl Slot {
     fn new(entry: Arc<Entry>, scope: u32, subscription: u32) -> Self {
         Slot {
             from: entry.possible.start,
             until: entry.possible.end,
+            certain: entry.certain,
+            info: entry.info.clone(),
+            last: entry.last.kind,
             entry,
             scope,
             subscription,
@@ -733,13 +743,12 @@ impl Inner {
     }
 }
 
-/// [`engine::answer`] over the borrowed entries `alive` yields (the claims
-/// in scope whose possible window holds `t`, chosen on [`Slot`]s before any
-/// claim is read), as an enrichment end: the same statuses and candidate
-/// order, without collecting the claims first.
+/// [`engine::answer`] over the claims `alive` yields (those in scope whose
+/// possible window holds `t`, chosen on [`Slot`]s), as an enrichment end: the
+/// same statuses and candidate order, without collecting the claims first.
 fn answer_end<'a, I>(alive: I, t: Micros, via: Via) -> EndAttribution
 where
-    I: Iterator<Item = &'a Arc<Entry>> + Clone,
+    I: Iterator<Item = &'a Slot> + Clone,
 {
     let mut hits = alive.clone();
     let Some(owner) = hits.next() else {
@@ -747,25 +756,29 @@ where
     };
     let mut a = EndAttribution::unknown(via);
     if hits.next().is_none() {
-        let c = &owner.claim;
-        a.status = if c.certain.contains(t) {
+        // As `engine::answer` rates a lone claim.
+        a.status = if owner.certain.contains(t) {
             EStatus::Confirmed
-        } else if c.is_open() && t >= c.certain.end {
+        } else if owner.until == engine::POS_INF && t >= owner.certain.end {
             EStatus::Probable
         } else {
             EStatus::Possible
         };
         a.nic = Some(owner.info.clone());
-        a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
-        a.window = Some((bound(c.possible.start), bound(c.possible.end)));
+        a.evidence = Some(std::borrow::Cow::Borrowed(owner.last.as_str()));
+        a.window = Some((bound(owner.from), bound(owner.until)));
         return a;
     }
     // Ambiguous, as `engine::answer` says it: every claim alive at `t`, in
-    // its order.
-    let mut hits: Vec<&Arc<Entry>> = alive.collect();
-    hits.sort_by(|x, y| engine::candidate_order(&x.claim, &y.claim));
+    // its order (which starts with the possible window's start).
+    let mut hits: Vec<&Slot> = alive.collect();
+    hits.sort_by(|x, y| {
+        x.from
+            .cmp(&y.from)
+            .then_with(|| engine::candidate_order(&x.entry.claim, &y.entry.claim))
+    });
     a.status = EStatus::Ambiguous;
-    a.candidates = hits.iter().map(|e| e.info.clone()).collect();
+    a.candidates = hits.iter().map(|s| s.info.clone()).collect();
     a
 }
 
@@ -786,23 +799,26 @@ impl Lookups for Pinned<'_> {
         // them out). Its own claim gives the status. Several such NICs
         // (a MAC reused) make the answer ambiguous between them. A NIC with
         // several live claims on the IP counts its first in its own order.
-        let mut held: Vec<&Arc<Entry>> = Vec::new();
+        let mut held: Vec<&Slot> = Vec::new();
         for n in nics {
             let nic = &n.key.nic;
-            let mut mine = all.clone().map(|s| &s.entry).filter(|c| c.key.nic == *nic);
-            let Some(c) = mine.next() else {
+            let mut mine = all.clone().filter(|s| s.entry.key.nic == *nic);
+            let Some(s) = mine.next() else {
                 continue;
             };
             if mine.next().is_none() {
-                held.push(c);
+                held.push(s);
                 continue;
             }
             let claims = r.by_nic.get(nic).map(Vec::as_slice).unwrap_or_default();
+            let first = claims
+                .iter()
+                .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
+                .expect("a live claim of the NIC on the IP is among the NIC's claims");
             held.push(
-                claims
-                    .iter()
-                    .find(|c| c.possible.contains(at) && c.key.ip.contains(&ip))
-                    .expect("a live claim of the NIC on the IP is among the NIC's claims"),
+                all.clone()
+                    .find(|s| Arc::ptr_eq(&s.entry, first))
+                    .expect("the NIC's live claim on the IP has its slot"),
             );
         }
         if !held.is_empty() {
@@ -838,23 +854,20 @@ impl Lookups for Pinned<'_> {
         // A scope the index has never seen holds none of its claims.
         let name = |n: &Option<String>| n.as_deref().and_then(|n| self.0.names.get(n)).copied();
         if let Some(v) = name(&hint.vnet) {
-            let in_vnet = all.clone().filter(|s| s.scope == v).map(|s| &s.entry);
+            let in_vnet = all.clone().filter(|s| s.scope == v);
             let a = answer_end(in_vnet, at, Via::IpInVnet);
             if a.status != EStatus::Unknown {
                 return a;
             }
         }
         if let Some(sub) = name(&hint.subscription) {
-            let in_sub = all
-                .clone()
-                .filter(|s| s.subscription == sub)
-                .map(|s| &s.entry);
+            let in_sub = all.clone().filter(|s| s.subscription == sub);
             let a = answer_end(in_sub, at, Via::IpInSubscription);
             if a.status != EStatus::Unknown {
                 return a;
             }
         }
-        answer_end(all.map(|s| &s.entry), at, Via::IpAnyScope)
+        answer_end(all, at, Via::IpAnyScope)
     }
 
     fn may_hold(&self, ip: IpAddr) -> bool {
