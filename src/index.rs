@@ -756,14 +756,11 @@ where
     };
     let mut a = EndAttribution::unknown(via);
     if hits.next().is_none() {
-        // As `engine::answer` rates a lone claim.
-        a.status = if owner.certain.contains(t) {
-            EStatus::Confirmed
-        } else if owner.until == engine::POS_INF && t >= owner.certain.end {
-            EStatus::Probable
-        } else {
-            EStatus::Possible
+        let possible = Window {
+            start: owner.from,
+            end: owner.until,
         };
+        a.status = engine::lone_status(owner.certain, possible, t).into();
         a.nic = Some(owner.info.clone());
         a.evidence = Some(std::borrow::Cow::Borrowed(owner.last.as_str()));
         a.window = Some((bound(owner.from), bound(owner.until)));

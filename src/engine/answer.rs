@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Claim, Micros};
+use super::{Claim, Micros, POS_INF, Window};
 
 /// How sure an answer is. `confirmed` and `probable` are the answers a
 /// playbook may act on; `possible` and `ambiguous` say "look closer".
@@ -57,6 +57,20 @@ pub fn candidate_order(a: &Claim, b: &Claim) -> std::cmp::Ordering {
     (a.possible.start, &a.key).cmp(&(b.possible.start, &b.key))
 }
 
+/// What a claim answers at `t` when its possible window holds `t` and no
+/// other claim's does: `confirmed` inside its certain window, `probable`
+/// after it while nothing has ended the claim (its possible window is
+/// open), `possible` elsewhere.
+pub fn lone_status(certain: Window, possible: Window, t: Micros) -> Status {
+    if certain.contains(t) {
+        Status::Confirmed
+    } else if possible.end == POS_INF && t >= certain.end {
+        Status::Probable
+    } else {
+        Status::Possible
+    }
+}
+
 /// Answers "who held this IP at `t`?" from the claims of that IP (already
 /// narrowed to the scope asked about, if any).
 pub fn answer<'a, I>(claims: I, t: Micros) -> Answer<'a>
@@ -75,15 +89,8 @@ where
         },
         1 => {
             let c = hits[0];
-            let status = if c.certain.contains(t) {
-                Status::Confirmed
-            } else if c.is_open() && t >= c.certain.end {
-                Status::Probable
-            } else {
-                Status::Possible
-            };
             Answer {
-                status,
+                status: lone_status(c.certain, c.possible, t),
                 owner: Some(c),
                 candidates: Vec::new(),
             }

@@ -10,7 +10,7 @@
 mod answer;
 mod claims;
 
-pub use answer::{Answer, Continuity, Status, answer, candidate_order, continuity};
+pub use answer::{Answer, Continuity, Status, answer, candidate_order, continuity, lone_status};
 pub use claims::{Claim, ClaimKey, derive_claims, find_conflicts};
 
 use ipnet::IpNet;

@@ -141,6 +141,19 @@ pub enum Status {
     MacMismatch,
 }
 
+impl From<crate::engine::Status> for Status {
+    fn from(s: crate::engine::Status) -> Self {
+        use crate::engine::Status as E;
+        match s {
+            E::Confirmed => Status::Confirmed,
+            E::Probable => Status::Probable,
+            E::Possible => Status::Possible,
+            E::Ambiguous => Status::Ambiguous,
+            E::Unknown => Status::Unknown,
+        }
+    }
+}
+
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1001,16 +1001,6 @@ mod index_attributor {
         }
     }
 
-    fn estatus(s: engine::Status) -> Status {
-        match s {
-            engine::Status::Confirmed => Status::Confirmed,
-            engine::Status::Probable => Status::Probable,
-            engine::Status::Possible => Status::Possible,
-            engine::Status::Ambiguous => Status::Ambiguous,
-            engine::Status::Unknown => Status::Unknown,
-        }
-    }
-
     fn answer(claims: &[Arc<Entry>], t: Micros, via: Via) -> EndAttribution {
         let a = engine::answer(claims.iter().map(|c| &c.claim), t);
         let find = |c: &Claim| {
@@ -1021,7 +1011,7 @@ mod index_attributor {
                 .clone()
         };
         let mut e = EndAttribution::unknown(via);
-        e.status = estatus(a.status);
+        e.status = Status::from(a.status);
         if let Some(o) = a.owner.map(find) {
             let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
             e.nic = Some(o.info.clone());
