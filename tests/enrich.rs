@@ -19,6 +19,25 @@ fn lines(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// Posts `body` to `/v1/enrich` (plain, no query) and reads the NDJSON
+/// answer, which must be a 200; `what` names the input in failures.
+async fn enrich(app: &TestApp, body: impl Into<reqwest::Body>, what: &str) -> Vec<Value> {
+    let r = app
+        .http
+        .post(app.url("/v1/enrich"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{what}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/x-ndjson",
+        "{what}"
+    );
+    lines(&r.bytes().await.unwrap())
+}
+
 async fn estate(app: &TestApp) {
     let mut a = nic(SUB1, "vnet1", "web-nic", &["10.5.16.4"], Some("web-vm"));
     a["properties"]["macAddress"] = json!("00-0D-3A-F8-78-56");
@@ -62,16 +81,7 @@ fn nsg_blob() -> Value {
 async fn both_ends_are_attributed_and_a_bad_tuple_is_reported(pool: PgPool) {
     let app = TestApp::start(pool).await;
     estate(&app).await;
-    let r = app
-        .http
-        .post(app.url("/v1/enrich"))
-        .body(nsg_blob().to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
-    let out = lines(&r.bytes().await.unwrap());
+    let out = enrich(&app, nsg_blob().to_string(), "the NSG blob").await;
     assert_eq!(out.len(), 5, "3 tuples, 1 error, 1 summary: {out:?}");
 
     let t = &out[0];
@@ -144,15 +154,7 @@ async fn a_vnet_with_a_public_address_space_is_attributed(pool: PgPool) {
         json!({"time": "2025-03-01T10:30:00Z", "src_ip": s, "dst_ip": d}).to_string() + "\n"
     })
     .collect::<String>();
-    let r = app
-        .http
-        .post(app.url("/v1/enrich"))
-        .body(flat)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let out = lines(&r.bytes().await.unwrap());
+    let out = enrich(&app, flat, "the flat lines").await;
     assert_eq!(out.len(), 4, "{out:?}");
     let end = |i: usize, side: &str| out[i][side]["ipwho"].clone();
     for i in [0, 1] {
@@ -210,15 +212,7 @@ async fn every_flow_log_sample_enriches(pool: PgPool) {
         "elastic-integrations__azure_network_watcher_vnet__test-vnet.log",
     ] {
         let body = std::fs::read(samples_dir().join(f)).unwrap();
-        let r = app
-            .http
-            .post(app.url("/v1/enrich"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{f}");
-        let out = lines(&r.bytes().await.unwrap());
+        let out = enrich(&app, body, f).await;
         let s = &out.last().unwrap()["ipwho.summary"];
         assert!(s["tuples_out"].as_u64().unwrap() > 0, "{f}: {s}");
         assert_eq!(s["tuples_rejected"], 0, "{f}: {s}");
