@@ -61,6 +61,7 @@ pub fn candidate_order(a: &Claim, b: &Claim) -> std::cmp::Ordering {
 /// other claim's does: `confirmed` inside its certain window, `probable`
 /// after it while nothing has ended the claim (its possible window is
 /// open), `possible` elsewhere.
+#[inline]
 pub fn lone_status(certain: Window, possible: Window, t: Micros) -> Status {
     if certain.contains(t) {
         Status::Confirmed
