@@ -22,6 +22,7 @@ use crate::store::{self, PageReport, SnapshotMeta, SnapshotPage};
 /// Snapshot metadata, given in the body or as query parameters (the body
 /// wins). With query parameters, the body may be an ARM list page as it came.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotParams {
     /// Pages with the same id form one snapshot. Default: derived from
     /// `taken_at`, `subscriptions` and `complete`, so a re-post is recognised.

@@ -429,6 +429,125 @@ async fn the_same_ip_in_two_vnets_is_ambiguous_until_scoped(pool: PgPool) {
     );
 }
 
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_misspelt_parameter_is_an_error_not_a_wider_lookup(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(SUB2, "vnet2", "nic-b", &["10.0.0.4"], Some("vm-b"));
+    let nic_a = a["id"].as_str().unwrap().to_string();
+    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB1], true, vec![a]))
+        .await;
+    app.post_json("/v1/snapshots", &snapshot(T0, &[SUB2], true, vec![b]))
+        .await;
+    let vnet1 = format!(
+        "/subscriptions/{SUB1}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet1"
+    );
+
+    // Query strings: a parameter the endpoint does not take is a 400 naming
+    // it (answered, `?time=` would have been a lookup at now), as is one
+    // given twice or one of the wrong type. `get` checks they are problem+json.
+    for (path, parameter) in [
+        (format!("/v1/ips/10.0.0.4/owner?time={T0}"), "time"),
+        (
+            format!(
+                "/v1/ips/10.0.0.4/owner?at={T0}&vnet_id={}",
+                urlencode(&vnet1)
+            ),
+            "vnet_id",
+        ),
+        (format!("/v1/ips/10.0.0.4/owner?at={T0}&at={T1}"), "at"),
+        (format!("/v1/ips/10.0.0.4/history?since={T0}"), "since"),
+        (
+            format!(
+                "/v1/nics/{}/history?vnet={}",
+                urlencode(&nic_a),
+                urlencode(&vnet1)
+            ),
+            "vnet",
+        ),
+        ("/v1/conflicts?limit=many".to_string(), "limit"),
+        ("/v1/conflicts?max=5".to_string(), "max"),
+    ] {
+        let (code, v) = app.get(&path).await;
+        assert_eq!(
+            (code, v["code"].as_str(), v["parameter"].as_str()),
+            (400, Some("invalid_parameter"), Some(parameter)),
+            "{path}: {v}"
+        );
+    }
+    let (code, v) = app.get(&format!("/v1/ips/10.0.0.4/owner?time={T0}")).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at, vnet, subnet, subscription"),
+        "{code} {v}"
+    );
+    let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.9"], None);
+    let (code, v) = app
+        .post_json(
+            &format!("/v1/snapshots?taken_at={T1}&subscriptions={SUB1}&complet=true"),
+            &json!({"value": [c]}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["parameter"].as_str()),
+        (400, Some("complet")),
+        "{v}"
+    );
+    assert_eq!(app.count("snapshots").await, 2);
+
+    // Batch items: `scope` as an object or as one id narrows the lookup like
+    // the separate fields; an unknown field or two scopes are errors in the
+    // item's place.
+    let items = json!([
+        {"ip": "10.0.0.4", "at": T0},
+        {"ip": "10.0.0.4", "at": T0, "scope": {"vnet": vnet1}},
+        {"ip": "10.0.0.4", "at": T0, "scope": vnet1.to_uppercase()},
+        {"ip": "10.0.0.4", "at": T0, "scope": SUB2},
+        {"ip": "10.0.0.4", "at": T0, "scope": format!("/subscriptions/{SUB2}")},
+        {"ip": "10.0.0.4", "at": T0, "scope": {"subscription": SUB2}},
+        {"ip": "10.0.0.4", "at": T0, "vnet_id": vnet1},
+        {"ip": "10.0.0.4", "at": T0, "scope": {"vnet": vnet1}, "subscription": SUB2},
+        {"ip": "10.0.0.4", "at": T0, "scope": {"vnets": vnet1}},
+    ]);
+    let (code, v) = app.post_json("/v1/lookups", &items).await;
+    assert_eq!(code, 200, "{v}");
+    let got: Vec<(Option<&str>, Option<&str>, Option<&str>)> = (0..9)
+        .map(|i| {
+            let x = &v["answers"][i];
+            (
+                x["status"].as_str(),
+                x["owner"]["nic"]["name"].as_str(),
+                x["error"]["parameter"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("ambiguous"), None, None),
+            (Some("confirmed"), Some("nic-a"), None),
+            (Some("confirmed"), Some("nic-a"), None),
+            (Some("confirmed"), Some("nic-b"), None),
+            (Some("confirmed"), Some("nic-b"), None),
+            (Some("confirmed"), Some("nic-b"), None),
+            (None, None, Some("lookups[6].vnet_id")),
+            (None, None, Some("lookups[7].scope")),
+            (None, None, Some("lookups[8].scope")),
+        ],
+        "{v}"
+    );
+    assert!(
+        v["answers"][6]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `vnet_id`"),
+        "{v}"
+    );
+    assert_eq!(v["answers"][3]["scope"], SUB2, "{v}");
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -667,7 +786,7 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
         errors,
         [
             ("invalid_body", "lookups[0].ip"),
-            ("invalid_body", "lookups[1]"),
+            ("invalid_body", "lookups[1].addr"),
             ("invalid_body", "lookups[2]"),
             ("invalid_body", "lookups[4].at"),
         ],
@@ -677,7 +796,7 @@ async fn one_bad_record_is_reported_and_the_rest_are_stored(pool: PgPool) {
         v["answers"][1]["error"]["detail"]
             .as_str()
             .unwrap()
-            .contains("missing field `ip`"),
+            .contains("unknown field `addr`"),
         "{v}"
     );
     assert_eq!(v["answers"][3]["status"], "confirmed", "{v}");

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::AppState;
 use super::error::{ApiError, ErrorCode, Problem};
+use super::{AppState, QueryParams};
 use crate::enrich::{Attributor, EnrichOptions, Format, enrich_stream};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EnrichParams {
     /// `nsg`, `vnet` or `flat`. Default: detected from each record's content.
     pub format: Option<String>,
@@ -49,7 +50,7 @@ pub struct EnrichParams {
 )]
 pub async fn enrich(
     State(state): State<AppState>,
-    Query(q): Query<EnrichParams>,
+    QueryParams(q): QueryParams<EnrichParams>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let format = match q.format.as_deref().map(str::trim) {

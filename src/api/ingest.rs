@@ -1,10 +1,10 @@
 //! Evidence in: NIC snapshots (page by page) and Activity Log records.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 
 use super::error::{ApiError, Problem};
-use super::{AppState, body_bytes};
+use super::{AppState, QueryParams, body_bytes};
 use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 
 /// Post a NIC snapshot, or one page of it.
@@ -39,7 +39,7 @@ use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 )]
 pub async fn snapshots(
     State(state): State<AppState>,
-    Query(q): Query<SnapshotParams>,
+    QueryParams(q): QueryParams<SnapshotParams>,
     req: Request,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;

@@ -5,14 +5,14 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode, Problem};
 use super::views::{AnswerAt, ClaimView, HistoryView, OwnerAnswer, explain};
-use super::{AppState, JsonBody};
+use super::{AppState, JsonBody, QueryParams};
 use crate::engine::{Micros, Window};
 use std::sync::Arc;
 
@@ -58,8 +58,9 @@ fn parse_id(s: &str, parameter: &str) -> Result<ArmId, ApiError> {
     })
 }
 
-/// Scope parameters shared by lookups.
-#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+/// Scope parameters shared by lookups: at most one of them.
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScopeParams {
     /// Narrow to one VNet (ARM id, any casing).
     pub vnet: Option<String>,
@@ -127,12 +128,26 @@ impl ScopeParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OwnerParams {
     /// The instant (RFC 3339; also the Activity Log time shapes). Default: now.
     pub at: Option<String>,
-    #[serde(flatten)]
-    #[param(inline)]
-    pub scope: ScopeParams,
+    /// Narrow to one VNet (ARM id, any casing).
+    pub vnet: Option<String>,
+    /// Narrow to the VNet of this subnet (ARM id).
+    pub subnet: Option<String>,
+    /// Narrow to one subscription (id).
+    pub subscription: Option<String>,
+}
+
+impl OwnerParams {
+    fn scope(&self) -> ScopeParams {
+        ScopeParams {
+            vnet: self.vnet.clone(),
+            subnet: self.subnet.clone(),
+            subscription: self.subscription.clone(),
+        }
+    }
 }
 
 /// The owner of `ip_text` at `at` (default now) within the scope, with the owner now.
@@ -176,25 +191,38 @@ pub fn owner_answer(
 pub async fn owner(
     State(state): State<AppState>,
     Path(ip): Path<String>,
-    Query(q): Query<OwnerParams>,
+    QueryParams(q): QueryParams<OwnerParams>,
 ) -> Result<Json<OwnerAnswer>, ApiError> {
     Ok(Json(owner_answer(
         &state.index,
         &ip,
         q.at.as_deref(),
-        &q.scope,
+        &q.scope(),
     )?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IpRangeParams {
+    /// Start of the range (RFC 3339). Default: unbounded.
+    pub from: Option<String>,
+    /// End of the range (RFC 3339). Default: unbounded.
+    pub to: Option<String>,
+    /// Narrow to one VNet (ARM id, any casing).
+    pub vnet: Option<String>,
+    /// Narrow to the VNet of this subnet (ARM id).
+    pub subnet: Option<String>,
+    /// Narrow to one subscription (id).
+    pub subscription: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeParams {
     /// Start of the range (RFC 3339). Default: unbounded.
     pub from: Option<String>,
     /// End of the range (RFC 3339). Default: unbounded.
     pub to: Option<String>,
-    #[serde(flatten)]
-    #[param(inline)]
-    pub scope: ScopeParams,
 }
 
 fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
@@ -239,7 +267,7 @@ fn history(subject: String, w: Window, claims: Vec<Arc<Entry>>) -> HistoryView {
     get,
     path = "/v1/ips/{ip}/history",
     tag = "lookups",
-    params(("ip" = String, Path, description = "IPv4 or IPv6 address"), RangeParams),
+    params(("ip" = String, Path, description = "IPv4 or IPv6 address"), IpRangeParams),
     responses(
         (status = 200, description = "Claims whose possible window meets the range", body = HistoryView),
         (status = 400, description = "Invalid IP, time or scope", body = Problem, content_type = "application/problem+json")
@@ -248,14 +276,19 @@ fn history(subject: String, w: Window, claims: Vec<Arc<Entry>>) -> HistoryView {
 pub async fn ip_history(
     State(state): State<AppState>,
     Path(ip): Path<String>,
-    Query(q): Query<RangeParams>,
+    QueryParams(q): QueryParams<IpRangeParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
+    let scope = ScopeParams {
+        vnet: q.vnet,
+        subnet: q.subnet,
+        subscription: q.subscription,
+    };
     Ok(Json(ip_history_for(
         &state.index,
         &ip,
         q.from.as_deref(),
         q.to.as_deref(),
-        &q.scope,
+        &scope,
     )?))
 }
 
@@ -288,7 +321,7 @@ pub fn ip_history_for(
 pub async fn nic_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<RangeParams>,
+    QueryParams(q): QueryParams<RangeParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = parse_id(&id, "id")?;
     let w = range(q.from.as_deref(), q.to.as_deref())?;
@@ -302,6 +335,7 @@ pub async fn nic_history(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VmParams {
     /// Only the IPs the VM may have held at this instant, each with its status. Default: all.
     pub at: Option<String>,
@@ -338,7 +372,7 @@ pub struct VmIps {
 pub async fn vm_ips(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<VmParams>,
+    QueryParams(q): QueryParams<VmParams>,
 ) -> Result<Json<VmIps>, ApiError> {
     let id = parse_id(&id, "id")?;
     let claims = state.index.claims_of_vm(id.key());
@@ -379,17 +413,65 @@ pub async fn vm_ips(
     }))
 }
 
-/// One lookup of a batch.
+/// One lookup of a batch. Its scope is `scope`, or one of `vnet`, `subnet`
+/// and `subscription`; any other field is an error in the item's place (a
+/// misspelt scope must not widen the lookup silently).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LookupItem {
     pub ip: String,
     /// RFC 3339 (or epoch seconds or milliseconds, as a number or a string); default now.
     #[serde(default, deserialize_with = "text_or_number")]
     #[schema(value_type = Option<String>)]
     pub at: Option<String>,
+    pub scope: Option<ItemScope>,
     pub vnet: Option<String>,
     pub subnet: Option<String>,
     pub subscription: Option<String>,
+}
+
+/// A batch item's `scope`: an object with one of `vnet`, `subnet` and
+/// `subscription`, or one id as a string (a VNet or subnet id, or a
+/// subscription id, bare or as `/subscriptions/{id}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ItemScope {
+    Id(String),
+    Fields(ScopeParams),
+}
+
+impl LookupItem {
+    /// The item's scope, from `scope` or the separate fields (not both).
+    fn scope(&self) -> Result<ScopeParams, ApiError> {
+        let fields = ScopeParams {
+            vnet: self.vnet.clone(),
+            subnet: self.subnet.clone(),
+            subscription: self.subscription.clone(),
+        };
+        let Some(scope) = &self.scope else {
+            return Ok(fields);
+        };
+        if fields.describe().is_some() {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "scope",
+                "give scope, or one of vnet, subnet and subscription, not both",
+            ));
+        }
+        Ok(match scope {
+            ItemScope::Fields(f) => f.clone(),
+            ItemScope::Id(id) if id.to_ascii_lowercase().contains("/virtualnetworks/") => {
+                ScopeParams {
+                    vnet: Some(id.clone()),
+                    ..ScopeParams::default()
+                }
+            }
+            ItemScope::Id(id) => ScopeParams {
+                subscription: Some(id.clone()),
+                ..ScopeParams::default()
+            },
+        })
+    }
 }
 
 /// A string, or a number as its decimal text.
@@ -531,12 +613,10 @@ pub async fn batch(
                     };
                 }
             };
-            let scope = ScopeParams {
-                vnet: item.vnet.clone(),
-                subnet: item.subnet.clone(),
-                subscription: item.subscription.clone(),
-            };
-            match owner_answer(&state.index, &item.ip, item.at.as_deref(), &scope) {
+            let answer = item
+                .scope()
+                .and_then(|scope| owner_answer(&state.index, &item.ip, item.at.as_deref(), &scope));
+            match answer {
                 Ok(a) => BatchAnswer {
                     answer: Some(a),
                     error: None,
@@ -575,9 +655,10 @@ pub async fn fallback(
         head.eq_ignore_ascii_case("subscriptions/")
             .then(|| format!("/{id}"))
     }
-    fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<Query<T>, ApiError> {
-        Query::try_from_uri(uri)
-            .map_err(|e| ApiError::bad(ErrorCode::InvalidParameter, "query", e.body_text()))
+    fn query<T: serde::de::DeserializeOwned + utoipa::IntoParams>(
+        uri: &axum::http::Uri,
+    ) -> Result<QueryParams<T>, ApiError> {
+        super::parse_query(uri.query().unwrap_or("")).map(QueryParams)
     }
     if method == axum::http::Method::GET {
         let path = uri.path();

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
+use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -196,6 +196,68 @@ where
                 )
             })
     }
+}
+
+/// A query string extractor whose rejections are [`ApiError`]s naming the
+/// parameter. Only the parameters `T` documents (its [`IntoParams`], as the
+/// OpenAPI document lists them) are accepted: a misspelt one (`?time=` for
+/// `?at=`) would otherwise be dropped silently and the lookup answered for
+/// another instant or scope.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned + IntoParams,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or("")).map(QueryParams)
+    }
+}
+
+/// Reads a query string into `T` (see [`QueryParams`]).
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
+    query: &str,
+) -> Result<T, ApiError> {
+    let known: Vec<String> = T::into_params(|| None)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    for (key, _) in form_urlencoded::parse(query.as_bytes()) {
+        if !known.iter().any(|k| *k == key) {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                &key,
+                format!(
+                    "unknown query parameter {key:?}; this endpoint takes {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        // A repeated parameter is named by the message, not the path.
+        let named = msg
+            .strip_prefix("duplicate field `")
+            .and_then(|rest| rest.split('`').next());
+        let parameter = match named {
+            Some(name) if path == "." => name.to_string(),
+            _ => path,
+        };
+        ApiError::bad(
+            ErrorCode::InvalidParameter,
+            &parameter,
+            format!("query parameter {parameter}: {msg}"),
+        )
+    })
 }
 
 /// Reads the whole body, mapping the size limit to a 413 problem.

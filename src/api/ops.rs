@@ -3,14 +3,14 @@
 use std::any::Any;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
 use super::error::{ApiError, ErrorCode, Problem};
+use super::{AppState, QueryParams};
 use crate::store::{self, ConflictRow, SubscriptionStatus};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -92,6 +92,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConflictParams {
     /// At most this many, newest first (default 100, at most 10,000).
     pub limit: Option<i64>,
@@ -107,7 +108,7 @@ pub struct ConflictParams {
 )]
 pub async fn conflicts(
     State(state): State<AppState>,
-    Query(q): Query<ConflictParams>,
+    QueryParams(q): QueryParams<ConflictParams>,
 ) -> Result<Json<Vec<ConflictRow>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
