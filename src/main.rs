@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
             subscription,
             json,
         } => {
-            let (_, index) = open(&url).await?;
+            let index = open_for_ip(&url, &ip).await?;
             let scope = ScopeParams {
                 vnet,
                 subnet: None,
@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { ip, from, to, json } => {
-            let (_, index) = open(&url).await?;
+            let index = open_for_ip(&url, &ip).await?;
             let h = lookup::ip_history_for(
                 &index,
                 &ip,
@@ -255,6 +255,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The claims that answer for `ip` alone (none when `ip` is not an
+/// address: the lookup then says why), rather than every claim.
+async fn open_for_ip(url: &str, ip: &str) -> anyhow::Result<ipwho::index::Index> {
+    let pool = store::connect(url, 2)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    store::migrate(&pool).await?;
+    Ok(match ip.trim().parse::<std::net::IpAddr>() {
+        Ok(addr) => sync::load_ip(&pool, addr.to_canonical()).await?,
+        Err(_) => ipwho::index::Index::new(),
+    })
 }
 
 async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {

@@ -19,6 +19,16 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
     Ok(index)
 }
 
+/// An index of the claims on `ip` alone (and the prefixes holding it), with
+/// every horizon: it answers lookups and the history of `ip` as the full
+/// index does, at the cost of one query.
+pub async fn load_ip(pool: &PgPool, ip: std::net::IpAddr) -> anyhow::Result<Index> {
+    crate::store::rebuild_claims_if_lost(pool).await?;
+    let horizons = crate::store::load_horizons(pool).await?;
+    let claims = crate::store::claims_of_ip(pool, ip).await?;
+    Ok(Index::from_claims(claims, horizons))
+}
+
 /// Replaces what `index` holds (an [`Index::loading`] one, say) by every
 /// claim, and positions it at the current end of the change feed.
 pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {

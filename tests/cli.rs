@@ -101,3 +101,120 @@ fn a_directory_stands_for_every_file_below_it() {
         serde_json::json!({"nsg": 2, "vnet": 1, "flat": 0})
     );
 }
+
+mod common;
+
+/// `ipwho lookup` and `history` read only the claims of the IP asked about
+/// (and of the prefixes holding it), not every claim: what they load answers
+/// every lookup of that IP exactly as the full index does.
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn lookup_and_history_read_only_the_claims_of_the_ip(pool: sqlx::PgPool) {
+    use common::*;
+    use ipwho::index::Scope;
+    use serde_json::json;
+    const T0: &str = "2025-03-01T10:00:00Z";
+    const T1: &str = "2025-03-01T10:15:00Z";
+    const T2: &str = "2025-03-01T10:30:00Z";
+    let app = TestApp::start(pool.clone()).await;
+    // 10.0.0.4 in two VNets, handed over in one; a NIC with a /28 prefix;
+    // a dual-stack NIC; one NIC deleted.
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(
+        SUB2,
+        "vnet2",
+        "nic-b",
+        &["10.0.0.4", "fd00::4"],
+        Some("vm-b"),
+    );
+    let p = nic(SUB1, "vnet1", "nic-p", &["10.0.0.16/28"], Some("vm-p"));
+    let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.4"], Some("vm-c"));
+    for (t, sub, nics) in [
+        (T0, SUB1, vec![a.clone(), p.clone()]),
+        (T0, SUB2, vec![b.clone()]),
+        (T2, SUB1, vec![c.clone(), p.clone()]),
+    ] {
+        let (code, v) = app
+            .post_json("/v1/snapshots", &snapshot(t, &[sub], true, nics))
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let (code, v) = app
+        .post_json(
+            "/v1/activity",
+            &json!({"records": [activity("DELETE", T1, &a, "Success", false)]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+
+    let full = ipwho::sync::load(&pool).await.unwrap();
+    let vnet1 = Scope::Vnet(format!(
+        "/subscriptions/{SUB1}/resourcegroups/net/providers/microsoft.network/virtualnetworks/vnet1"
+    ));
+    let now = ipwho::store::micros(chrono::Utc::now());
+    let mut named = 0;
+    for ip in ["10.0.0.4", "10.0.0.20", "10.0.0.99", "fd00::4", "192.0.2.1"] {
+        let addr: std::net::IpAddr = ip.parse().unwrap();
+        let one = ipwho::sync::load_ip(&pool, addr).await.unwrap();
+        assert!(one.len() <= 3, "{ip}: {} claims", one.len());
+        for t in [T0, T1, "2025-03-01T10:20:00Z", T2, "2025-03-02T00:00:00Z"] {
+            let t = ipwho::store::micros(t.parse().unwrap());
+            for scope in [Scope::Any, vnet1.clone(), Scope::Subscription(SUB2.into())] {
+                let (x, y) = (
+                    full.lookup_with_now(addr, t, now, &scope),
+                    one.lookup_with_now(addr, t, now, &scope),
+                );
+                assert_eq!(
+                    format!("{x:?}"),
+                    format!("{y:?}"),
+                    "{ip} at {t} in {scope:?}"
+                );
+                named += usize::from(format!("{x:?}").contains("nic-"));
+            }
+        }
+        let ids = |i: &ipwho::index::Index| -> Vec<String> {
+            let mut v: Vec<String> = i
+                .claims_of_ip(addr, &Scope::Any)
+                .iter()
+                .map(|c| format!("{:?}", c.key))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&full), ids(&one), "{ip}");
+    }
+    assert!(named > 10, "the lookups named owners {named} times");
+
+    // The command itself, against this database.
+    let o = pool.connect_options();
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        o.get_database().unwrap()
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipwho"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("run ipwho");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&["lookup", "10.0.0.20", "--at", T1, "--json"])).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["owner"]["nic"]["name"].as_str()),
+        (Some("confirmed"), Some("nic-p")),
+        "{v}"
+    );
+    let text = run(&["history", "10.0.0.4"]);
+    for name in ["nic-a", "nic-b", "nic-c"] {
+        assert!(text.contains(name), "{text}");
+    }
+}

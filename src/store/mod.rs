@@ -198,6 +198,26 @@ where
     }
 }
 
+/// The claims on `ip` and on the prefixes holding it: what a lookup of `ip`
+/// reads, without loading every claim (the command line's `lookup` and
+/// `history`). Prefix claims are few; the partial index `claims_prefixes`
+/// holds them.
+pub async fn claims_of_ip(pool: &PgPool, ip: std::net::IpAddr) -> anyhow::Result<Vec<Claim>> {
+    let ip = ipnet::IpNet::from(ip);
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT detail::text FROM claims WHERE ip = $1
+         UNION ALL
+         SELECT detail::text FROM claims
+         WHERE masklen(ip) < CASE WHEN family(ip) = 4 THEN 32 ELSE 128 END AND ip >> $1",
+    )
+    .bind(ip)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| anyhow::anyhow!("claim of {ip}: {e}")))
+        .collect()
+}
+
 /// Each subscription's horizon: its latest finished complete snapshot.
 pub async fn load_horizons(
     pool: &PgPool,
