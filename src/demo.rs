@@ -178,6 +178,9 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
     let r = service::ingest_activity(pool, index, body.as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims")
+        .fetch_one(pool)
+        .await?;
     Ok(format!(
         "demo estate loaded: {snapshots} snapshots, {} activity events ({} new), {} claims in all.\n\
          Try:\n  \
@@ -189,6 +192,6 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
          ipwho history 10.0.0.7                               # db-nic moved from VM db-old to db-new",
         records.len(),
         r.accepted,
-        index.len()
+        claims
     ))
 }

@@ -224,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Collect(args) => {
             let cfg = collector::CollectorConfig::from_env(&args)?;
-            let (pool, index) = open(&url).await?;
+            let (pool, index) = open_for_ingest(&url).await?;
             let reports = collector::collect_once(&pool, &index, &cfg).await?;
             println!("{}", serde_json::to_string_pretty(&reports)?);
             Ok(())
@@ -249,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => {
-            let (pool, index) = open(&url).await?;
+            let (pool, index) = open_for_ingest(&url).await?;
             let summary = demo::load(&pool, &index).await?;
             println!("{summary}");
             Ok(())
@@ -268,6 +268,17 @@ async fn open_for_ip(url: &str, ip: &str) -> anyhow::Result<ipwho::index::Index>
         Ok(addr) => sync::load_ip(&pool, addr.to_canonical()).await?,
         Err(_) => ipwho::index::Index::new(),
     })
+}
+
+/// The database, and an empty index for what ingest changes: a command
+/// that only writes need not load every claim (a running service learns
+/// of the changes from the change feed).
+async fn open_for_ingest(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
+    let pool = store::connect(url, 4)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    store::migrate(&pool).await?;
+    Ok((pool, ipwho::index::Index::new()))
 }
 
 async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
@@ -360,7 +371,7 @@ fn expand_dirs(paths: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
-    let (pool, index) = open(url).await?;
+    let (pool, index) = open_for_ingest(url).await?;
     match cmd {
         IngestCommand::Snapshot {
             files,
