@@ -113,7 +113,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "IPWHO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Largest request body (ingest, batch lookups), in bytes.
+    /// Largest request body (ingest, batch lookups), in bytes; a gzip ingest body counts decompressed.
     #[arg(long, env = "IPWHO_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes: usize,
     /// Most lookups in one POST /v1/lookups.
@@ -384,6 +384,8 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
             let n = files.len();
             for (i, f) in files.iter().enumerate() {
                 let body = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let body = service::decompressed(&body, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
                 let params = SnapshotParams {
                     snapshot_id: snapshot_id.clone(),
                     taken_at: taken_at.clone(),
@@ -408,6 +410,8 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
         IngestCommand::Activity { files } => {
             for f in expand_dirs(files)? {
                 let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let body = service::decompressed(&body, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
                 let r = service::ingest_activity(&pool, &index, &body)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;

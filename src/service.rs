@@ -400,6 +400,39 @@ pub async fn finish_snapshot(
     ))
 }
 
+/// A body or file as posted, gzip decompressed: gzip is recognised by its
+/// magic bytes (whatever the headers say), and its decompressed size held to
+/// `limit` when one is given (413: a small gzip body may expand a
+/// thousandfold).
+pub fn decompressed(body: &[u8], limit: Option<usize>) -> Result<Cow<'_, [u8]>, ApiError> {
+    use std::io::Read;
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Cow::Borrowed(body));
+    }
+    let mut out = Vec::new();
+    let cap = limit.map_or(u64::MAX, |l| l as u64 + 1);
+    flate2::read::MultiGzDecoder::new(body)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad(
+                ErrorCode::InvalidBody,
+                "body",
+                format!("the gzip body could not be decompressed: {e}"),
+            )
+        })?;
+    match limit {
+        Some(l) if out.len() > l => Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!(
+                "the gzip body decompresses to more than the configured limit of {l} bytes (--max-body-bytes / IPWHO_MAX_BODY_BYTES); post smaller pages"
+            ),
+        )),
+        _ => Ok(Cow::Owned(out)),
+    }
+}
+
 /// Parses and stores a batch of Activity Log records, then updates `index`.
 pub async fn ingest_activity(
     pool: &PgPool,

@@ -548,6 +548,77 @@ async fn a_misspelt_parameter_is_an_error_not_a_wider_lookup(pool: PgPool) {
     assert_eq!(v["answers"][3]["scope"], SUB2, "{v}");
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn gzip_bodies_are_ingested_like_plain_ones(pool: PgPool) {
+    let limits = ipwho::api::Limits {
+        max_body_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let app = TestApp::start_with(pool, limits).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let page = snapshot(T0, &[SUB1], true, vec![a.clone()]).to_string();
+    let events = json!({"records": [activity("DELETE", T1, &a, "Success", false)]}).to_string();
+    // Gzip is known by its bytes, with or without Content-Encoding.
+    let post_gz = |path: &'static str, body: Vec<u8>, header: bool| {
+        let mut r = app
+            .http
+            .post(app.url(path))
+            .header("content-type", "application/json");
+        if header {
+            r = r.header("content-encoding", "gzip");
+        }
+        async move {
+            let r = r.body(body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, v) = post_gz("/v1/snapshots", gzip(page.as_bytes()), true).await;
+    assert_eq!((code, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    let (code, v) = post_gz("/v1/activity", gzip(events.as_bytes()), false).await;
+    assert_eq!((code, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(
+        app.owner("10.0.0.4", T0, "").await.1.as_deref(),
+        Some("nic-a")
+    );
+    assert_eq!(app.owner("10.0.0.4", T2, "").await.0, "unknown");
+    // The same again, plain: nothing new.
+    let (_, v) = app.post("/v1/activity", events).await;
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+    // The limit holds for what the body decompresses to; a damaged gzip
+    // body is a 400, not a batch of unreadable records.
+    let big = format!(
+        "{{\"records\": [], \"pad\": \"{}\"}}",
+        "x".repeat(200 << 10)
+    );
+    let small = gzip(big.as_bytes());
+    assert!(small.len() < 64 << 10);
+    let (code, v) = post_gz("/v1/activity", small, true).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
+    let mut damaged = gzip(page.as_bytes());
+    damaged.truncate(damaged.len() / 2);
+    let (code, v) = post_gz("/v1/snapshots", damaged, true).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{v}"
+    );
+    assert_eq!(app.count("snapshots").await, 1);
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

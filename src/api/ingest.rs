@@ -29,7 +29,7 @@ use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
     path = "/v1/snapshots",
     tag = "ingest",
     params(SnapshotParams),
-    request_body(content = serde_json::Value, description = "Snapshot page: metadata and NICs (ARM NetworkInterface objects)"),
+    request_body(content = serde_json::Value, description = "Snapshot page: metadata and NICs (ARM NetworkInterface objects); plain or gzip"),
     responses(
         (status = 200, description = "What was stored", body = SnapshotResponse),
         (status = 400, description = "Not a snapshot page (missing taken_at, no NIC array, ...)", body = Problem, content_type = "application/problem+json"),
@@ -43,6 +43,7 @@ pub async fn snapshots(
     req: Request,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
+    let body = service::decompressed(&body, Some(state.limits.max_body_bytes))?;
     Ok(Json(
         service::ingest_snapshot(&state.pool, &state.index, &body, q).await?,
     ))
@@ -80,10 +81,11 @@ pub async fn snapshot_done(
     post,
     path = "/v1/activity",
     tag = "ingest",
-    request_body(content = String, description = "Activity Log records", content_type = "application/json"),
+    request_body(content = String, description = "Activity Log records; plain or gzip (known by its bytes, with or without Content-Encoding)", content_type = "application/json"),
     responses(
         (status = 200, description = "What was stored", body = ActivityResponse),
-        (status = 413, description = "Body over the configured limit", body = Problem, content_type = "application/problem+json")
+        (status = 400, description = "A gzip body that cannot be decompressed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the configured limit (decompressed, when gzip)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn activity(
@@ -91,6 +93,7 @@ pub async fn activity(
     req: Request,
 ) -> Result<Json<ActivityResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
+    let body = service::decompressed(&body, Some(state.limits.max_body_bytes))?;
     Ok(Json(
         service::ingest_activity(&state.pool, &state.index, &body).await?,
     ))

@@ -29,7 +29,8 @@ use crate::index::Index;
 /// Limits on what one request may ask. Explicit, configurable, documented.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest request body for ingest and batch lookups, in bytes.
+    /// Largest request body for ingest and batch lookups, in bytes (a gzip
+    /// ingest body counts decompressed).
     pub max_body_bytes: usize,
     /// Most lookups in one `POST /v1/lookups`.
     pub max_lookups: usize,
