@@ -30,7 +30,8 @@
 //! - flat JSON Lines: `{"time", "src_ip", "dst_ip"}` required; `src_port`,
 //!   `dst_port`, `protocol` (`tcp`/`T`/`6`), `direction` (`inbound`/`I`/...),
 //!   and the hints `mac`, `vnet` (VNet id) and `subscription` optional; `time`
-//!   is RFC 3339 or epoch s/ms/µs/ns; every other field passes through;
+//!   is RFC 3339, ISO 8601 without a zone (UTC) or epoch s/ms/µs/ns; every
+//!   other field passes through;
 //! - any of these gzip-compressed (detected by the gzip magic bytes).
 //!
 //! # Output schema (one JSON object per line)

@@ -966,7 +966,7 @@ impl RecordDecoder {
                         &mut problems,
                         &k,
                         v,
-                        "time (RFC 3339 or epoch seconds/ms/µs)",
+                        "time (RFC 3339, ISO 8601 taken as UTC, or epoch seconds/ms/µs)",
                     ),
                 },
                 // An IPv4-mapped address (as some tools log IPv4 peers) is
@@ -1111,7 +1111,10 @@ fn parse_direction(t: &str) -> Option<Direction> {
 }
 
 /// RFC 3339 text, or an epoch number (seconds, ms, µs or ns by magnitude,
-/// fractions allowed) given as a number or a string of digits.
+/// fractions allowed) given as a number or a string of digits; or any other
+/// shape the service reads times in ([`crate::azure::time::parse_time`]:
+/// ISO 8601 without a zone, taken as UTC, as SIEM exports write it; the US
+/// dates of portal exports).
 fn parse_time(t: &str, quoted: bool) -> Option<i64> {
     if let Some(n) = tuple::parse_u64(t.as_bytes()) {
         return tuple::epoch_to_micros(n);
@@ -1133,8 +1136,10 @@ fn parse_time(t: &str, quoted: bool) -> Option<i64> {
         let m = micros.round() as i64;
         return (m / 1_000_000 <= tuple::MAX_EPOCH_SECS).then_some(m);
     }
-    let dt = chrono::DateTime::parse_from_rfc3339(t).ok()?;
-    let m = dt.timestamp_micros();
+    let m = match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(dt) => dt.timestamp_micros(),
+        Err(_) => crate::azure::time::parse_time(t).ok()?.timestamp_micros(),
+    };
     (0..=tuple::MAX_EPOCH_SECS * 1_000_000 + 999_999)
         .contains(&m)
         .then_some(m)
@@ -1236,7 +1241,22 @@ mod tests {
             parse_time("2018-11-13T12:00:35.3899262Z", true),
             Some(1_542_110_435_389_926)
         );
+        // ISO 8601 without a zone (UTC), as SIEM exports write it, and a
+        // portal export's US date: the shapes the lookup API reads too.
+        assert_eq!(
+            parse_time("2018-11-13 12:00:35.389", true),
+            Some(1_542_110_435_389_000)
+        );
+        assert_eq!(
+            parse_time("2018-11-13T12:00:35", true),
+            Some(1_542_110_435_000_000)
+        );
+        assert_eq!(
+            parse_time("11/13/2018 12:00:35 PM", true),
+            Some(1_542_110_435_000_000)
+        );
         assert_eq!(parse_time("yesterday", true), None);
+        assert_eq!(parse_time("13/11/2018 12:00:35", true), None);
         assert_eq!(parse_time("-5", false), None);
     }
 }
