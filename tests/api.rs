@@ -546,6 +546,18 @@ async fn a_misspelt_parameter_is_an_error_not_a_wider_lookup(pool: PgPool) {
         "{v}"
     );
     assert_eq!(v["answers"][3]["scope"], SUB2, "{v}");
+    // A batch-wide field is not read, so it is refused rather than dropped.
+    let (code, v) = app
+        .post_json(
+            "/v1/lookups",
+            &json!({"lookups": [{"ip": "10.0.0.4", "at": T0}], "scope": vnet1}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["code"].as_str(), v["parameter"].as_str()),
+        (400, Some("invalid_body"), Some("scope")),
+        "{v}"
+    );
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

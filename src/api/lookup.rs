@@ -505,7 +505,7 @@ pub struct BatchBody(pub Vec<serde_json::Value>);
 
 impl<'de> Deserialize<'de> for BatchBody {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use serde::de::{MapAccess, SeqAccess, Visitor};
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = BatchBody;
@@ -522,11 +522,12 @@ impl<'de> Deserialize<'de> for BatchBody {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchBody, A::Error> {
                 let mut items = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == "lookups" {
-                        items = Some(map.next_value()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                    if key != "lookups" {
+                        // A batch-wide `scope` or `at` is not read: dropped,
+                        // it would leave every lookup wider than meant.
+                        return Err(serde::de::Error::unknown_field(&key, &["lookups"]));
                     }
+                    items = Some(map.next_value()?);
                 }
                 items
                     .map(BatchBody)

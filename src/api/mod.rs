@@ -190,10 +190,11 @@ where
             .map(JsonBody)
             .map_err(|e| {
                 let path = e.path().to_string();
+                let msg = e.inner().to_string();
                 ApiError::bad(
                     ErrorCode::InvalidBody,
-                    &path,
-                    format!("invalid JSON body at {path}: {}", e.inner()),
+                    &at_fault(path.clone(), &msg),
+                    format!("invalid JSON body at {path}: {msg}"),
                 )
             })
     }
@@ -243,22 +244,28 @@ pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
     }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
         let msg = e.inner().to_string();
-        // A repeated parameter is named by the message, not the path.
-        let named = msg
-            .strip_prefix("duplicate field `")
-            .and_then(|rest| rest.split('`').next());
-        let parameter = match named {
-            Some(name) if path == "." => name.to_string(),
-            _ => path,
-        };
+        let parameter = at_fault(e.path().to_string(), &msg);
         ApiError::bad(
             ErrorCode::InvalidParameter,
             &parameter,
             format!("query parameter {parameter}: {msg}"),
         )
     })
+}
+
+/// The parameter or field at fault in a deserialisation error: its path,
+/// or, for a field unknown, missing or repeated at the top level (whose
+/// path is `.`), the field the message names.
+fn at_fault(path: String, msg: &str) -> String {
+    let named = ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if path == "." => name.to_string(),
+        _ => path,
+    }
 }
 
 /// Reads the whole body, mapping the size limit to a 413 problem.
