@@ -37,9 +37,12 @@ pub struct SnapshotParams {
     /// The listing holds every NIC of its subscriptions, so a NIC missing
     /// from it did not exist at `taken_at`. Default false.
     pub complete: Option<bool>,
-    /// This page finishes the snapshot. Default true; post `false` on every
-    /// page but the last of a multi-page listing (or finish it with
-    /// `POST /v1/snapshots/{id}/done`).
+    /// This page finishes the snapshot. Default true, unless the page says
+    /// more follow (an ARM `nextLink`, a Resource Graph skip token): so the
+    /// pages of a listing may be posted as they come. Otherwise post
+    /// `false` on every page but the last of a multi-page listing (or
+    /// finish it with `POST /v1/snapshots/{id}/done`). A page that says more
+    /// follow cannot finish a complete snapshot (400).
     pub last_page: Option<bool>,
 }
 
@@ -130,6 +133,51 @@ fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool)
 struct PageBody<'a> {
     nics: Option<Vec<Cow<'a, RawValue>>>,
     meta: serde_json::Map<String, Value>,
+    /// What the page says of the pages after it.
+    after: After,
+}
+
+/// What a list page says of the rest of its listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// Nothing: it is the last page (or the listing's only one).
+    Nothing,
+    /// More pages follow: the field that links to the next one (ARM's
+    /// `nextLink`, Resource Graph's skip token).
+    More(&'static str),
+    /// Resource Graph cut the result short (`resultTruncated`) and gave no
+    /// skip token: the rest cannot be fetched page by page.
+    Truncated,
+}
+
+impl After {
+    fn of(fields: &BTreeMap<String, &RawValue>) -> After {
+        let given = |k: &str| {
+            fields
+                .get(k)
+                .is_some_and(|raw| match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(Value::Null) => false,
+                    Ok(Value::String(s)) => !s.trim().is_empty(),
+                    _ => true,
+                })
+        };
+        for k in ["nextLink", "$skipToken", "skipToken", "skip_token"] {
+            if given(k) {
+                return After::More(k);
+            }
+        }
+        let truncated = fields.get("resultTruncated").is_some_and(|raw| {
+            matches!(
+                serde_json::from_str::<Value>(raw.get()),
+                Ok(Value::Bool(true))
+            ) || raw.get().eq_ignore_ascii_case("\"true\"")
+        });
+        if truncated {
+            After::Truncated
+        } else {
+            After::Nothing
+        }
+    }
 }
 
 /// The rows of a Resource Graph response in its table format (`"data":
@@ -176,6 +224,7 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
         return Ok(PageBody {
             nics: Some(nics.into_iter().map(Cow::Borrowed).collect()),
             meta: Default::default(),
+            after: After::Nothing,
         });
     }
     let fields: BTreeMap<String, &RawValue> = match first {
@@ -203,13 +252,14 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
                 .flatten()
                 .map(|raw| vec![Cow::Borrowed(raw)])
         });
+    let after = After::of(&fields);
     let mut meta = serde_json::Map::new();
     for (k, raw) in fields {
         if META.contains(&k.as_str()) {
             meta.insert(k, serde_json::from_str(raw.get())?);
         }
     }
-    Ok(PageBody { nics, meta })
+    Ok(PageBody { nics, meta, after })
 }
 
 /// Parses and stores one snapshot page, then updates `index`.
@@ -226,6 +276,7 @@ pub async fn ingest_snapshot(
             format!("snapshot body is not JSON: {e}"),
         )
     })?;
+    let after = body.after;
     let from_body: SnapshotParams =
         serde_json::from_value(Value::Object(body.meta)).map_err(|e| {
             ApiError::bad(
@@ -263,7 +314,32 @@ pub async fn ingest_snapshot(
         ));
     }
     let complete = from_body.complete.or(query.complete).unwrap_or(false);
-    let last_page = from_body.last_page.or(query.last_page).unwrap_or(true);
+    // A page that says more pages follow does not finish its snapshot
+    // unless told to; it cannot finish a complete one at all: every NIC on
+    // the pages not posted would be taken for deleted.
+    let last_page = match (from_body.last_page.or(query.last_page), after) {
+        (Some(true), After::More(link)) if complete => {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "last_page",
+                format!(
+                    "this page's {link} says its listing goes on, so it cannot finish a complete snapshot: \
+                     post every page of the listing (with the same snapshot_id, or the same metadata), the last one without a {link}"
+                ),
+            ));
+        }
+        (_, After::Truncated) if complete => {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidParameter,
+                "complete",
+                "Resource Graph truncated this result (resultTruncated) without a skip token, so it cannot be a \
+                 complete snapshot: page the query (skip tokens; an id column in the projection) or post it as partial",
+            ));
+        }
+        (Some(last), _) => last,
+        (None, After::More(_)) => false,
+        (None, _) => true,
+    };
 
     let mut rejected = Vec::new();
     let mut parsed: Vec<(usize, NicState)> = Vec::with_capacity(nics.len());

@@ -560,6 +560,80 @@ async fn a_misspelt_parameter_is_an_error_not_a_wider_lookup(pool: PgPool) {
     );
 }
 
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_page_that_says_more_follow_does_not_finish_its_snapshot(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], Some("vm-b"));
+    let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.6"], Some("vm-c"));
+    let all = snapshot(T0, &[SUB1], true, vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(app.post_json("/v1/snapshots", &all).await.0, 200);
+    // The first page of an ARM listing, posted as it came (a complete
+    // snapshot, metadata in the query, no last_page): its nextLink keeps
+    // the snapshot open, so the NICs of the next page are not taken for
+    // deleted meanwhile.
+    let query = format!("/v1/snapshots?taken_at={T1}&subscriptions={SUB1}&complete=true");
+    let next = "https://management.azure.com/subscriptions/x/providers/Microsoft.Network/networkInterfaces?api-version=2024-05-01&$skiptoken=p2";
+    let (code, v) = app
+        .post_json(&query, &json!({"value": [a], "nextLink": next}))
+        .await;
+    assert_eq!((code, v["finished"].as_bool()), (200, Some(false)), "{v}");
+    for ip in ["10.0.0.5", "10.0.0.6"] {
+        assert_eq!(app.owner(ip, T1, "").await.0, "probable", "{ip}");
+    }
+    // Its last page finishes it: the NIC on neither page is gone.
+    let (code, v) = app.post_json(&query, &json!({"value": [b]})).await;
+    assert_eq!(
+        (code, v["finished"].as_bool(), v["complete"].as_bool()),
+        (200, Some(true), Some(true)),
+        "{v}"
+    );
+    assert_eq!(app.owner("10.0.0.4", T1, "").await.0, "confirmed");
+    assert_eq!(app.owner("10.0.0.5", T1, "").await.0, "confirmed");
+    assert_eq!(app.owner("10.0.0.6", T1, "").await.0, "unknown");
+    assert_eq!(app.owner("10.0.0.6", T0, "").await.0, "confirmed");
+
+    // A page that says the listing goes on cannot be declared the last of
+    // a complete snapshot; a Resource Graph result cut short without a skip
+    // token cannot be complete; with a skip token, it waits for its pages.
+    let later = format!("/v1/snapshots?taken_at={T2}&subscriptions={SUB1}&complete=true");
+    let (code, v) = app
+        .post_json(
+            &format!("{later}&last_page=true"),
+            &json!({"value": [c], "nextLink": next}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["parameter"].as_str()),
+        (400, Some("last_page")),
+        "{v}"
+    );
+    let row = |n: &Value| {
+        let mut r = n.clone();
+        r["subscriptionId"] = json!(SUB1);
+        r
+    };
+    let (code, v) = app
+        .post_json(
+            &later,
+            &json!({"totalRecords": 3, "count": 1, "resultTruncated": "true", "data": [row(&c)]}),
+        )
+        .await;
+    assert_eq!(
+        (code, v["parameter"].as_str()),
+        (400, Some("complete")),
+        "{v}"
+    );
+    let (code, v) = app
+        .post_json(
+            &later,
+            &json!({"count": 1, "data": [row(&c)], "skip_token": "ew0KICAiJGlkIjogIjEiLA0K"}),
+        )
+        .await;
+    assert_eq!((code, v["finished"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(app.owner("10.0.0.4", T2, "").await.0, "probable");
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, bytes).unwrap();
