@@ -29,7 +29,9 @@
 //! - the same records as JSON Lines, a bare record, or a top-level array;
 //! - flat JSON Lines: `{"time", "src_ip", "dst_ip"}` required; `src_port`,
 //!   `dst_port`, `protocol` (`tcp`/`T`/`6`), `direction` (`inbound`/`I`/...),
-//!   and the hints `mac`, `vnet` (VNet id) and `subscription` optional; `time`
+//!   and the hints `mac`, `vnet` (VNet id) and `subscription` optional (one
+//!   that names no NIC, VNet or subscription is an error line, and the tuple
+//!   is attributed without it); `time`
 //!   is RFC 3339, ISO 8601 without a zone (UTC) or epoch s/ms/µs/ns; every
 //!   other field passes through;
 //! - any of these gzip-compressed (detected by the gzip magic bytes).

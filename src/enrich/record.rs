@@ -1038,15 +1038,46 @@ impl RecordDecoder {
             );
         }
         let mac = self.mac(mac_raw.as_ref(), index, line, &|| "mac".to_string(), f)?;
+        // A hint that names no VNet or subscription is reported, as an
+        // invalid MAC is, and the tuple attributed without it.
+        let vnet_key = vnet.as_ref().and_then(|v| {
+            ArmId::parse(v)
+                .ok()
+                .and_then(|a| a.truncate_after("virtualNetworks"))
+                .map(|a| a.key().to_string())
+        });
+        let sub_key = sub.as_ref().and_then(|s| {
+            let s = match ArmId::parse(s) {
+                Ok(a) => a.subscription(),
+                Err(_) => crate::model::normalize_subscription(s),
+            };
+            (!s.is_empty() && !s.contains('/')).then_some(s)
+        });
+        for (hint, given, usable, what) in [
+            (
+                "vnet",
+                &vnet,
+                vnet_key.is_some(),
+                "a VNet (or subnet) resource id",
+            ),
+            ("subscription", &sub, sub_key.is_some(), "a subscription id"),
+        ] {
+            if let (Some(raw), false) = (given, usable) {
+                f(Decoded::Error(ErrorItem {
+                    record: Some(index),
+                    tuple: None,
+                    line,
+                    path: Some(hint.to_string()),
+                    reason: format!(
+                        "invalid {hint} hint (expected {what}); the tuple is attributed without it"
+                    ),
+                    input: Some(clip(raw)),
+                }))?;
+            }
+        }
         let scope = ScopeHint {
-            vnet: vnet.map(|v| {
-                ArmId::parse(&v)
-                    .ok()
-                    .and_then(|a| a.truncate_after("virtualNetworks"))
-                    .map(|a| a.key().to_string())
-                    .unwrap_or(v)
-            }),
-            subscription: sub.map(|s| ArmId::parse(&s).map(|a| a.subscription()).unwrap_or(s)),
+            vnet: vnet_key,
+            subscription: sub_key,
             ..ScopeHint::default()
         };
         self.group_id += 1;

@@ -417,6 +417,41 @@ fn flat_form_passes_other_fields_through() {
 }
 
 #[test]
+fn a_hint_that_names_no_vnet_or_subscription_is_reported_not_dropped() {
+    // A VNet's name where its id belongs, a path for a subscription: each
+    // an error line naming the hint, and the tuple still attributed (by IP,
+    // as with no hint). Valid hints, bare or as ids, give no error.
+    let input = concat!(
+        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","vnet":"myVNet"}"#,
+        "\n",
+        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","subscription":"rg1/myVNet"}"#,
+        "\n",
+        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","subscription":"00000000-0000-0000-0000-000000000000"}"#,
+        "\n",
+        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","subscription":"/subscriptions/00000000-0000-0000-0000-000000000000"}"#,
+        "\n",
+    );
+    let (t, e, s) = run(input.as_bytes());
+    assert_eq!(t.len(), 4);
+    assert_eq!(s["tuples_rejected"], 0);
+    let errors: Vec<(u64, &str)> = e
+        .iter()
+        .map(|x| (x["record"].as_u64().unwrap(), x["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors, [(0, "vnet"), (1, "subscription")], "{e:?}");
+    assert!(
+        e[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("attributed without it")
+    );
+    assert_eq!(t[0]["source"]["ipwho"]["via"], "ip_any_scope");
+    for x in &t[2..] {
+        assert_eq!(x["source"]["ipwho"]["via"], "ip_in_subscription", "{x}");
+    }
+}
+
+#[test]
 fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     let mut m = MapAttributor::new();
     let a = nic("a", "vnetA");
