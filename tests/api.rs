@@ -483,6 +483,19 @@ async fn a_misspelt_parameter_is_an_error_not_a_wider_lookup(pool: PgPool) {
             .contains("at, vnet, subnet, subscription"),
         "{code} {v}"
     );
+    // An offset's `+` written into the query unencoded arrives as a space,
+    // which can mean nothing else: it is read as the `+` it was.
+    let (code, v) = app
+        .get(&format!(
+            "/v1/ips/10.0.0.4/owner?at=2025-03-01T11:00:00+01:00&vnet={}",
+            urlencode(&vnet1)
+        ))
+        .await;
+    assert_eq!(
+        (code, v["at"].as_str(), v["status"].as_str()),
+        (200, Some(T0), Some("confirmed")),
+        "{v}"
+    );
     let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.9"], None);
     let (code, v) = app
         .post_json(

@@ -38,13 +38,19 @@ pub(super) fn parse_ip(s: &str, parameter: &str) -> Result<IpAddr, ApiError> {
 pub(super) fn parse_at(s: Option<&str>, parameter: &str) -> Result<Micros, ApiError> {
     match s.map(str::trim) {
         None | Some("") | Some("now") => Ok(micros(Utc::now())),
-        Some(s) => crate::azure::time::parse_time(s).map(micros).map_err(|e| {
-            ApiError::bad(
-                ErrorCode::InvalidTime,
-                parameter,
-                format!("{parameter} {s:?} is not a timestamp ({e}); use RFC 3339, e.g. 2025-01-31T14:03:00Z"),
-            )
-        }),
+        Some(s) => {
+            let t =
+                crate::azure::time::parse_time(s).or_else(|e| plus_decoded_as_space(s).ok_or(e));
+            t.map(micros).map_err(|e| {
+                ApiError::bad(
+                    ErrorCode::InvalidTime,
+                    parameter,
+                    format!(
+                        "{parameter} {s:?} is not a timestamp ({e}); use RFC 3339, e.g. 2025-01-31T14:03:00Z"
+                    ),
+                )
+            })
+        }
     }
 }
 
@@ -56,6 +62,18 @@ fn parse_id(s: &str, parameter: &str) -> Result<ArmId, ApiError> {
             format!("{parameter}: {e}"),
         )
     })
+}
+
+/// `2025-01-31T15:03:00+01:00` written into a query string unencoded: the
+/// `+` of its offset arrives as a space (`...15:03:00 01:00`), which can
+/// mean nothing else, so it is read as the `+` it was.
+fn plus_decoded_as_space(s: &str) -> Option<DateTime<Utc>> {
+    let (time, offset) = s.rsplit_once(' ')?;
+    let b = offset.as_bytes();
+    let hh_mm = b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
+    (hh_mm && time.contains('T'))
+        .then(|| crate::azure::time::parse_time(&format!("{time}+{offset}")).ok())
+        .flatten()
 }
 
 /// Scope parameters shared by lookups: at most one of them.
