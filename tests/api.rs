@@ -647,6 +647,40 @@ async fn a_page_that_says_more_follow_does_not_finish_its_snapshot(pool: PgPool)
     assert_eq!(app.owner("10.0.0.4", T2, "").await.0, "probable");
 }
 
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_listing_s_pages_in_any_order_give_the_same_claims(pool: PgPool) {
+    // The pages of one ARM listing, posted as they came but out of order
+    // (uploaded in parallel, say): the last page first finishes the
+    // complete snapshot, taking the NICs of the page still to come for
+    // deleted; when it comes, they are not.
+    let app = TestApp::start(pool.clone()).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], Some("vm-b"));
+    let all = snapshot(T0, &[SUB1], true, vec![a.clone(), b.clone()]);
+    let query = format!("/v1/snapshots?taken_at={T1}&subscriptions={SUB1}&complete=true");
+    let next = "https://management.azure.com/next?$skiptoken=p2";
+    let page1 = json!({"value": [a], "nextLink": next});
+    let page2 = json!({"value": [b]});
+    let mut tables = Vec::new();
+    for pages in [[&page1, &page2], [&page2, &page1]] {
+        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+            .execute(&pool)
+            .await
+            .unwrap();
+        app.index.reset(ipwho::index::Index::new());
+        assert_eq!(app.post_json("/v1/snapshots", &all).await.0, 200);
+        for p in pages {
+            let (code, v) = app.post_json(&query, p).await;
+            assert_eq!(code, 200, "{v}");
+        }
+        for ip in ["10.0.0.4", "10.0.0.5"] {
+            assert_eq!(app.owner(ip, T1, "").await.0, "confirmed", "{ip}");
+        }
+        tables.push(claims_table(&pool).await);
+    }
+    assert_eq!(tables[0], tables[1]);
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, bytes).unwrap();
