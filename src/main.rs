@@ -177,8 +177,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&url, args).await,
         Command::Migrate => {
-            let pool = store::connect(&url, 2).await?;
-            store::migrate(&pool).await?;
+            database(&url, 2).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -230,8 +229,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let pool = store::connect(&url, 2).await?;
-            store::migrate(&pool).await?;
+            let pool = database(&url, 2).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&store::status(&pool).await?)?
@@ -260,10 +258,7 @@ async fn main() -> anyhow::Result<()> {
 /// The claims that answer for `ip` alone (none when `ip` is not an
 /// address: the lookup then says why), rather than every claim.
 async fn open_for_ip(url: &str, ip: &str) -> anyhow::Result<ipwho::index::Index> {
-    let pool = store::connect(url, 2)
-        .await
-        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
-    store::migrate(&pool).await?;
+    let pool = database(url, 2).await?;
     Ok(match ip.trim().parse::<std::net::IpAddr>() {
         Ok(addr) => sync::load_ip(&pool, addr.to_canonical()).await?,
         Err(_) => ipwho::index::Index::new(),
@@ -274,20 +269,22 @@ async fn open_for_ip(url: &str, ip: &str) -> anyhow::Result<ipwho::index::Index>
 /// that only writes need not load every claim (a running service learns
 /// of the changes from the change feed).
 async fn open_for_ingest(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
-    let pool = store::connect(url, 4)
-        .await
-        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
-    store::migrate(&pool).await?;
-    Ok((pool, ipwho::index::Index::new()))
+    Ok((database(url, 4).await?, ipwho::index::Index::new()))
 }
 
 async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
-    let pool = store::connect(url, 4)
+    let pool = database(url, 4).await?;
+    let index = sync::load(&pool).await?;
+    Ok((pool, index))
+}
+
+/// The database (created if missing), migrated, through `connections`.
+async fn database(url: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    let pool = store::connect(url, connections)
         .await
         .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
-    let index = sync::load(&pool).await?;
-    Ok((pool, index))
+    Ok(pool)
 }
 
 async fn enrich(
@@ -423,10 +420,7 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
-    let pool = store::connect(url, args.db_connections)
-        .await
-        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
-    store::migrate(&pool).await?;
+    let pool = database(url, args.db_connections).await?;
     // The port opens at once: health and readiness are answered while the
     // claims load (anything else is a 503 until then).
     let index = Arc::new(ipwho::index::Index::loading());
