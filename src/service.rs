@@ -23,6 +23,7 @@ use crate::store::{self, PageReport, SnapshotMeta, SnapshotPage};
 /// wins). With query parameters, the body may be an ARM list page as it came.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotParams {
     /// Pages with the same id form one snapshot. Default: derived from
     /// `taken_at`, `subscriptions` and `complete`, so a re-post is recognised.

@@ -16,6 +16,7 @@ use crate::enrich::{Attributor, EnrichOptions, Format, enrich_stream};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct EnrichParams {
     /// `nsg`, `vnet` or `flat`. Default: detected from each record's content.
     pub format: Option<String>,

@@ -147,6 +147,7 @@ impl ScopeParams {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct OwnerParams {
     /// The instant (RFC 3339; also the Activity Log time shapes). Default: now.
     pub at: Option<String>,
@@ -221,6 +222,7 @@ pub async fn owner(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct IpRangeParams {
     /// Start of the range (RFC 3339). Default: unbounded.
     pub from: Option<String>,
@@ -236,6 +238,7 @@ pub struct IpRangeParams {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// Start of the range (RFC 3339). Default: unbounded.
     pub from: Option<String>,
@@ -354,6 +357,7 @@ pub async fn nic_history(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct VmParams {
     /// Only the IPs the VM may have held at this instant, each with its status. Default: all.
     pub at: Option<String>,

@@ -201,10 +201,10 @@ where
 }
 
 /// A query string extractor whose rejections are [`ApiError`]s naming the
-/// parameter. Only the parameters `T` documents (its [`IntoParams`], as the
-/// OpenAPI document lists them) are accepted: a misspelt one (`?time=` for
-/// `?at=`) would otherwise be dropped silently and the lookup answered for
-/// another instant or scope.
+/// parameter. The parameter structs deny unknown fields, so a misspelt
+/// parameter (`?time=` for `?at=`) is refused, naming the parameters the
+/// endpoint takes (its [`IntoParams`], as the OpenAPI document lists them):
+/// dropped, it would have the lookup answered for another instant or scope.
 pub struct QueryParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for QueryParams<T>
@@ -222,35 +222,28 @@ where
     }
 }
 
-/// Reads a query string into `T` (see [`QueryParams`]).
+/// Reads a query string into `T` (see [`QueryParams`]). The parameters `T`
+/// documents are listed only when one is unknown, off the lookups' path.
 pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
     query: &str,
 ) -> Result<T, ApiError> {
-    let known: Vec<String> = T::into_params(|| None)
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    for (key, _) in form_urlencoded::parse(query.as_bytes()) {
-        if !known.iter().any(|k| *k == key) {
-            return Err(ApiError::bad(
-                ErrorCode::InvalidParameter,
-                &key,
-                format!(
-                    "unknown query parameter {key:?}; this endpoint takes {}",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let msg = e.inner().to_string();
         let parameter = at_fault(e.path().to_string(), &msg);
-        ApiError::bad(
-            ErrorCode::InvalidParameter,
-            &parameter,
-            format!("query parameter {parameter}: {msg}"),
-        )
+        let detail = if msg.starts_with("unknown field `") {
+            let known: Vec<String> = T::into_params(|| None)
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+            format!(
+                "unknown query parameter {parameter:?}; this endpoint takes {}",
+                known.join(", ")
+            )
+        } else {
+            format!("query parameter {parameter}: {msg}")
+        };
+        ApiError::bad(ErrorCode::InvalidParameter, &parameter, detail)
     })
 }
 
@@ -284,4 +277,33 @@ pub async fn body_bytes<S: Send + Sync>(
             ApiError::bad(ErrorCode::InvalidBody, "body", format!("could not read the request body: {e}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every query parameter struct refuses a parameter it does not
+    /// document, naming it and the ones it takes (each must deny unknown
+    /// fields: serde would otherwise drop it).
+    #[test]
+    fn every_query_struct_refuses_an_unknown_parameter() {
+        fn refused<T: serde::de::DeserializeOwned + IntoParams>() -> (String, String) {
+            let e = parse_query::<T>("zz_unknown=1").err().expect("refused");
+            (e.parameter.unwrap_or_default(), e.detail)
+        }
+        for (parameter, detail) in [
+            refused::<lookup::OwnerParams>(),
+            refused::<lookup::IpRangeParams>(),
+            refused::<lookup::RangeParams>(),
+            refused::<lookup::VmParams>(),
+            refused::<enrich::EnrichParams>(),
+            refused::<ops::ConflictParams>(),
+            refused::<crate::service::SnapshotParams>(),
+        ] {
+            assert_eq!(parameter, "zz_unknown");
+            assert!(detail.contains("this endpoint takes"), "{detail}");
+        }
+        assert!(parse_query::<lookup::OwnerParams>("at=now&vnet=x").is_ok());
+    }
 }

@@ -93,6 +93,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ConflictParams {
     /// At most this many, newest first (default 100, at most 10,000).
     pub limit: Option<i64>,
