@@ -79,6 +79,11 @@ pub struct SnapshotResponse {
     pub complete: bool,
     pub partial_reason: Option<String>,
     pub absent_nics_affected: usize,
+    /// Set when the snapshot finishes: NICs it listed more than once with
+    /// different states (updated while it was being listed). Of each, the
+    /// state whose fingerprint sorts last is taken at `taken_at`, whatever
+    /// the order in which the pages arrived.
+    pub listed_with_two_states: usize,
     pub claims_inserted: usize,
     pub claims_updated: usize,
     pub claims_deleted: usize,
@@ -447,6 +452,7 @@ fn snapshot_response(
         complete: r.complete,
         partial_reason: r.partial_reason,
         absent_nics_affected: r.absent_nics_affected,
+        listed_with_two_states: r.listed_with_two_states,
         claims_inserted: r.claims_inserted,
         claims_updated: r.claims_updated,
         claims_deleted: r.claims_deleted,

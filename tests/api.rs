@@ -681,6 +681,146 @@ async fn a_listing_s_pages_in_any_order_give_the_same_claims(pool: PgPool) {
     assert_eq!(tables[0], tables[1]);
 }
 
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_nic_listed_twice_in_one_snapshot_gives_the_same_claims_in_any_order(pool: PgPool) {
+    // nic-a moves between 10.0.0.4 and 10.0.0.9 while one listing is
+    // taken: page 1 shows it before, page 2 after. Both are true within the
+    // listing's seconds; which one stands at its instant must not depend
+    // on the order the pages arrived in (nor on the order within a page).
+    // Both ways round, so that the state kept is once the old, once the new.
+    let app = TestApp::start(pool.clone()).await;
+    let a4 = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let a9 = nic(SUB1, "vnet1", "nic-a", &["10.0.0.9"], Some("vm-a"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], Some("vm-b"));
+    let query = format!("/v1/snapshots?taken_at={T1}&subscriptions={SUB1}&complete=true");
+    let next = "https://management.azure.com/next?$skiptoken=p2";
+    let mut kept = Vec::new();
+    for (old, new) in [(&a4, &a9), (&a9, &a4)] {
+        let before = snapshot(T0, &[SUB1], true, vec![old.clone(), b.clone()]);
+        let after = snapshot(T2, &[SUB1], true, vec![new.clone(), b.clone()]);
+        let page1 = json!({"value": [old], "nextLink": next});
+        let page2 = json!({"value": [new, b]});
+        let one_page = json!({"value": [old, new, b]});
+        let one_page_reversed = json!({"value": [b, new, old]});
+        let orders: Vec<Vec<&Value>> = vec![
+            vec![&page1, &page2],
+            vec![&page2, &page1],
+            vec![&one_page],
+            vec![&one_page_reversed],
+            // A page posted again after the snapshot finished.
+            vec![&page1, &page2, &page1],
+            vec![&page2, &page1, &page2],
+        ];
+        let mut results = Vec::new();
+        for (i, pages) in orders.iter().enumerate() {
+            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+                .execute(&pool)
+                .await
+                .unwrap();
+            app.index.reset(ipwho::index::Index::new());
+            assert_eq!(app.post_json("/v1/snapshots", &before).await.0, 200);
+            let mut twice = 0;
+            for p in pages {
+                let (code, v) = app.post_json(&query, p).await;
+                assert_eq!(code, 200, "order {i}: {v}");
+                twice += v["listed_with_two_states"].as_u64().unwrap();
+            }
+            // The finish saw both listings when the page with them came before it.
+            let expected = if matches!(i, 1 | 5) { 0 } else { 1 };
+            assert_eq!(twice, expected, "order {i}");
+            assert_eq!(app.post_json("/v1/snapshots", &after).await.0, 200);
+            let mut answers = Vec::new();
+            for ip in ["10.0.0.4", "10.0.0.9", "10.0.0.5"] {
+                for at in [T1, "2025-03-01T10:20:00Z"] {
+                    let (status, owner, _) = app.owner(ip, at, "").await;
+                    answers.push((ip, at, status, owner));
+                }
+            }
+            results.push((claims_table(&pool).await, answers));
+        }
+        for (i, r) in results.iter().enumerate().skip(1) {
+            assert_eq!(results[0], *r, "order 0 and order {i} differ");
+        }
+        // One of the two states stands at T1: nic-a confirmed on exactly one
+        // of its two addresses then, and the other given to no one else.
+        let at_t1: Vec<_> = results[0]
+            .1
+            .iter()
+            .filter(|(ip, at, ..)| *at == T1 && *ip != "10.0.0.5")
+            .collect();
+        let confirmed: Vec<&str> = at_t1
+            .iter()
+            .filter(|(_, _, s, o)| s == "confirmed" && o.as_deref() == Some("nic-a"))
+            .map(|(ip, ..)| *ip)
+            .collect();
+        assert_eq!(confirmed.len(), 1, "{at_t1:?}");
+        assert!(
+            at_t1
+                .iter()
+                .all(|(_, _, _, o)| o.is_none() || o.as_deref() == Some("nic-a")),
+            "{at_t1:?}"
+        );
+        kept.push(confirmed[0]);
+    }
+    // The same state both times (the one whose fingerprint sorts last):
+    // once it was the old one, once the new.
+    assert_eq!(kept[0], kept[1]);
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn a_complete_snapshot_finished_late_inside_a_run_bounds_the_events_in_it(pool: PgPool) {
+    // nic-a on 10.0.0.4 with vm-a at T0 and T2, moved to vm-z and back by
+    // two events between T1 and T2. The complete snapshot of T1 arrives
+    // last: the run from T0 to T2 already holds it, but the claim the first
+    // event ends (at an end the event cannot fix: the VM changed) was last
+    // seen at T1, as when it arrives in time.
+    let app = TestApp::start(pool.clone()).await;
+    let a4 = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let az = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-z"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], Some("vm-b"));
+    let events = json!({"records": [
+        activity("WRITE", "2025-03-01T10:20:00Z", &az, "Success", false),
+        activity("WRITE", "2025-03-01T10:25:00Z", &a4, "Success", false),
+    ]});
+    // T2's snapshot complete (the run stays live, its end not written) or
+    // partial (the run's end written).
+    for complete in [true, false] {
+        let s0 = (
+            "/v1/snapshots",
+            snapshot(T0, &[SUB1], true, vec![a4.clone(), b.clone()]),
+        );
+        let s1 = (
+            "/v1/snapshots",
+            snapshot(T1, &[SUB1], true, vec![a4.clone(), b.clone()]),
+        );
+        let s2 = (
+            "/v1/snapshots",
+            snapshot(T2, &[SUB1], complete, vec![a4.clone(), b.clone()]),
+        );
+        let ev = ("/v1/activity", events.clone());
+        let mut tables = Vec::new();
+        for posts in [[&s0, &s1, &ev, &s2], [&s0, &s2, &ev, &s1]] {
+            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+                .execute(&pool)
+                .await
+                .unwrap();
+            app.index.reset(ipwho::index::Index::new());
+            for (path, body) in posts {
+                let (code, v) = app.post_json(path, body).await;
+                assert_eq!(code, 200, "{v}");
+            }
+            // At T1, the lookup is confirmed either way.
+            let (status, owner, _) = app.owner("10.0.0.4", T1, "").await;
+            assert_eq!(
+                (status.as_str(), owner.as_deref()),
+                ("confirmed", Some("nic-a"))
+            );
+            tables.push(claims_table(&pool).await);
+        }
+        assert_eq!(tables[0], tables[1], "T2 complete: {complete}");
+    }
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, bytes).unwrap();

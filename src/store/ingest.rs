@@ -81,6 +81,11 @@ pub struct PageReport {
     pub partial_reason: Option<String>,
     /// NICs of the snapshot's scope that a finished complete snapshot did not list, whose claims it bounded.
     pub absent_nics_affected: usize,
+    /// NICs the finished snapshot listed more than once with different
+    /// states (updated while it was being listed). Of each, the state whose
+    /// fingerprint sorts last is the one taken at `taken_at`, so that the
+    /// order in which the pages arrived never decides.
+    pub listed_with_two_states: usize,
     pub claims_inserted: usize,
     pub claims_updated: usize,
     pub claims_deleted: usize,
@@ -383,7 +388,8 @@ pub async fn ingest_snapshot_page(
         let t = micros(meta.taken_at);
         let mut changed: Vec<(String, Runs)> = Vec::new();
         let mut index_of: HashMap<String, usize> = HashMap::default();
-        let mut deferred: HashMap<String, bool> = HashMap::default();
+        // Per listing: a NIC listed twice with two states has two.
+        let mut deferred: HashMap<(String, String), bool> = HashMap::default();
         for (nic, fp) in page.nics.iter().zip(&fps) {
             let key = nic.id.key().to_string();
             let sub = nic.id.subscription();
@@ -407,7 +413,7 @@ pub async fn ingest_snapshot_page(
                     .live()
                     .is_some_and(|r| r.fingerprint == *fp && r.last_at < t)
                 && !runs.is_dirty();
-            deferred.insert(key.clone(), defer);
+            deferred.insert((key.clone(), fp.clone()), defer);
             if defer {
                 continue;
             }
@@ -446,13 +452,14 @@ pub async fn ingest_snapshot_page(
         };
         state_rows.insert(&mut tx).await?;
         if !finished {
-            let mut seen = HashSet::default();
+            // Each listing once; a NIC listed with two states keeps both,
+            // for the finish to settle (see `finish`).
             let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
             for (k, fp) in keys.iter().zip(&fps) {
-                if seen.insert(k) {
+                if let Some(d) = deferred.remove(&(k.clone(), fp.clone())) {
                     mk.push(k.clone());
                     mf.push(fp.clone());
-                    md.push(deferred.get(k).copied().unwrap_or(false));
+                    md.push(d);
                 }
             }
             // One row for the page; the same page again only ANDs its
@@ -484,7 +491,8 @@ pub async fn ingest_snapshot_page(
     }
     if page.last_page && !finished {
         let effective = effective_meta(&mut tx, &meta.id).await?;
-        report.absent_nics_affected = finish(&mut tx, &effective, &mut changes, &cache).await?;
+        (report.absent_nics_affected, report.listed_with_two_states) =
+            finish(&mut tx, &effective, &mut changes, &cache).await?;
         report.finished = true;
     } else {
         report.finished = finished;
@@ -539,7 +547,8 @@ pub async fn finish_snapshot(
         ..Default::default()
     };
     if !finished {
-        report.absent_nics_affected = finish(&mut tx, &meta, &mut changes, &cache).await?;
+        (report.absent_nics_affected, report.listed_with_two_states) =
+            finish(&mut tx, &meta, &mut changes, &cache).await?;
     }
     let reason: Option<String> =
         sqlx::query_scalar("SELECT partial_reason FROM snapshots WHERE id = $1")
@@ -559,14 +568,15 @@ pub async fn finish_snapshot(
 /// it did not list gets the absence as evidence (live runs end, runs
 /// spanning it are split, claims bounded by it recomputed) and its
 /// subscriptions' horizons move; observations deferred to live runs are
-/// written down where the run does not cover them after all. Returns how
-/// many NICs the absence affected.
+/// written down where the run does not cover them after all, and a NIC
+/// listed with two states is settled on one. Returns how many NICs the
+/// absence affected, and how many were listed with two states.
 async fn finish(
     conn: &mut PgConnection,
     meta: &SnapshotMeta,
     changes: &mut ClaimChanges,
     cache: &StateCache,
-) -> sqlx::Result<usize> {
+) -> sqlx::Result<(usize, usize)> {
     // The horizons before this snapshot, to know which it moves.
     let before = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
     sqlx::query(
@@ -612,7 +622,7 @@ async fn finish(
         .iter()
         .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
         .unzip();
-    let uncovered: Vec<(String, String)> = sqlx::query_as(
+    let mut uncovered: Vec<(String, String)> = sqlx::query_as(
         "SELECT m.nic_key, m.fingerprint FROM snapshot_members m JOIN nics n USING (nic_key)
          LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
          WHERE m.snapshot_id = $1 AND m.deferred AND NOT EXISTS (
@@ -628,9 +638,55 @@ async fn finish(
     .fetch_all(&mut *conn)
     .await?;
 
+    // NICs the snapshot listed with two states (updated while it was being
+    // listed, on two pages or twice on one): the state whose fingerprint
+    // sorts last stands at `taken_at`, as `Runs::observe` keeps it when
+    // both reach it, whatever the order in which the pages came.
+    let twice: Vec<(String, String)> = sqlx::query_as(
+        "SELECT u.nic_key, max(u.fingerprint COLLATE \"C\")
+         FROM snapshot_pages p, unnest(p.nic_keys, p.fingerprints) AS u(nic_key, fingerprint)
+         WHERE p.snapshot_id = $1
+         GROUP BY u.nic_key HAVING min(u.fingerprint COLLATE \"C\") <> max(u.fingerprint COLLATE \"C\")",
+    )
+    .bind(&meta.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let listed_twice = twice.len();
+    uncovered.extend(twice);
+
+    // NICs it listed inside a run of the same state (a later snapshot had
+    // shown them so already) around an Activity Log event: the run's
+    // points nearest the event, which bound the claims the event splits,
+    // now include this snapshot. A live run reaches the horizon as it was
+    // before this snapshot: only a snapshot older than that falls inside.
+    let around_events: Vec<String> = if meta.complete {
+        let late: Vec<&String> = meta
+            .subscriptions
+            .iter()
+            .filter(|s| before.get(*s).is_some_and(|h| h.at > tm))
+            .collect();
+        sqlx::query_scalar(
+            "SELECT DISTINCT o.nic_key FROM observations o JOIN nics n USING (nic_key)
+             WHERE n.subscription = ANY($1) AND o.first_at < $2
+               AND (o.last_at > $2 OR (o.live AND n.subscription = ANY($3)))
+               AND EXISTS (SELECT 1 FROM activity_events e
+                           WHERE hashtextextended(e.nic_key, 0) = hashtextextended(o.nic_key, 0)
+                             AND e.nic_key = o.nic_key AND e.at > o.first_at
+                             AND (e.at < o.last_at OR o.live))",
+        )
+        .bind(&meta.subscriptions)
+        .bind(t)
+        .bind(&late)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
+
     let mut affected = 0;
     let mut touched: Vec<String> = absent.clone();
     touched.extend(uncovered.iter().map(|(k, _)| k.clone()));
+    touched.extend(around_events);
     touched.sort();
     touched.dedup();
     if !touched.is_empty() {
@@ -717,7 +773,7 @@ async fn finish(
         .bind(&meta.id)
         .execute(&mut *conn)
         .await?;
-    Ok(affected)
+    Ok((affected, listed_twice))
 }
 
 /// Stores Activity Log events (each once) and recomputes the NICs they concern.

@@ -105,6 +105,11 @@ impl Runs {
     /// Records that a snapshot taken at `t` listed the NIC with state `fp`.
     /// `completes` are the finished complete snapshots of the NIC's
     /// subscription, sorted. Returns whether anything changed.
+    ///
+    /// Two states observed at the same instant (a NIC updated while one
+    /// listing was taken, and so listed twice) cannot both be a run's point:
+    /// the one whose fingerprint sorts last is kept, whichever arrived
+    /// first, so that the order of the pages never decides.
     pub fn observe(
         &mut self,
         t: Micros,
@@ -118,7 +123,16 @@ impl Runs {
             .iter()
             .position(|r| r.first_at <= t && t <= r.last_at)
         {
-            if self.runs[i].fingerprint == fp {
+            let r = &self.runs[i];
+            if r.fingerprint == fp {
+                return false;
+            }
+            // The run holds an observation at `t` itself: one of its ends,
+            // or a complete snapshot taken at `t` (which listed it so).
+            let observed_at_t = r.first_at == t
+                || r.last_at == t
+                || completes.binary_search_by_key(&t, |c| c.at).is_ok();
+            if observed_at_t && r.fingerprint.as_str() > fp {
                 return false;
             }
             self.split(i, t, completes);
@@ -400,6 +414,44 @@ mod tests {
             .collect();
         assert_eq!(spans, vec![(10, 20, Some(7)), (40, 50, None)]);
         assert!(!r.absent_at(30, &c));
+    }
+
+    #[test]
+    fn two_states_at_one_instant_keep_the_same_one_in_either_order() {
+        let c = completes(&[10, 20, 30]);
+        let spans = |r: &Runs| -> Vec<(Micros, Micros, String)> {
+            r.runs
+                .iter()
+                .map(|x| (x.first_at, x.last_at, x.fingerprint.clone()))
+                .collect()
+        };
+        // A point, the end of a run, and inside a run at a complete
+        // snapshot's instant: the state that sorts last stays at 20.
+        for before in [vec![], vec![(10, "A")], vec![(10, "A"), (30, "A")]] {
+            let mut results = Vec::new();
+            for order in [["A", "B"], ["B", "A"]] {
+                let mut r = Runs::default();
+                for (t, fp) in &before {
+                    r.observe(*t, &format!("s{t}"), fp, &c);
+                }
+                for fp in order {
+                    r.observe(20, "s20", fp, &c);
+                }
+                // Again, as a page posted twice: nothing changes.
+                for fp in order {
+                    assert!(!r.observe(20, "s20", fp, &c), "{before:?} {order:?}");
+                }
+                results.push(spans(&r));
+            }
+            assert_eq!(results[0], results[1], "{before:?}");
+            assert!(
+                results[0]
+                    .iter()
+                    .any(|(a, b, f)| *a <= 20 && 20 <= *b && f == "B"),
+                "{before:?}: {:?}",
+                results[0]
+            );
+        }
     }
 
     #[test]
