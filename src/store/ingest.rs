@@ -579,13 +579,17 @@ async fn finish(
 ) -> sqlx::Result<(usize, usize)> {
     // The horizons before this snapshot, to know which it moves.
     let before = horizons_of(&load_completes(conn, &meta.subscriptions).await?);
-    sqlx::query(
+    // The NICs it listed, and its listings: more listings than NICs when
+    // a NIC was listed on two pages, or with two states.
+    let (nics, listings): (i32, i64) = sqlx::query_as(
         "UPDATE snapshots SET finished = true, finished_at = now(),
                 nics = (SELECT count(*) FROM snapshot_members WHERE snapshot_id = $1)
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING nics, (SELECT coalesce(sum(cardinality(nic_keys)), 0)
+                          FROM snapshot_pages WHERE snapshot_id = $1)",
     )
     .bind(&meta.id)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     let t = meta.taken_at;
     let tm = micros(t);
@@ -642,15 +646,19 @@ async fn finish(
     // listed, on two pages or twice on one): the state whose fingerprint
     // sorts last stands at `taken_at`, as `Runs::observe` keeps it when
     // both reach it, whatever the order in which the pages came.
-    let twice: Vec<(String, String)> = sqlx::query_as(
+    let twice: Vec<(String, String)> = if listings == i64::from(nics) {
+        Vec::new()
+    } else {
+        sqlx::query_as(
         "SELECT u.nic_key, max(u.fingerprint COLLATE \"C\")
          FROM snapshot_pages p, unnest(p.nic_keys, p.fingerprints) AS u(nic_key, fingerprint)
          WHERE p.snapshot_id = $1
          GROUP BY u.nic_key HAVING min(u.fingerprint COLLATE \"C\") <> max(u.fingerprint COLLATE \"C\")",
-    )
-    .bind(&meta.id)
-    .fetch_all(&mut *conn)
-    .await?;
+        )
+        .bind(&meta.id)
+        .fetch_all(&mut *conn)
+        .await?
+    };
     let listed_twice = twice.len();
     uncovered.extend(twice);
 
