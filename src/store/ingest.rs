@@ -667,7 +667,17 @@ async fn finish(
     // points nearest the event, which bound the claims the event splits,
     // now include this snapshot. A live run reaches the horizon as it was
     // before this snapshot: only a snapshot older than that falls inside.
-    let around_events: Vec<String> = if meta.complete {
+    // Only a snapshot taken after this one can have carried a run past it:
+    // in time order (the common case), there is none to look for.
+    let later: bool = meta.complete
+        && sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM snapshots WHERE taken_at > $1 AND subscriptions && $2)",
+        )
+        .bind(t)
+        .bind(&meta.subscriptions)
+        .fetch_one(&mut *conn)
+        .await?;
+    let around_events: Vec<String> = if later {
         let late: Vec<&String> = meta
             .subscriptions
             .iter()
