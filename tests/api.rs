@@ -350,10 +350,7 @@ async fn arrival_order_never_changes_the_claims(pool: PgPool) {
         vec![7, 6, 5, 4, 3, 2, 1, 0],
         vec![3, 0, 5, 2, 7, 1, 4, 6],
     ] {
-        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-            .execute(&app.pool)
-            .await
-            .unwrap();
+        app.empty().await;
         for i in order {
             let (path, body) = &posts[i];
             let (code, r) = app.post_json(path, body).await;
@@ -663,11 +660,7 @@ async fn a_listing_s_pages_in_any_order_give_the_same_claims(pool: PgPool) {
     let page2 = json!({"value": [b]});
     let mut tables = Vec::new();
     for pages in [[&page1, &page2], [&page2, &page1]] {
-        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-            .execute(&pool)
-            .await
-            .unwrap();
-        app.index.reset(ipwho::index::Index::new());
+        app.empty().await;
         assert_eq!(app.post_json("/v1/snapshots", &all).await.0, 200);
         for p in pages {
             let (code, v) = app.post_json(&query, p).await;
@@ -713,11 +706,7 @@ async fn a_nic_listed_twice_in_one_snapshot_gives_the_same_claims_in_any_order(p
         ];
         let mut results = Vec::new();
         for (i, pages) in orders.iter().enumerate() {
-            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-                .execute(&pool)
-                .await
-                .unwrap();
-            app.index.reset(ipwho::index::Index::new());
+            app.empty().await;
             assert_eq!(app.post_json("/v1/snapshots", &before).await.0, 200);
             let mut twice = 0;
             for p in pages {
@@ -800,11 +789,7 @@ async fn a_complete_snapshot_finished_late_inside_a_run_bounds_the_events_in_it(
         let ev = ("/v1/activity", events.clone());
         let mut tables = Vec::new();
         for posts in [[&s0, &s1, &ev, &s2], [&s0, &s2, &ev, &s1]] {
-            sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-                .execute(&pool)
-                .await
-                .unwrap();
-            app.index.reset(ipwho::index::Index::new());
+            app.empty().await;
             for (path, body) in posts {
                 let (code, v) = app.post_json(path, body).await;
                 assert_eq!(code, 200, "{v}");

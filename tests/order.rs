@@ -199,11 +199,7 @@ async fn post_all(
     posts: &[&(String, Value)],
     what: &str,
 ) -> (Vec<String>, Vec<String>) {
-    sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    app.index.reset(ipwho::index::Index::new());
+    app.empty().await;
     for (path, body) in posts {
         let (code, r) = if body.is_null() {
             app.post(path, "").await

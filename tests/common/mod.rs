@@ -65,6 +65,16 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Empties every table of evidence and claims, and the index: the
+    /// service as new, for posting the same evidence again in another order.
+    pub async fn empty(&self) {
+        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        self.index.reset(Index::new());
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         // A health check's 503 is its status document, not a problem.
