@@ -665,10 +665,10 @@ async fn finish(
     // NICs it listed inside a run of the same state (a later snapshot had
     // shown them so already) around an Activity Log event: the run's
     // points nearest the event, which bound the claims the event splits,
-    // now include this snapshot. A live run reaches the horizon as it was
+    // now include this snapshot. Only a snapshot taken after this one can
+    // have carried a run past it, so in time order (the common case) there
+    // is nothing to look for. A live run reaches the horizon as it was
     // before this snapshot: only a snapshot older than that falls inside.
-    // Only a snapshot taken after this one can have carried a run past it:
-    // in time order (the common case), there is none to look for.
     let later: bool = meta.complete
         && sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM snapshots WHERE taken_at > $1 AND subscriptions && $2)",
