@@ -388,9 +388,9 @@ pub async fn ingest_snapshot_page(
         let t = micros(meta.taken_at);
         let mut changed: Vec<(String, Runs)> = Vec::new();
         let mut index_of: HashMap<String, usize> = HashMap::default();
-        // Per listing: a NIC listed twice with two states has two.
-        let mut deferred: HashMap<(String, String), bool> = HashMap::default();
-        for (nic, fp) in page.nics.iter().zip(&fps) {
+        // Per listing, in page order.
+        let mut deferred = vec![false; page.nics.len()];
+        for (i, (nic, fp)) in page.nics.iter().zip(&fps).enumerate() {
             let key = nic.id.key().to_string();
             let sub = nic.id.subscription();
             let slot = match index_of.get(&key) {
@@ -413,7 +413,7 @@ pub async fn ingest_snapshot_page(
                     .live()
                     .is_some_and(|r| r.fingerprint == *fp && r.last_at < t)
                 && !runs.is_dirty();
-            deferred.insert((key.clone(), fp.clone()), defer);
+            deferred[i] = defer;
             if defer {
                 continue;
             }
@@ -454,12 +454,13 @@ pub async fn ingest_snapshot_page(
         if !finished {
             // Each listing once; a NIC listed with two states keeps both,
             // for the finish to settle (see `finish`).
+            let mut seen = HashSet::default();
             let (mut mk, mut mf, mut md) = (vec![], vec![], vec![]);
-            for (k, fp) in keys.iter().zip(&fps) {
-                if let Some(d) = deferred.remove(&(k.clone(), fp.clone())) {
+            for ((k, fp), d) in keys.iter().zip(&fps).zip(&deferred) {
+                if seen.insert((k, fp)) {
                     mk.push(k.clone());
                     mf.push(fp.clone());
-                    md.push(d);
+                    md.push(*d);
                 }
             }
             // One row for the page; the same page again only ANDs its
