@@ -24,9 +24,11 @@
 //! (`/proc/PID/clear_refs`) just before the request.
 //!
 //! Run: `cargo run --release --example enrich_e2e [-- --seed S --estates DIR
-//! --database NAME --runs R --workers W --no-naive --inproc --no-http]`
+//! --database NAME --runs R --workers W --no-naive --inproc --no-http --replay]`
 //! (`--workers`: the server's `IPWHO_ENRICH_WORKERS`; `--inproc`: also the
-//! pipeline in process with 1 and 2 workers; `--no-http`: only that)
+//! pipeline in process with 1 and 2 workers; `--no-http`: only that;
+//! `--replay`: also the transport alone, a server sending the output
+//! ipwho rendered beforehand from memory)
 //! (`DATABASE_URL` names the Postgres server).
 
 /// The allocator `ipwho serve` runs with (src/main.rs), so the server
@@ -141,6 +143,75 @@ fn serve(db: &str) -> anyhow::Result<()> {
     })
 }
 
+/// The transport alone: a server that has rendered the blob's output
+/// (floor and enriched) in memory beforehand, then answers `POST
+/// /v1/enrich[?floor=true]` by reading the request's body and sending that
+/// output in the 1 MiB chunks the service sends, over the same HTTP stack
+/// (`axum::serve`): no parsing, no lookups, no rendering. Its time is what
+/// moving the bytes costs, the least any implementation of this output
+/// can take here.
+fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
+    use axum::body::Body;
+    use ipwho::enrich::{Attributor, EnrichOptions, NoIndex, enrich_reader};
+    let rt = tokio::runtime::Runtime::new()?;
+    let input = std::fs::read(blob)?;
+    let index: Arc<dyn Attributor> = Arc::new(rt.block_on(load_index(db))?);
+    let render = |lookups: bool| -> anyhow::Result<bytes::Bytes> {
+        let mut out = Vec::new();
+        let attr: Arc<dyn Attributor> = if lookups {
+            index.clone()
+        } else {
+            Arc::new(NoIndex)
+        };
+        let opts = EnrichOptions {
+            lookups,
+            ..EnrichOptions::default()
+        };
+        enrich_reader(&input[..], &mut out, opts, attr)?;
+        Ok(out.into())
+    };
+    let (floor, full) = (render(false)?, render(true)?);
+    drop(index);
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!(
+            "READY port={} claims=0 rss_before_kib=0 rss_after_kib=0 build_ms=0",
+            listener.local_addr()?.port()
+        );
+        std::io::stdout().flush()?;
+        let app = axum::Router::new().route(
+            "/v1/enrich",
+            axum::routing::post(move |q: axum::extract::RawQuery, body: Body| async move {
+                let _ = axum::body::to_bytes(body, usize::MAX).await;
+                let out = if q.0.is_some_and(|q| q.contains("floor=true")) {
+                    floor
+                } else {
+                    full
+                };
+                let chunks = (0..out.len().div_ceil(1 << 20)).map(move |i| {
+                    Ok::<_, std::io::Error>(out.slice(i << 20..((i + 1) << 20).min(out.len())))
+                });
+                Body::from_stream(futures::stream::iter(chunks))
+            }),
+        );
+        let stop = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                while std::io::stdin()
+                    .read_line(&mut s)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {}
+            })
+            .await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
 // ---------------------------------------------------------------------------
 // the client
 
@@ -203,6 +274,67 @@ async fn post(
         server_cpu: (s1.0 - s0.0, s1.1 - s0.1),
         client_cpu: (c1.0 - c0.0, c1.1 - c0.1),
     })
+}
+
+/// Runs the replay server (`serve_replay`) and posts the blob to it as to
+/// ipwho, best of `runs` each for the floor's output and ipwho's.
+fn replay(
+    a: &Args,
+    dir: &std::path::Path,
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    tuples: u64,
+) -> anyhow::Result<(Posted, Posted)> {
+    let blob = dir.join("flowlogs/vnet-all.json");
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--serve", "--database", &a.database, "--replay-blob"])
+        .arg(&blob)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
+    let port: u16 = ready
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("port="))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("replay server said {ready:?}"))?;
+    let input = bytes::Bytes::from(std::fs::read(&blob)?);
+    let base = format!("http://127.0.0.1:{port}/v1/enrich");
+    let (mut best_floor, mut best_full): (Option<Posted>, Option<Posted>) = (None, None);
+    for run in 0..a.runs {
+        for (floor, best) in [(true, &mut best_floor), (false, &mut best_full)] {
+            let url = if floor {
+                format!("{base}?floor=true")
+            } else {
+                base.clone()
+            };
+            let p = rt.block_on(post(client, &url, input.clone(), child.id()))?;
+            anyhow::ensure!(
+                p.tuples_out == tuples && p.lines == tuples + 1,
+                "replay run {run}: {} tuples out, {} lines",
+                p.tuples_out,
+                p.lines
+            );
+            println!(
+                "  run {run} replay {:<6} {:>7.3} s {:>10.0} tuples/s {:>8.1} MB out, CPU s (user+sys): server {:.2}+{:.2}, client {:.2}+{:.2}",
+                if floor { "floor" } else { "enrich" },
+                p.secs,
+                tuples as f64 / p.secs,
+                p.out_bytes as f64 / 1e6,
+                p.server_cpu.0,
+                p.server_cpu.1,
+                p.client_cpu.0,
+                p.client_cpu.1,
+            );
+            if best.as_ref().is_none_or(|b| p.secs < b.secs) {
+                *best = Some(p);
+            }
+        }
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    Ok((best_floor.unwrap(), best_full.unwrap()))
 }
 
 // ---------------------------------------------------------------------------
@@ -309,6 +441,11 @@ struct Args {
     no_http: bool,
     /// The server's `IPWHO_ENRICH_WORKERS` (default: inherited, else 1).
     workers: Option<u64>,
+    /// Also time the transport alone: a server that answers with the
+    /// output ipwho rendered before, from memory.
+    replay: bool,
+    /// Serve mode: render the outputs of this blob and replay them.
+    replay_blob: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -322,6 +459,8 @@ fn args() -> Args {
         inproc: false,
         no_http: false,
         workers: None,
+        replay: false,
+        replay_blob: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -340,6 +479,8 @@ fn args() -> Args {
             "--workers" => a.workers = Some(num(value())),
             "--serve" => a.serve = true,
             "--inproc" => a.inproc = true,
+            "--replay" => a.replay = true,
+            "--replay-blob" => a.replay_blob = Some(value().into()),
             "--no-http" => {
                 a.inproc = true;
                 a.no_http = true;
@@ -424,7 +565,10 @@ fn mib(kib: u64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let a = args();
     if a.serve {
-        return serve(&a.database);
+        return match &a.replay_blob {
+            Some(blob) => serve_replay(&a.database, blob),
+            None => serve(&a.database),
+        };
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
@@ -528,6 +672,11 @@ fn main() -> anyhow::Result<()> {
     );
     drop(child.stdin.take());
     let _ = child.wait();
+    let replayed = if a.replay {
+        Some(replay(&a, &dir, &rt, &client, tuples)?)
+    } else {
+        None
+    };
     if a.inproc {
         inproc(&a.database, tuples, &input, a.runs)?;
     }
@@ -564,6 +713,19 @@ fn main() -> anyhow::Result<()> {
             mib(p.peak_rss_kib)
         );
     }
+    if let Some((rf, rx)) = &replayed {
+        for (name, p) in [
+            ("transport alone: ipwho's output replayed from memory", rx),
+            ("transport alone: the floor's output replayed", rf),
+        ] {
+            println!(
+                "| {name} | {:.3} s | {:.2}M | {:.0} MB | — |",
+                p.secs,
+                tps(p.secs) / 1e6,
+                p.out_bytes as f64 / 1e6,
+            );
+        }
+    }
     if let Some(n) = &naive {
         let s = n.load_secs + n.join_secs;
         println!(
@@ -590,6 +752,15 @@ fn main() -> anyhow::Result<()> {
             "naive / ipwho time: {:.1}x (target >= 20x): {}",
             s / full.secs,
             check(s >= 20.0 * full.secs)
+        );
+    }
+    if let Some((rf, rx)) = &replayed {
+        println!(
+            "transport alone (replayed output): ipwho's {:.2}M tuples/s, the floor's {:.2}M tuples/s; ipwho / its transport {:.2}x, floor / its transport {:.2}x",
+            tps(rx.secs) / 1e6,
+            tps(rf.secs) / 1e6,
+            full.secs / rx.secs,
+            floor.secs / rf.secs
         );
     }
     println!(
