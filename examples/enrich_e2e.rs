@@ -101,6 +101,19 @@ fn cpu_secs(pid: u32) -> (f64, f64) {
     (get(11), get(12))
 }
 
+/// A server's stop signal: the parent closed our stdin.
+async fn until_stdin_closes() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        while std::io::stdin()
+            .read_line(&mut s)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+    })
+    .await;
+}
+
 fn serve(db: &str) -> anyhow::Result<()> {
     let me = std::process::id();
     let rt = tokio::runtime::Runtime::new()?;
@@ -126,19 +139,7 @@ fn serve(db: &str) -> anyhow::Result<()> {
             index,
             limits: ipwho::api::Limits::default(),
         };
-        // Stops when the parent closes our stdin.
-        let stop = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut s = String::new();
-                while std::io::stdin()
-                    .read_line(&mut s)
-                    .map(|n| n > 0)
-                    .unwrap_or(false)
-                {}
-            })
-            .await;
-        };
-        ipwho::api::serve(listener, state, stop).await?;
+        ipwho::api::serve(listener, state, until_stdin_closes()).await?;
         anyhow::Ok(())
     })
 }
@@ -194,19 +195,8 @@ fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
                 Body::from_stream(futures::stream::iter(chunks))
             }),
         );
-        let stop = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut s = String::new();
-                while std::io::stdin()
-                    .read_line(&mut s)
-                    .map(|n| n > 0)
-                    .unwrap_or(false)
-                {}
-            })
-            .await;
-        };
         axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
+            .with_graceful_shutdown(until_stdin_closes())
             .await?;
         anyhow::Ok(())
     })
@@ -276,6 +266,56 @@ async fn post(
     })
 }
 
+/// Posts `input` to `base?floor=true` and to `base`, `runs` times each,
+/// alternately; checks every response's line count and summary; returns
+/// the fastest of each (floor, enriched).
+#[allow(clippy::too_many_arguments)]
+fn best_of_runs(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    base: &str,
+    input: &bytes::Bytes,
+    server: u32,
+    tuples: u64,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<(Posted, Posted)> {
+    let (mut best_floor, mut best_full): (Option<Posted>, Option<Posted>) = (None, None);
+    for run in 0..runs {
+        for (floor, best) in [(true, &mut best_floor), (false, &mut best_full)] {
+            let url = if floor {
+                format!("{base}?floor=true")
+            } else {
+                base.to_string()
+            };
+            let p = rt.block_on(post(client, &url, input.clone(), server))?;
+            anyhow::ensure!(
+                p.tuples_out == tuples && p.lines == tuples + 1,
+                "{label}run {run}: {} tuples out, {} lines: {}",
+                p.tuples_out,
+                p.lines,
+                p.summary
+            );
+            println!(
+                "  run {run} {label}{:<6} {:>7.3} s {:>10.0} tuples/s {:>8.1} MB out, server peak RSS {:>6.0} MiB, CPU s (user+sys): server {:.2}+{:.2}, client {:.2}+{:.2}",
+                if floor { "floor" } else { "enrich" },
+                p.secs,
+                tuples as f64 / p.secs,
+                p.out_bytes as f64 / 1e6,
+                mib(p.peak_rss_kib),
+                p.server_cpu.0,
+                p.server_cpu.1,
+                p.client_cpu.0,
+                p.client_cpu.1,
+            );
+            if best.as_ref().is_none_or(|b| p.secs < b.secs) {
+                *best = Some(p);
+            }
+        }
+    }
+    Ok((best_floor.unwrap(), best_full.unwrap()))
+}
+
 /// Runs the replay server (`serve_replay`) and posts the blob to it as to
 /// ipwho, best of `runs` each for the floor's output and ipwho's.
 fn replay(
@@ -301,40 +341,19 @@ fn replay(
         .ok_or_else(|| anyhow::anyhow!("replay server said {ready:?}"))?;
     let input = bytes::Bytes::from(std::fs::read(&blob)?);
     let base = format!("http://127.0.0.1:{port}/v1/enrich");
-    let (mut best_floor, mut best_full): (Option<Posted>, Option<Posted>) = (None, None);
-    for run in 0..a.runs {
-        for (floor, best) in [(true, &mut best_floor), (false, &mut best_full)] {
-            let url = if floor {
-                format!("{base}?floor=true")
-            } else {
-                base.clone()
-            };
-            let p = rt.block_on(post(client, &url, input.clone(), child.id()))?;
-            anyhow::ensure!(
-                p.tuples_out == tuples && p.lines == tuples + 1,
-                "replay run {run}: {} tuples out, {} lines",
-                p.tuples_out,
-                p.lines
-            );
-            println!(
-                "  run {run} replay {:<6} {:>7.3} s {:>10.0} tuples/s {:>8.1} MB out, CPU s (user+sys): server {:.2}+{:.2}, client {:.2}+{:.2}",
-                if floor { "floor" } else { "enrich" },
-                p.secs,
-                tuples as f64 / p.secs,
-                p.out_bytes as f64 / 1e6,
-                p.server_cpu.0,
-                p.server_cpu.1,
-                p.client_cpu.0,
-                p.client_cpu.1,
-            );
-            if best.as_ref().is_none_or(|b| p.secs < b.secs) {
-                *best = Some(p);
-            }
-        }
-    }
+    let best = best_of_runs(
+        rt,
+        client,
+        &base,
+        &input,
+        child.id(),
+        tuples,
+        a.runs,
+        "replay ",
+    )?;
     drop(child.stdin.take());
     let _ = child.wait();
-    Ok((best_floor.unwrap(), best_full.unwrap()))
+    Ok(best)
 }
 
 // ---------------------------------------------------------------------------
@@ -631,41 +650,7 @@ fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(600))
         .build()?;
     let base = format!("http://127.0.0.1:{port}/v1/enrich");
-    let mut best_floor: Option<Posted> = None;
-    let mut best_full: Option<Posted> = None;
-    for run in 0..a.runs {
-        for (floor, best) in [(true, &mut best_floor), (false, &mut best_full)] {
-            let url = if floor {
-                format!("{base}?floor=true")
-            } else {
-                base.clone()
-            };
-            let p = rt.block_on(post(&client, &url, input.clone(), server))?;
-            anyhow::ensure!(
-                p.tuples_out == tuples && p.lines == tuples + 1,
-                "run {run}: {} tuples out, {} lines: {}",
-                p.tuples_out,
-                p.lines,
-                p.summary
-            );
-            println!(
-                "  run {run} {:<6} {:>7.3} s {:>10.0} tuples/s {:>8.1} MB out, server peak RSS {:>6.0} MiB, CPU s (user+sys): server {:.2}+{:.2}, client {:.2}+{:.2}",
-                if floor { "floor" } else { "enrich" },
-                p.secs,
-                tuples as f64 / p.secs,
-                p.out_bytes as f64 / 1e6,
-                mib(p.peak_rss_kib),
-                p.server_cpu.0,
-                p.server_cpu.1,
-                p.client_cpu.0,
-                p.client_cpu.1,
-            );
-            if best.as_ref().is_none_or(|b| p.secs < b.secs) {
-                *best = Some(p);
-            }
-        }
-    }
-    let (floor, full) = (best_floor.unwrap(), best_full.unwrap());
+    let (floor, full) = best_of_runs(&rt, &client, &base, &input, server, tuples, a.runs, "")?;
     println!(
         "source statuses: {}\ndestination statuses: {}",
         full.summary["source"], full.summary["destination"]
