@@ -149,8 +149,8 @@ fn serve(db: &str) -> anyhow::Result<()> {
 /// /v1/enrich[?floor=true]` by reading the request's body and sending that
 /// output in the 1 MiB chunks the service sends, over the same HTTP stack
 /// (`axum::serve`): no parsing, no lookups, no rendering. Its time is what
-/// moving the bytes costs, the least any implementation of this output
-/// can take here.
+/// moving the bytes costs: the least this output can take through this
+/// HTTP stack on this machine.
 fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
     use axum::body::Body;
     use ipwho::enrich::{Attributor, EnrichOptions, NoIndex, enrich_reader};
@@ -175,10 +175,7 @@ fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
     drop(index);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!(
-            "READY port={} claims=0 rss_before_kib=0 rss_after_kib=0 build_ms=0",
-            listener.local_addr()?.port()
-        );
+        println!("READY port={}", listener.local_addr()?.port());
         std::io::stdout().flush()?;
         let app = axum::Router::new().route(
             "/v1/enrich",
@@ -266,6 +263,24 @@ async fn post(
     })
 }
 
+/// Starts a server process (this program with `--serve ...`, set up in
+/// `cmd`) and waits for its `READY key=value ...` line.
+fn start_server(cmd: &mut Command) -> anyhow::Result<(std::process::Child, String)> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
+    Ok((child, ready))
+}
+
+/// The number `k=` of a server's `READY` line.
+fn ready_field(ready: &str, k: &str) -> anyhow::Result<u64> {
+    ready
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {k} in the server's {ready:?}"))
+}
+
 /// Posts `input` to `base?floor=true` and to `base`, `runs` times each,
 /// alternately; checks every response's line count and summary; returns
 /// the fastest of each (floor, enriched).
@@ -321,31 +336,23 @@ fn best_of_runs(
 fn replay(
     a: &Args,
     dir: &std::path::Path,
+    input: &bytes::Bytes,
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     tuples: u64,
 ) -> anyhow::Result<(Posted, Posted)> {
-    let blob = dir.join("flowlogs/vnet-all.json");
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--serve", "--database", &a.database, "--replay-blob"])
-        .arg(&blob)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
-    let port: u16 = ready
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("port="))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("replay server said {ready:?}"))?;
-    let input = bytes::Bytes::from(std::fs::read(&blob)?);
+    let (mut child, ready) = start_server(
+        Command::new(std::env::current_exe()?)
+            .args(["--serve", "--database", &a.database, "--replay-blob"])
+            .arg(dir.join("flowlogs/vnet-all.json")),
+    )?;
+    let port = ready_field(&ready, "port")?;
     let base = format!("http://127.0.0.1:{port}/v1/enrich");
     let best = best_of_runs(
         rt,
         client,
         &base,
-        &input,
+        input,
         child.id(),
         tuples,
         a.runs,
@@ -606,9 +613,7 @@ fn main() -> anyhow::Result<()> {
         return inproc(&a.database, tuples, &input, a.runs);
     }
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["--serve", "--database", &a.database])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    cmd.args(["--serve", "--database", &a.database]);
     if let Some(w) = a.workers {
         cmd.env("IPWHO_ENRICH_WORKERS", w.to_string());
     }
@@ -619,25 +624,17 @@ fn main() -> anyhow::Result<()> {
             .or_else(|| std::env::var("IPWHO_ENRICH_WORKERS").ok())
             .unwrap_or_else(|| "1 (default)".into())
     );
-    let mut child = cmd.spawn()?;
+    let (mut child, ready) = start_server(&mut cmd)?;
     let server = child.id();
     let input = bytes::Bytes::from(input);
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
-    let field = |k: &str| -> u64 {
-        ready
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("server said {ready:?}"))
-    };
-    let (port, claims) = (field("port"), field("claims"));
-    let (rss0, rss1) = (field("rss_before_kib"), field("rss_after_kib"));
+    let field = |k: &str| ready_field(&ready, k);
+    let (port, claims) = (field("port")?, field("claims")?);
+    let (rss0, rss1) = (field("rss_before_kib")?, field("rss_after_kib")?);
     let index_kib = rss1.saturating_sub(rss0);
     println!(
         "server pid {server}: index of {claims} claims loaded from {} in {:.1} s, RSS {:.0} -> {:.0} MiB (index {:.0} MiB)",
         a.database,
-        field("build_ms") as f64 / 1e3,
+        field("build_ms")? as f64 / 1e3,
         mib(rss0),
         mib(rss1),
         mib(index_kib)
@@ -658,7 +655,7 @@ fn main() -> anyhow::Result<()> {
     drop(child.stdin.take());
     let _ = child.wait();
     let replayed = if a.replay {
-        Some(replay(&a, &dir, &rt, &client, tuples)?)
+        Some(replay(&a, &dir, &input, &rt, &client, tuples)?)
     } else {
         None
     };
