@@ -289,8 +289,22 @@ async fn activity_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> an
         };
         report(&what, da, &counts(&s.pool).await);
         report(&format!("(snapshots between them: {ns} NICs)"), ds, "");
+        println!("{}", claim_updates(&s.pool).await?);
     }
     Ok(())
+}
+
+/// How many claims were rewritten and how many of those in place (HOT:
+/// no new index entry), from Postgres's statistics, which a backend
+/// reports within 10 s of going idle.
+async fn claim_updates(pool: &PgPool) -> anyhow::Result<String> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (upd, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'claims'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(format!("claims updated: {upd}, in place (HOT): {hot}"))
 }
 
 async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {

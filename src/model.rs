@@ -101,6 +101,13 @@ impl ArmId {
             .to_ascii_lowercase()
     }
 
+    /// The subscription id of a [`key`](Self::key) (as
+    /// [`subscription`](Self::subscription) gives it), read off the key
+    /// alone: a key is `/subscriptions/<id>/...` in lower case.
+    pub fn subscription_of_key(key: &str) -> &str {
+        key.split('/').nth(2).unwrap_or_default()
+    }
+
     /// The resource group as spelled in the id.
     pub fn resource_group(&self) -> Option<&str> {
         self.segment("resourceGroups")
@@ -376,6 +383,12 @@ mod tests {
             "/SUBSCRIPTIONS/ABC/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.NETWORK/NETWORKINTERFACES/NIC1"
         );
         assert_eq!(a.subscription(), "abc");
+        for id in [&a, &b] {
+            assert_eq!(ArmId::subscription_of_key(id.key()), id.subscription());
+        }
+        let guid = ArmId::parse(" /Subscriptions/0A1B-C2/resourceGroups/rg/ ").unwrap();
+        assert_eq!(ArmId::subscription_of_key(guid.key()), "0a1b-c2");
+        assert_eq!(guid.subscription(), "0a1b-c2");
         assert_eq!(b.resource_group(), Some("rg1"));
         assert_eq!(b.name(), "nic1");
         assert!(ArmId::parse("subscriptions/x").is_err());

@@ -1,6 +1,6 @@
 //! Keeping the in-memory index current with writes made by other processes
 //! (other replicas, `ipwho ingest` from a shell): every ingest appends the
-//! NICs whose claims it changed to `claim_changes` and notifies
+//! NICs whose claims it changed to `claim_changes` (one entry per write) and notifies
 //! `ipwho_claims`; a follower reloads those NICs' claims.
 
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
         return Ok(n);
     }
     let all: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT nic_key FROM claim_changes WHERE seq > $1 AND seq <= $2",
+        "SELECT DISTINCT unnest(nic_keys) FROM claim_changes WHERE seq > $1 AND seq <= $2",
     )
     .bind(*applied)
     .bind(max)

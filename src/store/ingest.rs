@@ -718,26 +718,18 @@ async fn finish(
                 )
             })
             .collect();
-        let subs: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-            "SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)",
-        )
-        .bind(&touched)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
         let last_event = last_events(conn, &touched).await?;
         let mut loaded = load_runs(conn, &touched).await?;
         let absent: HashSet<&String> = absent.iter().collect();
         let listed: HashMap<&String, &String> = uncovered.iter().map(|(k, f)| (k, f)).collect();
         let mut dirty: Vec<(String, Runs)> = Vec::new();
         for nic in &touched {
-            let sub = subs.get(nic).cloned().unwrap_or_default();
-            let c = completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]);
+            let sub = ArmId::subscription_of_key(nic);
+            let c = completes.get(sub).map(Vec::as_slice).unwrap_or(&[]);
             let mut runs = Runs::new(loaded.remove(nic).unwrap_or_default());
             if absent.contains(nic) {
                 // Live until the snapshot before this one, at most.
-                runs.materialize(without_this.get(&sub).and_then(|v| v.last()));
+                runs.materialize(without_this.get(sub).and_then(|v| v.last()));
                 runs.absent_at(tm, c);
             } else {
                 runs.materialize(c.last());

@@ -97,10 +97,18 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     create_database_if_missing(url).await?;
     // No JIT and no parallel plans: ingest queries are many and short; with
     // row estimates that lag bulk loads, JIT compilation and starting
-    // parallel workers cost tens of milliseconds a query.
+    // parallel workers cost tens of milliseconds a query. A batch's claims
+    // (thousands of rows of 1.5 KB, sent as arrays) are held in memory
+    // while they are written: with the stock 4 MB of `work_mem` the update
+    // of a batch's claims spilled them to a temporary file first. Ingests
+    // are serialised, so one connection at a time uses that much.
     let opts = PgConnectOptions::from_str(url)?
         .log_statements(tracing::log::LevelFilter::Trace)
-        .options([("jit", "off"), ("max_parallel_workers_per_gather", "0")]);
+        .options([
+            ("jit", "off"),
+            ("max_parallel_workers_per_gather", "0"),
+            ("work_mem", "32MB"),
+        ]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

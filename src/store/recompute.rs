@@ -17,7 +17,7 @@ use super::runs::{CompleteSnapshot, Run, Runs, StoredEvent, assemble_evidence};
 use super::states::StateCache;
 use super::{micros, of_nics, of_wanted, to_ts};
 use crate::engine::{Claim, EvidenceKind, Micros, NEG_INF, POS_INF, Window, derive_claims};
-use crate::model::NicState;
+use crate::model::{ArmId, NicState};
 
 /// The new claims of every recomputed NIC (an empty list when a NIC has none
 /// any more), for updating the in-memory index after commit.
@@ -268,12 +268,10 @@ pub(super) async fn read_inputs(
     batch: Vec<EvRow>,
     claims_stored: bool,
 ) -> sqlx::Result<Inputs> {
-    let subs: Vec<(String, String)> =
-        sqlx::query_as("SELECT nic_key, subscription FROM nics WHERE nic_key = ANY($1)")
-            .bind(nics)
-            .fetch_all(&mut *conn)
-            .await?;
-    let sub_of: HashMap<String, String> = subs.into_iter().collect();
+    let sub_of: HashMap<String, String> = nics
+        .iter()
+        .map(|n| (n.clone(), ArmId::subscription_of_key(n).to_string()))
+        .collect();
     let mut sub_list: Vec<String> = sub_of
         .values()
         .cloned()
@@ -763,27 +761,26 @@ pub(super) async fn write_claims(
     Ok(changes)
 }
 
-/// Appends NICs to the change feed and notifies followers; `""` stands for
-/// "a horizon moved" (followers reload the horizons).
+/// Appends one entry listing `nics` to the change feed and notifies
+/// followers; returns its sequence number (as the range the ingest wrote).
+/// `""` stands for "a horizon moved" (followers reload the horizons).
 pub(super) async fn feed(
     conn: &mut PgConnection,
     nics: &[String],
 ) -> sqlx::Result<Option<(i64, i64)>> {
-    let range: (Option<i64>, Option<i64>) = sqlx::query_as(
-        "WITH ins AS (INSERT INTO claim_changes (nic_key) SELECT unnest($1::text[]) RETURNING seq)
-         SELECT min(seq), max(seq) FROM ins",
-    )
-    .bind(nics)
-    .fetch_one(&mut *conn)
-    .await?;
-    let (Some(lo), Some(hi)) = range else {
+    if nics.is_empty() {
         return Ok(None);
-    };
+    }
+    let seq: i64 =
+        sqlx::query_scalar("INSERT INTO claim_changes (nic_keys) VALUES ($1) RETURNING seq")
+            .bind(nics)
+            .fetch_one(&mut *conn)
+            .await?;
     sqlx::query("SELECT pg_notify('ipwho_claims', $1)")
-        .bind(hi.to_string())
+        .bind(seq.to_string())
         .execute(&mut *conn)
         .await?;
-    Ok(Some((lo, hi)))
+    Ok(Some((seq, seq)))
 }
 
 /// Claim rows to insert or update, column by column.
