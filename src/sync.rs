@@ -1,7 +1,7 @@
 //! Keeping the in-memory index current with writes made by other processes
 //! (other replicas, `ipwho ingest` from a shell): every ingest appends the
-//! NICs whose claims it changed to `claim_changes` (one entry per write) and notifies
-//! `ipwho_claims`; a follower reloads those NICs' claims.
+//! NICs whose claims it changed to `claim_changes` (one entry per write of
+//! claims) and notifies `ipwho_claims`; a follower reloads those NICs' claims.
 
 use std::collections::HashMap;
 use std::time::Duration;
