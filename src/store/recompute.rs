@@ -239,7 +239,6 @@ type Existing = (
 /// claims as stored. Owned, so claims can be derived on another thread.
 pub(super) struct Inputs {
     nics: Vec<String>,
-    sub_of: HashMap<String, String>,
     completes: HashMap<String, Vec<CompleteSnapshot>>,
     horizons: HashMap<String, CompleteSnapshot>,
     runs: HashMap<String, Vec<Run>>,
@@ -268,17 +267,10 @@ pub(super) async fn read_inputs(
     batch: Vec<EvRow>,
     claims_stored: bool,
 ) -> sqlx::Result<Inputs> {
-    let sub_of: HashMap<String, String> = nics
-        .iter()
-        .map(|n| (n.clone(), ArmId::subscription_of_key(n).to_string()))
-        .collect();
-    let mut sub_list: Vec<String> = sub_of
-        .values()
-        .cloned()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    sub_list.sort();
+    let mut sub_list: Vec<&str> = nics.iter().map(|n| ArmId::subscription_of_key(n)).collect();
+    sub_list.sort_unstable();
+    sub_list.dedup();
+    let sub_list: Vec<String> = sub_list.into_iter().map(str::to_string).collect();
     let completes = load_completes(conn, &sub_list).await?;
     let horizons = horizons_of(&completes);
     let runs = match runs {
@@ -362,7 +354,6 @@ pub(super) async fn read_inputs(
         .collect();
     Ok(Inputs {
         nics: nics.to_vec(),
-        sub_of,
         completes,
         horizons,
         runs,
@@ -395,7 +386,7 @@ impl Inputs {
             if !ended {
                 continue;
             }
-            let h = self.sub_of.get(nic).and_then(|s| self.horizons.get(s));
+            let h = self.horizons.get(ArmId::subscription_of_key(nic));
             let mut settled = Runs::new(std::mem::take(runs));
             settled.materialize(h);
             settled.settle(h.map(|h| h.at), events.iter().map(|e| e.at).max());
@@ -434,7 +425,6 @@ fn derive(inputs: Inputs) -> Derived {
     const SPLIT_AT: usize = 256;
     let Inputs {
         nics,
-        sub_of,
         completes,
         horizons,
         runs,
@@ -444,7 +434,6 @@ fn derive(inputs: Inputs) -> Derived {
         ..
     } = inputs;
     let cx = Context {
-        sub_of: &sub_of,
         completes: &completes,
         horizons: &horizons,
         states: &states,
@@ -501,7 +490,6 @@ fn derive(inputs: Inputs) -> Derived {
 
 /// What [`derive`] reads and never changes.
 struct Context<'a> {
-    sub_of: &'a HashMap<String, String>,
     completes: &'a HashMap<String, Vec<CompleteSnapshot>>,
     horizons: &'a HashMap<String, CompleteSnapshot>,
     states: &'a HashMap<String, Arc<NicState>>,
@@ -551,15 +539,15 @@ impl Context<'_> {
         // one; most are unchanged, so into one buffer, copied only when not.
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         for nic in nics {
-            let sub = self.sub_of.get(nic).cloned().unwrap_or_default();
+            let sub = ArmId::subscription_of_key(nic);
             let mut nic_runs = Runs::new(runs.remove(nic).unwrap_or_default());
-            nic_runs.materialize(self.horizons.get(&sub));
+            nic_runs.materialize(self.horizons.get(sub));
             let live_end = nic_runs.live().map(|r| r.last_at);
             let evidence = assemble_evidence(
                 &nic_runs.runs,
                 state_of,
                 self.events.get(nic).unwrap_or(&empty),
-                self.completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]),
+                self.completes.get(sub).map(Vec::as_slice).unwrap_or(&[]),
             );
             let mut claims = derive_claims(&evidence);
             for c in &mut claims {
@@ -585,18 +573,18 @@ impl Context<'_> {
                     nic: c.key.nic.to_string(),
                     scope: c.key.scope.to_string(),
                     ip: c.key.ip,
-                    certain: at_horizon(c.certain, c.live, self.horizons.get(&sub)),
+                    certain: at_horizon(c.certain, c.live, self.horizons.get(sub)),
                 };
                 match existing.remove(&ident) {
                     Some((id, d)) if d == digest => row.id = id,
                     Some((id, _)) => {
                         nic_changed = true;
-                        part.upd.push(Some(id), c, &sub, digest, detail());
+                        part.upd.push(Some(id), c, sub, digest, detail());
                         row.id = id;
                     }
                     None => {
                         nic_changed = true;
-                        part.ins.push(None, c, &sub, digest, detail());
+                        part.ins.push(None, c, sub, digest, detail());
                         part.new_rows.push(part.xs.len());
                     }
                 }
