@@ -147,10 +147,10 @@ fn serve(db: &str) -> anyhow::Result<()> {
 /// The transport alone: a server that has rendered the blob's output
 /// (floor and enriched) in memory beforehand, then answers `POST
 /// /v1/enrich[?floor=true]` by reading the request's body and sending that
-/// output in the 1 MiB chunks the service sends, over the same HTTP stack
-/// (`axum::serve`): no parsing, no lookups, no rendering. Its time is what
-/// moving the bytes costs: the least this output can take through this
-/// HTTP stack on this machine.
+/// output in chunks of the size the service sends (1 MiB), over the same
+/// HTTP stack (`axum::serve`): no parsing, no lookups, no rendering. Its
+/// time is what moving the bytes costs: the least this output can take
+/// through this HTTP stack on this machine.
 fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
     use axum::body::Body;
     use ipwho::enrich::{Attributor, EnrichOptions, NoIndex, enrich_reader};
@@ -173,6 +173,8 @@ fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
     };
     let (floor, full) = (render(false)?, render(true)?);
     drop(index);
+    // The size of the chunks the service sends its output in.
+    let chunk = EnrichOptions::default().chunk_bytes;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("READY port={}", listener.local_addr()?.port());
@@ -186,8 +188,8 @@ fn serve_replay(db: &str, blob: &std::path::Path) -> anyhow::Result<()> {
                 } else {
                     full
                 };
-                let chunks = (0..out.len().div_ceil(1 << 20)).map(move |i| {
-                    Ok::<_, std::io::Error>(out.slice(i << 20..((i + 1) << 20).min(out.len())))
+                let chunks = (0..out.len().div_ceil(chunk)).map(move |i| {
+                    Ok::<_, std::io::Error>(out.slice(i * chunk..((i + 1) * chunk).min(out.len())))
                 });
                 Body::from_stream(futures::stream::iter(chunks))
             }),
