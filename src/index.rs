@@ -353,6 +353,9 @@ pub struct Index {
     pub(crate) applied_seq: tokio::sync::Mutex<i64>,
     /// Not yet holding the database's claims (see [`Index::loading`]).
     loading: AtomicBool,
+    /// The VNets' address spaces and peerings (swapped whole when a listing
+    /// arrives; read by enrichment once per batch).
+    topology: RwLock<Arc<crate::topology::Topology>>,
 }
 
 /// An index being built from chunks of claims: see [`Index::builder`].
@@ -558,6 +561,17 @@ impl Index {
         {
             *applied = hi;
         }
+    }
+
+    /// The topology held (VNets' address spaces and peerings).
+    pub fn topology(&self) -> Arc<crate::topology::Topology> {
+        self.topology.read().expect("topology lock").clone()
+    }
+
+    /// Replaces the topology held.
+    pub fn set_topology(&self, t: crate::topology::Topology) {
+        *self.topology.write().expect("topology lock") = Arc::new(t);
+        self.touch();
     }
 
     /// Replaces every claim and horizon by those of `fresh`.

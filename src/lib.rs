@@ -18,3 +18,4 @@ pub mod service;
 pub mod sim;
 pub mod store;
 pub mod sync;
+pub mod topology;
