@@ -27,6 +27,8 @@ use ipwho::{collector, demo, store, sync};
 struct Cli {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    freshness: FreshnessArgs,
     /// Log filter (tracing EnvFilter syntax), e.g. `info,ipwho=debug`.
     #[arg(long, env = "IPWHO_LOG", default_value = "info", global = true)]
     log: String,
@@ -47,6 +49,62 @@ struct DbArgs {
         global = true
     )]
     database_url: String,
+}
+
+/// When evidence is stale: past a subscription's latest complete snapshot
+/// by more than its freshness bound, an open claim is `possible`, not
+/// `probable`.
+#[derive(Args)]
+struct FreshnessArgs {
+    /// One freshness bound for every subscription, in minutes (default: from
+    /// each subscription's cadence of complete snapshots).
+    #[arg(long, env = "IPWHO_FRESHNESS_MINUTES", global = true)]
+    freshness_minutes: Option<f64>,
+    /// The bound is this many times the median interval between a
+    /// subscription's latest complete snapshots.
+    #[arg(
+        long,
+        env = "IPWHO_FRESHNESS_FACTOR",
+        default_value_t = 1.5,
+        global = true
+    )]
+    freshness_factor: f64,
+    /// The bound of a subscription with fewer than two complete snapshots, in minutes.
+    #[arg(
+        long,
+        env = "IPWHO_FRESHNESS_FALLBACK_MINUTES",
+        default_value_t = 60.0,
+        global = true
+    )]
+    freshness_fallback_minutes: f64,
+}
+
+impl FreshnessArgs {
+    fn policy(&self) -> anyhow::Result<ipwho::engine::Freshness> {
+        let minutes = |m: f64, flag: &str| -> anyhow::Result<i64> {
+            anyhow::ensure!(
+                m.is_finite() && m > 0.0,
+                "--{flag} must be a positive number of minutes"
+            );
+            Ok((m * ipwho::engine::MINUTE as f64) as i64)
+        };
+        anyhow::ensure!(
+            self.freshness_factor.is_finite() && self.freshness_factor >= 1.0,
+            "--freshness-factor must be at least 1"
+        );
+        Ok(ipwho::engine::Freshness {
+            fixed: self
+                .freshness_minutes
+                .map(|m| minutes(m, "freshness-minutes"))
+                .transpose()?,
+            factor: self.freshness_factor,
+            fallback: minutes(
+                self.freshness_fallback_minutes,
+                "freshness-fallback-minutes",
+            )?,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -174,8 +232,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
     let url = cli.db.database_url.clone();
+    let fresh = cli.freshness.policy()?;
     match cli.command {
-        Command::Serve(args) => serve(&url, args).await,
+        Command::Serve(args) => serve(&url, args, fresh).await,
         Command::Migrate => {
             database(&url, 2).await?;
             println!("migrations applied");
@@ -189,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
             subscription,
             json,
         } => {
-            let index = open_for_ip(&url, &ip).await?;
+            let index = open_for_ip(&url, &ip, fresh).await?;
             let scope = ScopeParams {
                 vnet,
                 subnet: None,
@@ -205,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { ip, from, to, json } => {
-            let index = open_for_ip(&url, &ip).await?;
+            let index = open_for_ip(&url, &ip, fresh).await?;
             let h = lookup::ip_history_for(
                 &index,
                 &ip,
@@ -241,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
             out,
             format,
             floor,
-        } => enrich(&url, files, out, format, floor).await,
+        } => enrich(&url, files, out, format, floor, fresh).await,
         Command::Openapi => {
             println!("{}", api::openapi_json());
             Ok(())
@@ -257,11 +316,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// The claims that answer for `ip` alone (none when `ip` is not an
 /// address: the lookup then says why), rather than every claim.
-async fn open_for_ip(url: &str, ip: &str) -> anyhow::Result<ipwho::index::Index> {
+async fn open_for_ip(
+    url: &str,
+    ip: &str,
+    fresh: ipwho::engine::Freshness,
+) -> anyhow::Result<ipwho::index::Index> {
     let pool = database(url, 2).await?;
     Ok(match ip.trim().parse::<std::net::IpAddr>() {
-        Ok(addr) => sync::load_ip(&pool, addr.to_canonical()).await?,
-        Err(_) => ipwho::index::Index::new(),
+        Ok(addr) => sync::load_ip(&pool, addr.to_canonical(), fresh).await?,
+        Err(_) => ipwho::index::Index::with_freshness(fresh),
     })
 }
 
@@ -272,9 +335,12 @@ async fn open_for_ingest(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::inde
     Ok((database(url, 4).await?, ipwho::index::Index::new()))
 }
 
-async fn open(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
+async fn open(
+    url: &str,
+    fresh: ipwho::engine::Freshness,
+) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
     let pool = database(url, 4).await?;
-    let index = sync::load(&pool).await?;
+    let index = sync::load(&pool, fresh).await?;
     Ok((pool, index))
 }
 
@@ -293,12 +359,13 @@ async fn enrich(
     out: Option<PathBuf>,
     format: Option<String>,
     floor: bool,
+    fresh: ipwho::engine::Freshness,
 ) -> anyhow::Result<()> {
     use std::io::{BufWriter, Read, Write};
     let index: Arc<dyn ipwho::enrich::Attributor> = if floor {
         Arc::new(ipwho::enrich::NoIndex)
     } else {
-        Arc::new(open(url).await?.1)
+        Arc::new(open(url, fresh).await?.1)
     };
     let opts = ipwho::enrich::EnrichOptions {
         format: format
@@ -419,11 +486,11 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(url: &str, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> anyhow::Result<()> {
     let pool = database(url, args.db_connections).await?;
     // The port opens at once: health and readiness are answered while the
     // claims load (anything else is a 503 until then).
-    let index = Arc::new(ipwho::index::Index::loading());
+    let index = Arc::new(ipwho::index::Index::loading(fresh));
     let state = AppState {
         pool: pool.clone(),
         index: index.clone(),

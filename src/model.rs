@@ -73,6 +73,11 @@ impl ArmId {
         &self.key
     }
 
+    /// The shared key itself.
+    pub fn shared_key_ref(&self) -> &Arc<str> {
+        &self.key
+    }
+
     /// The key as a shared string (a copy costs no allocation).
     pub fn shared_key(&self) -> Arc<str> {
         self.key.clone()

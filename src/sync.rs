@@ -9,12 +9,12 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use crate::engine::Claim;
+use crate::engine::{Claim, Freshness};
 use crate::index::Index;
 
 /// Loads every claim into a new index, positioned at the current end of the change feed.
-pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
-    let index = Index::new();
+pub async fn load(pool: &PgPool, freshness: Freshness) -> anyhow::Result<Index> {
+    let index = Index::with_freshness(freshness);
     load_into(pool, &index).await?;
     Ok(index)
 }
@@ -22,11 +22,15 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<Index> {
 /// An index of the claims on `ip` alone (and the prefixes holding it), with
 /// every horizon: it answers lookups and the history of `ip` as the full
 /// index does, at the cost of one query.
-pub async fn load_ip(pool: &PgPool, ip: std::net::IpAddr) -> anyhow::Result<Index> {
+pub async fn load_ip(
+    pool: &PgPool,
+    ip: std::net::IpAddr,
+    freshness: Freshness,
+) -> anyhow::Result<Index> {
     crate::store::rebuild_claims_if_lost(pool).await?;
-    let horizons = crate::store::load_horizons(pool).await?;
+    let coverage = crate::store::load_coverage(pool, &freshness).await?;
     let claims = crate::store::claims_of_ip(pool, ip).await?;
-    Ok(Index::from_claims(claims, horizons))
+    Ok(Index::from_claims(claims, coverage, freshness))
 }
 
 /// Replaces what `index` holds (an [`Index::loading`] one, say) by every
@@ -39,7 +43,7 @@ pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
     let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
         .fetch_one(pool)
         .await?;
-    let fresh = build(pool).await?;
+    let fresh = build(pool, index.freshness_policy()).await?;
     let mut applied = index.applied_seq.lock().await;
     index.reset(fresh);
     *applied = seq;
@@ -48,9 +52,12 @@ pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
 
 /// A new index of every claim and horizon in the database: claims are read,
 /// parsed and indexed in chunks, the three overlapping.
-async fn build(pool: &PgPool) -> anyhow::Result<Index> {
+async fn build(pool: &PgPool, freshness: Freshness) -> anyhow::Result<Index> {
     let started = std::time::Instant::now();
-    let builder = Index::builder(crate::store::load_horizons(pool).await?);
+    let builder = Index::builder(
+        crate::store::load_coverage(pool, &freshness).await?,
+        freshness,
+    );
     let claims =
         crate::store::stream_claims(pool, crate::store::LOAD_CHUNK, |chunk| builder.add(chunk))
             .await?;
@@ -103,7 +110,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
         } else if pruned {
             tracing::warn!(applied = *applied, oldest = ?min, "change feed pruned past this replica; reloading all claims");
         }
-        let fresh = build(pool).await?;
+        let fresh = build(pool, index.freshness_policy()).await?;
         let n = fresh.nics();
         index.reset(fresh);
         *applied = max;
@@ -116,7 +123,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     .bind(max)
     .fetch_all(pool)
     .await?;
-    // "" marks a moved horizon, not a NIC (the horizons are reloaded below).
+    // "" marks a moved horizon, not a NIC (the coverage is reloaded below).
     let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
     let mut rows: Vec<(String, crate::store::Doc<Claim>)> = sqlx::query_as(concat!(
         "SELECT nic_key, detail FROM claims WHERE ",
@@ -133,7 +140,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     }
     let n = by_nic.len();
     index.replace(by_nic);
-    index.set_horizons(crate::store::load_horizons(pool).await?);
+    index.set_coverage(crate::store::load_coverage(pool, &index.freshness_policy()).await?);
     *applied = max;
     Ok(n)
 }

@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode, Problem};
-use super::views::{AnswerAt, ClaimView, HistoryView, OwnerAnswer, explain};
+use super::views::{
+    AnswerAt, ClaimView, CoverageView, HistoryView, OwnerAnswer, SubscriptionWatch, WatchedView,
+    explain,
+};
 use super::{AppState, JsonBody, QueryParams};
-use crate::engine::{Micros, Window};
-use std::sync::Arc;
-
-use crate::index::{Entry, Index, Scope};
+use crate::engine::{Claim, Micros, Owned, Status, Window};
+use crate::index::{Claims, Index, Scope};
 use crate::model::ArmId;
 use crate::store::micros;
 
@@ -169,6 +170,36 @@ impl OwnerParams {
     }
 }
 
+/// The subscriptions a scope covers: a VNet's, the one named, or every
+/// subscription the index knows (of its claims or its snapshots).
+fn scope_subscriptions(scope: &Scope, claims: &Claims) -> Vec<String> {
+    match scope {
+        Scope::Vnet(v) => vec![ArmId::subscription_of_key(v).to_string()],
+        Scope::Subscription(s) => vec![s.clone()],
+        Scope::Any => {
+            let mut all: Vec<String> = claims
+                .subscriptions
+                .iter()
+                .cloned()
+                .chain(claims.coverage.keys().cloned())
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+    }
+}
+
+/// Whether `scope` was watched at `t`.
+fn watched(scope: &Scope, claims: &Claims, t: Micros) -> WatchedView {
+    WatchedView::new(
+        scope_subscriptions(scope, claims)
+            .iter()
+            .map(|s| SubscriptionWatch::new(s, claims.coverage.get(s), t))
+            .collect(),
+    )
+}
+
 /// The owner of `ip_text` at `at` (default now) within the scope, with the owner now.
 pub fn owner_answer(
     index: &Index,
@@ -179,15 +210,20 @@ pub fn owner_answer(
     let ip = parse_ip(ip_text, "ip")?;
     let t = parse_at(at, "at")?;
     let scope = scope_params.scope()?;
-    let now = micros(Utc::now());
-    let (at_t, at_now, continuity) = index.lookup_with_now(ip, t, now.max(t), &scope);
+    let now = micros(Utc::now()).max(t);
+    let claims = index.claims_of_ip(ip, &scope);
+    let at_t = claims.answer(t);
+    let at_now = claims.answer(now);
+    let held = at_t.owner.as_ref().map(|o| claims.continuity(o, t, now));
+    let w_t = watched(&scope, &claims, t);
     Ok(OwnerAnswer {
         ip: ip.to_string(),
         scope: scope_params.describe(),
-        explanation: explain(&ip.to_string(), &at_t),
-        answer: AnswerAt::new(t, &at_t),
-        now: Some(AnswerAt::new(now.max(t), &at_now)),
-        held_continuously: continuity,
+        explanation: explain(&ip.to_string(), &at_t, &w_t),
+        answer: AnswerAt::new(t, &at_t, w_t),
+        now: Some(AnswerAt::new(now, &at_now, watched(&scope, &claims, now))),
+        held_continuously: held.map(|h| h.both()),
+        continuity: held.map(Into::into),
     })
 }
 
@@ -265,21 +301,40 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
     Ok(Window { start, end })
 }
 
-fn history(subject: String, w: Window, claims: Vec<Arc<Entry>>) -> HistoryView {
-    let mut v: Vec<ClaimView> = Vec::new();
-    let mut cs: Vec<_> = claims
-        .into_iter()
-        .filter(|c| c.possible.overlaps(&w))
+/// The claims `own` whose possible window meets `w`, oldest first, each
+/// bounded by exclusivity among `all` (its neighbours on its IPs, `own`
+/// included), with how their subscriptions were watched over `w`.
+fn history(subject: String, w: Window, own: &Claims, all: &Claims) -> HistoryView {
+    let refs = all.refs();
+    let bounds = crate::engine::exclusive(&refs);
+    let mut cs: Vec<Owned<'_>> = own
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let i = refs.iter().position(|c| std::ptr::eq(*c, &e.claim))?;
+            let b = &bounds[i];
+            Some(Owned {
+                claim: &e.claim,
+                possible: b.possible,
+                start_by: b.start_by.map(|j| refs[j]),
+                end_by: b.end_by.map(|j| refs[j]),
+            })
+        })
+        .filter(|o| o.possible.overlaps(&w))
         .collect();
-    cs.sort_by_key(|c| (c.possible.start, c.certain.start));
-    for c in cs {
-        v.push(ClaimView::from(&c.claim));
-    }
+    cs.sort_by_key(|o| (o.possible.start, o.claim.certain.start));
+    let mut subs: Vec<&str> = cs.iter().map(|o| o.claim.subscription()).collect();
+    subs.sort_unstable();
+    subs.dedup();
     HistoryView {
         subject,
         from: crate::store::to_ts(w.start),
         to: crate::store::to_ts(w.end),
-        claims: v,
+        claims: cs.iter().map(ClaimView::of).collect(),
+        coverage: subs
+            .into_iter()
+            .map(|s| CoverageView::new(s, own.coverage.get(s), w))
+            .collect(),
     }
 }
 
@@ -324,7 +379,8 @@ pub fn ip_history_for(
     let ip = parse_ip(ip, "ip")?;
     let w = range(from, to)?;
     let scope = scope.scope()?;
-    Ok(history(ip.to_string(), w, index.claims_of_ip(ip, &scope)))
+    let claims = index.claims_of_ip(ip, &scope);
+    Ok(history(ip.to_string(), w, &claims.in_scope(), &claims))
 }
 
 /// Every IP a NIC held, when (the NIC's ARM id, URL-encoded, in any casing).
@@ -347,12 +403,13 @@ pub async fn nic_history(
     let id = parse_id(&id, "id")?;
     let w = range(q.from.as_deref(), q.to.as_deref())?;
     let claims = state.index.claims_of_nic(id.key());
-    if claims.is_empty() {
+    if claims.entries.is_empty() {
         return Err(ApiError::not_found(format!(
             "no claim of NIC {id} is known"
         )));
     }
-    Ok(Json(history(id.to_string(), w, claims)))
+    let all = state.index.neighbours(&claims);
+    Ok(Json(history(id.to_string(), w, &claims, &all)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -367,8 +424,12 @@ pub struct VmParams {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VmIp {
     pub ip: String,
-    /// At `at`: the status of the VM's claim on this IP (when `at` was given).
+    /// At `at`: the status of the NIC's claim on this IP, as the IP's
+    /// lookup answers it (`ambiguous` when another NIC's claim may be the
+    /// answer).
     pub status: Option<crate::engine::Status>,
+    /// At `at`: the status of the NIC's attachment to this VM.
+    pub vm_status: Option<crate::engine::Status>,
     pub claim: ClaimView,
 }
 
@@ -398,34 +459,66 @@ pub async fn vm_ips(
 ) -> Result<Json<VmIps>, ApiError> {
     let id = parse_id(&id, "id")?;
     let claims = state.index.claims_of_vm(id.key());
-    if claims.is_empty() {
+    if claims.entries.is_empty() {
         return Err(ApiError::not_found(format!("no claim of VM {id} is known")));
     }
     let at = match q.at.as_deref() {
         Some(s) if !s.trim().is_empty() => Some(parse_at(Some(s), "at")?),
         _ => None,
     };
+    let all = state.index.neighbours(&claims);
+    let refs = all.refs();
+    let bounds = crate::engine::exclusive(&refs);
+    let on_vm = |a: &crate::engine::Attachment| a.vm.as_ref().is_some_and(|v| *v == id);
     let mut ips = Vec::new();
-    for c in claims.iter() {
-        let status = match at {
-            None => None,
-            Some(t) if !c.possible.contains(t) => continue,
+    for e in &claims.entries {
+        let Some(i) = refs.iter().position(|c| std::ptr::eq(*c, &e.claim)) else {
+            continue;
+        };
+        let b = &bounds[i];
+        let owned = Owned {
+            claim: &e.claim,
+            possible: b.possible,
+            start_by: b.start_by.map(|j| refs[j]),
+            end_by: b.end_by.map(|j| refs[j]),
+        };
+        let (status, vm_status) = match at {
+            None => (None, None),
             Some(t) => {
-                // The VM's claim answers for its IP as the IP's lookup would.
-                let scope = Scope::Vnet(c.key.scope.to_string());
-                let ip = c.key.ip.addr();
-                let l = state.index.lookup(ip, t, &scope);
-                let same = |x: &Entry| x.key == c.key && x.possible == c.possible;
-                Some(match (&l.owner, l.status) {
-                    (Some(o), s) if same(o) => s,
-                    _ => crate::engine::Status::Ambiguous,
-                })
+                // The VM's claim answers for its IP as the IP's lookup
+                // would, in its VNet.
+                let same: Vec<&Claim> = refs
+                    .iter()
+                    .copied()
+                    .filter(|c| c.key.scope == e.key.scope && c.key.ip == e.key.ip)
+                    .collect();
+                let a = crate::engine::answer(&same, t, &all);
+                let mine = a
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| std::ptr::eq(o.claim, &e.claim));
+                let listed = a.candidates.iter().any(|o| std::ptr::eq(o.claim, &e.claim));
+                if !mine && !listed {
+                    continue;
+                }
+                let vm = crate::engine::vm_answer(&e.claim, b.possible, t, a.status);
+                let vm_status = match (vm.attachment, vm.candidates.is_empty()) {
+                    (Some(x), _) if on_vm(x) => vm.status,
+                    (None, false) if vm.candidates.iter().any(|x| on_vm(x)) => Status::Ambiguous,
+                    _ if !mine => Status::Ambiguous,
+                    _ => continue,
+                };
+                (
+                    Some(if mine { a.status } else { Status::Ambiguous }),
+                    Some(vm_status),
+                )
             }
         };
         ips.push(VmIp {
-            ip: c.key.ip.to_string(),
+            ip: e.key.ip.to_string(),
             status,
-            claim: ClaimView::from(&c.claim),
+            vm_status,
+            claim: ClaimView::of(&owned),
         });
     }
     Ok(Json(VmIps {

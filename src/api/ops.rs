@@ -83,8 +83,16 @@ pub struct StatusView {
 #[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = StatusView)))]
 pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
     let (seq, at) = state.index.freshness();
+    let mut subscriptions = store::status(&state.pool).await?;
+    let coverage = state.index.coverage();
+    let now = store::micros(chrono::Utc::now());
+    for s in &mut subscriptions {
+        s.freshness = coverage
+            .get(&s.subscription)
+            .map(|c| store::FreshnessStatus::of(c, now));
+    }
     Ok(Json(StatusView {
-        subscriptions: store::status(&state.pool).await?,
+        subscriptions,
         claims_in_memory: state.index.len(),
         index_sequence: seq,
         index_updated_at: store::to_ts(at),

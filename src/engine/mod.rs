@@ -1,7 +1,9 @@
 //! The pure attribution core: a NIC's evidence in, claims with bounded ends
-//! out ([`derive_claims`]); a set of claims and an instant in, an answer with
-//! a status out ([`answer`]). No SQL, no HTTP, no clock: everything it knows
-//! is in its arguments, which is what makes its laws testable.
+//! out ([`derive_claims`]); a set of claims, an instant and what watched
+//! their subscriptions in, an answer with a status out ([`answer`]): the
+//! NIC's, bounded by the other NICs' claims ([`exclusive`]), and its VM's.
+//! No SQL, no HTTP, no clock: everything it knows is in its arguments,
+//! which is what makes its laws testable.
 //!
 //! Times are microseconds since the Unix epoch (`i64`), the precision
 //! Postgres keeps. Windows are half-open `[start, end)`; [`NEG_INF`] and
@@ -9,9 +11,16 @@
 
 mod answer;
 mod claims;
+mod coverage;
+mod exclusive;
 
-pub use answer::{Answer, Continuity, Status, answer, candidate_order, continuity, lone_status};
-pub use claims::{Claim, ClaimKey, derive_claims, find_conflicts};
+pub use answer::{
+    Answer, Continuity, Held, Owned, Status, VmAnswer, answer, answer_bounded, answer_where,
+    candidate_order, continuity, lone_status, owner_status, vm_answer,
+};
+pub use claims::{Attachment, Claim, ClaimKey, derive_claims, find_conflicts};
+pub use coverage::{BoundSource, Complete, Coverage, Freshness, Stale, Watching, human};
+pub use exclusive::{Bounded, exclusive};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -24,6 +33,8 @@ pub type Micros = i64;
 pub const NEG_INF: Micros = i64::MIN;
 /// An unbounded end.
 pub const POS_INF: Micros = i64::MAX;
+/// A minute in microseconds.
+pub const MINUTE: Micros = 60_000_000;
 
 /// Where a piece of evidence came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -8,7 +8,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Attributor, EndAttribution, Lookups, NicInfo, ScopeHint, Status, Via};
+use super::{
+    Attributor, EndAttribution, Lookups, NicInfo, ScopeHint, Scoped, Status, Via, VmInfo, Within,
+};
 use crate::model::Mac;
 
 /// Multiply-rotate hashing (keys are IPs and MACs, not attacker-chosen
@@ -58,6 +60,7 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, Fast>;
 #[derive(Clone, Debug)]
 struct Entry {
     nic: Arc<NicInfo>,
+    vm: Option<Arc<VmInfo>>,
     ips: Vec<IpAddr>,
     vnet_key: String,
     subscription: String,
@@ -85,11 +88,13 @@ impl MapAttributor {
         Self::default()
     }
 
-    /// Adds a NIC that held `ips` (in its VNet, `nic.vnet`) from `from` until
-    /// `until`, answering `status` for lookups in that window.
+    /// Adds a NIC (on `vm`) that held `ips` (in its VNet, `nic.vnet`) from
+    /// `from` until `until`, answering `status` for lookups in that window.
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         nic: Arc<NicInfo>,
+        vm: Option<Arc<VmInfo>>,
         mac: Option<Mac>,
         ips: &[IpAddr],
         from: i64,
@@ -102,6 +107,7 @@ impl MapAttributor {
             .unwrap_or_default();
         let e = Entry {
             nic,
+            vm,
             ips: ips.to_vec(),
             vnet_key,
             subscription,
@@ -122,25 +128,35 @@ impl MapAttributor {
         self.freshness = v;
     }
 
-    fn answer(e: &Entry, via: Via) -> EndAttribution {
+    fn answer(e: &Entry, via: Via, scoped: Scoped) -> EndAttribution {
         EndAttribution {
             evidence: Some(Cow::Borrowed("map")),
-            ..EndAttribution::nic(e.status, via, e.nic.clone())
+            vm_status: Some(e.status),
+            vm: e.vm.clone(),
+            ..EndAttribution::nic(e.status, via, scoped, e.nic.clone())
         }
     }
 }
 
 impl Lookups for MapAttributor {
-    fn local(&self, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
-        let Some(e) = self
-            .by_mac
-            .get(mac)
-            .and_then(|v| v.iter().find(|e| e.covers(at)))
-        else {
-            return EndAttribution::unknown(Via::Mac);
+    fn by_mac(&self, mac: &Mac, ip: IpAddr, at: i64, scope: &ScopeHint) -> EndAttribution {
+        let Some(all) = self.by_mac.get(mac) else {
+            return EndAttribution::unknown(Via::Mac, Scoped::MacUnknown);
+        };
+        let in_scope = |e: &&Entry| match (&scope.vnet, &scope.subscription) {
+            (Some(v), _) => e.vnet_key == *v,
+            (None, Some(s)) => e.subscription == *s,
+            (None, None) => true,
+        };
+        let mut mine = all.iter().filter(in_scope).peekable();
+        if mine.peek().is_none() {
+            return EndAttribution::unknown(Via::Mac, Scoped::MacOutOfScope);
+        }
+        let Some(e) = mine.find(|e| e.covers(at)) else {
+            return EndAttribution::unknown(Via::Mac, Scoped::MacUnknown);
         };
         let held = e.ips.contains(&ip);
-        let mut a = Self::answer(e, Via::Mac);
+        let mut a = Self::answer(e, Via::Mac, Scoped::Mac);
         a.ip_held = Some(held);
         if !held {
             a.status = Status::MacMismatch;
@@ -148,36 +164,34 @@ impl Lookups for MapAttributor {
         a
     }
 
-    fn remote(&self, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
+    fn by_ip(&self, ip: IpAddr, at: i64, within: Within<'_>) -> EndAttribution {
+        let unknown = EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet);
         let Some(all) = self.by_ip.get(&ip) else {
-            return EndAttribution::unknown(Via::IpAnyScope);
+            return unknown;
         };
-        let pick = |via: Via, f: &dyn Fn(&Entry) -> bool| -> Option<EndAttribution> {
-            let mut it = all.iter().filter(|e| e.covers(at) && f(e));
-            let first = it.next()?;
-            if it.next().is_none() {
-                return Some(Self::answer(first, via));
-            }
-            let mut a = EndAttribution::unknown(via);
-            a.status = Status::Ambiguous;
-            a.candidates = all
-                .iter()
-                .filter(|e| e.covers(at) && f(e))
-                .map(|e| e.nic.clone())
-                .collect();
-            Some(a)
+        let admits = |e: &Entry| {
+            e.covers(at)
+                && match within {
+                    Within::Vnet(v) => e.vnet_key == v,
+                    Within::Subscription(s) => e.subscription == s,
+                    Within::Any => true,
+                }
         };
-        if let Some(v) = hint.vnet.as_deref()
-            && let Some(a) = pick(Via::IpInVnet, &|e| e.vnet_key == v)
-        {
-            return a;
+        let mut it = all.iter().filter(|e| admits(e));
+        let Some(first) = it.next() else {
+            return unknown;
+        };
+        if it.next().is_none() {
+            return Self::answer(first, Via::IpAnyScope, Scoped::NoVnet);
         }
-        if let Some(s) = hint.subscription.as_deref()
-            && let Some(a) = pick(Via::IpInSubscription, &|e| e.subscription == s)
-        {
-            return a;
-        }
-        pick(Via::IpAnyScope, &|_| true).unwrap_or_else(|| EndAttribution::unknown(Via::IpAnyScope))
+        let mut a = unknown;
+        a.status = Status::Ambiguous;
+        a.candidates = all
+            .iter()
+            .filter(|e| admits(e))
+            .map(|e| e.nic.clone())
+            .collect();
+        a
     }
 }
 

@@ -102,6 +102,7 @@ mod frame;
 mod map;
 mod output;
 mod pipeline;
+mod policy;
 mod record;
 mod stream;
 mod tuple;
@@ -176,13 +177,16 @@ impl Status {
 pub enum Via {
     /// By the MAC of the NIC that logged the flow.
     Mac,
-    /// By IP, within the VNet of the scope hint.
+    /// By IP, within the capturing VNet (or the record's VNet).
     IpInVnet,
-    /// By IP, within the subscription of the scope hint.
+    /// By IP, within a VNet peered with the capturing VNet.
+    IpInPeeredVnet,
+    /// By IP, within the record's subscription.
     IpInSubscription,
-    /// By IP, across all scopes (the hint found nothing or there was none).
+    /// By IP, across all scopes.
     IpAnyScope,
-    /// Not looked up: outside the index's address space (public IPs, mostly).
+    /// Not looked up: outside the estate by routing, or outside every
+    /// address range the index holds claims in (public IPs, mostly).
     NotLookedUp,
 }
 
@@ -191,6 +195,7 @@ impl Via {
         match self {
             Via::Mac => "mac",
             Via::IpInVnet => "ip_in_vnet",
+            Via::IpInPeeredVnet => "ip_in_peered_vnet",
             Via::IpInSubscription => "ip_in_subscription",
             Via::IpAnyScope => "ip_any_scope",
             Via::NotLookedUp => "not_looked_up",
@@ -198,20 +203,67 @@ impl Via {
     }
 }
 
-/// A NIC as enrichment shows it. Ids keep their display casing. An index
-/// keeps one `Arc<NicInfo>` per NIC state and hands out clones, so an answer
-/// costs no allocation.
+/// Where an end was looked for, and why there (see [`policy`](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoped {
+    /// The capturing end: the NIC with the record's MAC, within the scope
+    /// the record names.
+    Mac,
+    /// The capturing end, and no NIC ipwho knows has the record's MAC.
+    MacUnknown,
+    /// The capturing end: NICs with the record's MAC are known, but none
+    /// within the scope the record names.
+    MacOutOfScope,
+    /// Inside the capturing VNet's address space: looked up there only.
+    InVnet,
+    /// Inside a VNet peered with the capturing VNet: looked up there only.
+    Peered,
+    /// Outside the capturing VNet and every VNet peered with it: not in the
+    /// estate; not looked up.
+    Outside,
+    /// The capturing VNet's address space is not known: looked up in it,
+    /// then elsewhere, where an answer is never `confirmed` or `probable`.
+    NoTopology,
+    /// The capturing VNet is not known: looked up in the record's
+    /// subscription, then everywhere, never `confirmed` or `probable`.
+    NoVnet,
+    /// Outside every address range the index holds claims in.
+    NotLookedUp,
+}
+
+impl Scoped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scoped::Mac => "mac",
+            Scoped::MacUnknown => "mac_unknown",
+            Scoped::MacOutOfScope => "mac_out_of_scope",
+            Scoped::InVnet => "in_vnet",
+            Scoped::Peered => "peered",
+            Scoped::Outside => "outside",
+            Scoped::NoTopology => "no_topology",
+            Scoped::NoVnet => "no_vnet",
+            Scoped::NotLookedUp => "not_looked_up",
+        }
+    }
+}
+
+/// A NIC as enrichment shows it, in one VNet. Ids keep their display
+/// casing. An index keeps one `Arc<NicInfo>` per NIC and VNet and hands out
+/// clones, so an answer costs no allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicInfo {
     /// The NIC's ARM id.
     pub id: String,
     pub name: String,
-    pub vm_id: Option<String>,
-    pub vm_name: Option<String>,
-    pub vm_resource_group: Option<String>,
-    pub vm_subscription: Option<String>,
     /// The VNet of the NIC's ip configurations (ARM id).
     pub vnet: Option<String>,
+    /// Its key (lower case): the capturing VNet, for routing the far end.
+    #[serde(skip)]
+    pub vnet_key: Option<Arc<str>>,
+    /// The NIC's subscription (lower case).
+    #[serde(skip)]
+    pub subscription: String,
     /// The NIC as an ambiguous answer's candidate, rendered by the first
     /// line that needs it.
     #[serde(skip)]
@@ -219,6 +271,29 @@ pub struct NicInfo {
     /// The NIC as an answer names it, rendered likewise.
     #[serde(skip)]
     pub(crate) as_named: RenderedOnce,
+}
+
+/// A VM as enrichment shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub id: String,
+    pub name: String,
+    pub resource_group: Option<String>,
+    pub subscription: String,
+    #[serde(skip)]
+    pub(crate) rendered: RenderedOnce,
+}
+
+impl VmInfo {
+    pub fn new(vm: &ArmId) -> Self {
+        VmInfo {
+            id: vm.as_str().to_string(),
+            name: vm.name().to_string(),
+            resource_group: vm.resource_group().map(str::to_string),
+            subscription: vm.subscription(),
+            rendered: RenderedOnce::default(),
+        }
+    }
 }
 
 /// Bytes rendered once and then shared; not part of what they render
@@ -255,16 +330,14 @@ impl std::fmt::Debug for RenderedOnce {
 }
 
 impl NicInfo {
-    /// Fills names, resource group and subscription from the ids.
-    pub fn new(nic: &ArmId, vm: Option<&ArmId>, vnet: Option<&ArmId>) -> Self {
+    /// Fills the name from the id.
+    pub fn new(nic: &ArmId, vnet: Option<&ArmId>) -> Self {
         NicInfo {
             id: nic.as_str().to_string(),
             name: nic.name().to_string(),
-            vm_id: vm.map(|v| v.as_str().to_string()),
-            vm_name: vm.map(|v| v.name().to_string()),
-            vm_resource_group: vm.and_then(|v| v.resource_group()).map(str::to_string),
-            vm_subscription: vm.map(|v| v.subscription()),
             vnet: vnet.map(|v| v.as_str().to_string()),
+            vnet_key: vnet.map(|v| v.shared_key()),
+            subscription: nic.subscription(),
             as_candidate: RenderedOnce::default(),
             as_named: RenderedOnce::default(),
         }
@@ -274,74 +347,136 @@ impl NicInfo {
 /// The attribution of one end of a tuple.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EndAttribution {
+    /// Of the NIC holding the IP (for `mac_mismatch`: of the NIC with the
+    /// MAC, which did not).
     pub status: Status,
     pub via: Via,
+    pub scoped: Scoped,
     /// The NIC named by the answer (for `mac_mismatch`: the NIC with the MAC).
     /// `None` for `unknown` and `ambiguous`.
     pub nic: Option<Arc<NicInfo>>,
+    /// The VM answer, when a NIC is named: its status (never surer than
+    /// the NIC's) and the VM (`None` with a status: no VM; `None` when
+    /// ambiguous).
+    pub vm_status: Option<Status>,
+    pub vm: Option<Arc<VmInfo>>,
     /// Capturing side resolved by MAC: whether that NIC held the tuple's IP.
     pub ip_held: Option<bool>,
-    /// What the answer rests on, e.g. `snapshot`, `event`, `complete_snapshot`.
+    /// What the answer rests on, e.g. `snapshot`, `activity_write`.
     pub evidence: Option<Cow<'static, str>>,
     /// The window of the claim behind the answer (epoch µs), when known.
     pub window: Option<(Option<i64>, Option<i64>)>,
+    /// An open claim past its subscription's freshness bound: `possible`,
+    /// not `probable`.
+    pub stale: bool,
+    /// Whether the scope searched was watched at the tuple's time (complete
+    /// snapshots close enough on both sides).
+    pub watched: Option<bool>,
+    /// For an unknown capturing end: the scope the record names, searched.
+    pub searched: Option<Arc<str>>,
     /// `ambiguous`: the NICs that may have had the IP.
     pub candidates: Vec<Arc<NicInfo>>,
 }
 
 impl EndAttribution {
     /// Nothing known.
-    pub fn unknown(via: Via) -> Self {
+    pub fn unknown(via: Via, scoped: Scoped) -> Self {
         EndAttribution {
             status: Status::Unknown,
             via,
+            scoped,
             nic: None,
+            vm_status: None,
+            vm: None,
             ip_held: None,
             evidence: None,
             window: None,
+            stale: false,
+            watched: None,
+            searched: None,
             candidates: Vec::new(),
         }
     }
 
     /// An answer naming one NIC.
-    pub fn nic(status: Status, via: Via, nic: Arc<NicInfo>) -> Self {
+    pub fn nic(status: Status, via: Via, scoped: Scoped, nic: Arc<NicInfo>) -> Self {
         EndAttribution {
             nic: Some(nic),
             status,
-            ..Self::unknown(via)
+            ..Self::unknown(via, scoped)
+        }
+    }
+
+    /// Never surer than `possible`: an answer found where the packet may
+    /// not have been.
+    pub fn at_most_possible(&mut self) {
+        fn cap(s: &mut Status) {
+            if matches!(s, Status::Confirmed | Status::Probable) {
+                *s = Status::Possible;
+            }
+        }
+        cap(&mut self.status);
+        if let Some(v) = &mut self.vm_status {
+            cap(v);
         }
     }
 }
 
-/// The scope a record implies, for lookups by IP. All ids lower-case.
+/// The scope a record implies. All ids lower-case.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScopeHint {
-    /// VNet id: the capturing NIC's VNet, else the VNet (or subnet's VNet)
-    /// the VNet flow log targets, else the flat input's `vnet`.
+    /// VNet id: the VNet (or subnet's VNet) a VNet flow log targets, else
+    /// the flat input's `vnet`.
     pub vnet: Option<String>,
     /// Subscription GUID: of the target, the NSG or the flow log, or the flat
     /// input's `subscription`.
     pub subscription: Option<String>,
     /// VNet flow logs: `targetResourceID` (a VNet, subnet or NIC id).
     pub target: Option<String>,
+    /// The NIC a VNet flow log targets, when it targets one.
+    pub nic: Option<String>,
     /// NSG flow logs: the NSG id.
     pub nsg: Option<String>,
 }
 
-/// The lookups enrichment makes, tuple by tuple.
-pub trait Lookups {
-    /// Capturing side: the NIC with this MAC at this time, and whether it held
-    /// `ip` then. `Status::Unknown` with no NIC when no NIC had the MAC (the
-    /// caller then falls back to [`Lookups::remote`]); the NIC's status
-    /// (its own claim's: other NICs that may have held the IP are ruled out
-    /// by the capture) with `ip_held: Some(true)` when it held the IP; `Status::MacMismatch`
-    /// with the NIC and `ip_held: Some(false)` when it did not.
-    fn local(&self, mac: &Mac, ip: IpAddr, at_micros: i64) -> EndAttribution;
+/// Where a lookup by IP searches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Within<'a> {
+    /// One VNet (lower-cased id).
+    Vnet(&'a str),
+    /// One subscription (lower case).
+    Subscription(&'a str),
+    Any,
+}
 
-    /// The other side (or both sides when no MAC): by IP within the scope
-    /// hint, falling back to all scopes; `ambiguous` with candidates when
-    /// several scopes had the IP. Sets `via` to the scope that answered.
-    fn remote(&self, ip: IpAddr, at_micros: i64, hint: &ScopeHint) -> EndAttribution;
+/// What enrichment asks of an index, tuple by tuple; [`policy`](self)
+/// decides what to ask and where.
+pub trait Lookups {
+    /// The capturing end: the NICs with `mac` that lie within `scope` (the
+    /// NIC it targets, else its VNet, else its subscription, else any).
+    /// One that may have held `ip` at `at` is the answer, with its own
+    /// claim's status (the capture rules out the other NICs of the VNet),
+    /// `ip_held: Some(true)` and `scoped: mac`; when none held it,
+    /// `mac_mismatch` naming one with `ip_held: Some(false)`; when no NIC
+    /// has the MAC, or none within the scope, `unknown` with `scoped`
+    /// saying which.
+    fn by_mac(&self, mac: &Mac, ip: IpAddr, at_micros: i64, scope: &ScopeHint) -> EndAttribution;
+
+    /// By IP, `within` one VNet, subscription or anywhere: the claims'
+    /// answer (`ambiguous` with candidates when several), `unknown` when
+    /// none. The caller sets `via` and `scoped`.
+    fn by_ip(&self, ip: IpAddr, at_micros: i64, within: Within<'_>) -> EndAttribution;
+
+    /// Where routing from VNet `vnet` (key) can have taken a packet to
+    /// `ip`; [`Route::Unknown`] without topology.
+    fn route(&self, _vnet: &str, _ip: IpAddr, _at_micros: i64) -> crate::topology::Route {
+        crate::topology::Route::Unknown
+    }
+
+    /// Whether `subscription` was watched at `at` (`None`: not known).
+    fn watched(&self, _subscription: &str, _at_micros: i64) -> Option<bool> {
+        None
+    }
 
     /// Whether `ip` can be in the index at all. IPs for which this is false
     /// answer `unknown` / `not_looked_up` without a lookup. The default is
@@ -371,11 +506,11 @@ pub trait Attributor: Lookups + Send + Sync + 'static {
 pub struct NoIndex;
 
 impl Lookups for NoIndex {
-    fn local(&self, _: &Mac, _: IpAddr, _: i64) -> EndAttribution {
-        EndAttribution::unknown(Via::Mac)
+    fn by_mac(&self, _: &Mac, _: IpAddr, _: i64, _: &ScopeHint) -> EndAttribution {
+        EndAttribution::unknown(Via::Mac, Scoped::MacUnknown)
     }
-    fn remote(&self, _: IpAddr, _: i64, _: &ScopeHint) -> EndAttribution {
-        EndAttribution::unknown(Via::IpAnyScope)
+    fn by_ip(&self, _: IpAddr, _: i64, _: Within<'_>) -> EndAttribution {
+        EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet)
     }
 }
 

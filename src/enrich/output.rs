@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::record::{ErrorItem, FlowContext};
 use super::tuple::{self, FlowTuple};
-use super::{EndAttribution, NicInfo, Summary};
+use super::{EndAttribution, NicInfo, Status, Summary, VmInfo};
 
 /// Escape table: 0 = as is; otherwise the character after the backslash
 /// (`u` = `\u00XX`).
@@ -454,36 +454,36 @@ fn end(
     out.push(b'}');
 }
 
-/// `,"nic":{..},"vm":{..},"vnet":".."` of a NIC.
+/// `,"nic":{..},"vnet":".."` of a NIC.
 fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
     out.extend_from_slice(b",\"nic\":{\"id\":");
     write_str(out, &n.id);
     out.extend_from_slice(b",\"name\":");
     write_str(out, &n.name);
     out.push(b'}');
-    if n.vm_id.is_some() || n.vm_name.is_some() {
-        out.extend_from_slice(b",\"vm\":{");
-        let mut first = true;
-        opt_str(out, &mut first, b"id", n.vm_id.as_deref());
-        opt_str(out, &mut first, b"name", n.vm_name.as_deref());
-        opt_str(
-            out,
-            &mut first,
-            b"resource_group",
-            n.vm_resource_group.as_deref(),
-        );
-        opt_str(
-            out,
-            &mut first,
-            b"subscription",
-            n.vm_subscription.as_deref(),
-        );
-        out.push(b'}');
-    }
     if let Some(v) = &n.vnet {
         out.extend_from_slice(b",\"vnet\":");
         write_str(out, v);
     }
+}
+
+/// `,"vm":{..}` of a VM.
+fn render_vm(v: &VmInfo) -> Box<[u8]> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b",\"vm\":{\"id\":");
+    write_str(&mut out, &v.id);
+    out.extend_from_slice(b",\"name\":");
+    write_str(&mut out, &v.name);
+    let mut first = false;
+    opt_str(
+        &mut out,
+        &mut first,
+        b"resource_group",
+        v.resource_group.as_deref(),
+    );
+    opt_str(&mut out, &mut first, b"subscription", Some(&v.subscription));
+    out.push(b'}');
+    out.into()
 }
 
 /// `,"evidence":..,"window":{..}`, each when known.
@@ -511,23 +511,29 @@ fn render_basis(
     }
 }
 
-/// `{"nic":..,"vm":..,"vnet":..}` of a candidate (rendered once per NIC).
+/// `{"nic":..,"vnet":..}` of a candidate (rendered once per NIC).
 fn render_candidate(n: &NicInfo) -> Box<[u8]> {
     let mut out = Vec::new();
     out.extend_from_slice(b"{\"nic\":");
     write_str(&mut out, &n.id);
     let mut first = false;
-    opt_str(&mut out, &mut first, b"vm", n.vm_id.as_deref());
     opt_str(&mut out, &mut first, b"vnet", n.vnet.as_deref());
     out.push(b'}');
     out.into()
 }
 
+fn status_field(out: &mut Vec<u8>, k: &[u8], s: Status) {
+    out.extend_from_slice(k);
+    out.extend_from_slice(s.as_str().as_bytes());
+    out.push(b'"');
+}
+
 fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
-    out.extend_from_slice(b"{\"status\":\"");
-    out.extend_from_slice(a.status.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"via\":\"");
+    status_field(out, b"{\"status\":\"", a.status);
+    out.extend_from_slice(b",\"via\":\"");
     out.extend_from_slice(a.via.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"scoped\":\"");
+    out.extend_from_slice(a.scoped.as_str().as_bytes());
     out.push(b'"');
     if let Some(h) = a.ip_held {
         out.extend_from_slice(if h {
@@ -536,17 +542,34 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
             b",\"ip_held\":false"
         });
     }
-    match &a.nic {
-        Some(n) => {
-            out.extend_from_slice(n.as_named.get_or_init(|| {
-                let mut v = Vec::new();
-                render_nic(&mut v, n);
-                v.into()
-            }));
-            render_basis(out, a.evidence.as_deref(), a.window);
-        }
-        None => render_basis(out, a.evidence.as_deref(), a.window),
+    if let Some(n) = &a.nic {
+        out.extend_from_slice(n.as_named.get_or_init(|| {
+            let mut v = Vec::new();
+            render_nic(&mut v, n);
+            v.into()
+        }));
     }
+    if let Some(s) = a.vm_status {
+        status_field(out, b",\"vm_status\":\"", s);
+    }
+    if let Some(v) = &a.vm {
+        out.extend_from_slice(v.rendered.get_or_init(|| render_vm(v)));
+    }
+    if a.stale {
+        out.extend_from_slice(b",\"stale\":true");
+    }
+    if let Some(w) = a.watched {
+        out.extend_from_slice(if w {
+            b",\"watched\":true"
+        } else {
+            b",\"watched\":false"
+        });
+    }
+    if let Some(s) = &a.searched {
+        out.extend_from_slice(b",\"searched\":");
+        write_str(out, s);
+    }
+    render_basis(out, a.evidence.as_deref(), a.window);
     if !a.candidates.is_empty() {
         out.extend_from_slice(b",\"candidates\":[");
         for (i, c) in a.candidates.iter().enumerate() {

@@ -4,17 +4,12 @@
 //! and written, and output leaves through a sink in chunks.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::LineWriter;
-use super::record::{DecodeStats, Decoded, Decoder, ErrorItem, FlowContext};
-use super::tuple::{Direction, FlowTuple};
-use super::{
-    Attributor, EndAttribution, EnrichOptions, Lookups, NicInfo, ScopeHint, Status, Summary, Via,
-};
-use crate::model::Mac;
+use super::record::{DecodeStats, Decoded, Decoder, ErrorItem};
+use super::{Attributor, EnrichOptions, Lookups, Summary};
 
 /// Output buffers written out and handed back for reuse (a few, at most
 /// `max`: fresh memory for every chunk costs page faults).
@@ -133,9 +128,6 @@ struct Enricher<'a> {
     out: Vec<u8>,
     writer: LineWriter,
     summary: Summary,
-    /// The remote-end hint for the last (group, local NIC) pair.
-    hint_key: (u64, usize),
-    hint: ScopeHint,
 }
 
 impl<'a> Enricher<'a> {
@@ -149,8 +141,6 @@ impl<'a> Enricher<'a> {
                 lookups: opts.lookups,
                 ..Summary::default()
             },
-            hint_key: (u64::MAX, 0),
-            hint: ScopeHint::default(),
         }
     }
 
@@ -168,7 +158,7 @@ impl<'a> Enricher<'a> {
         match item {
             Decoded::Tuple(ctx, t) => {
                 if self.opts.lookups {
-                    let (s, d) = self.attribute(l, ctx, t);
+                    let (s, d) = super::policy::attribute(l, ctx, t);
                     self.summary.source.add(&s);
                     self.summary.destination.add(&d);
                     self.writer.tuple(&mut self.out, ctx, t, Some((&s, &d)));
@@ -183,126 +173,6 @@ impl<'a> Enricher<'a> {
             sink.send(&mut self.out)?;
         }
         Ok(())
-    }
-
-    /// By IP, skipping addresses the index cannot hold.
-    fn by_ip(&self, l: &dyn Lookups, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        if !l.may_hold(ip) {
-            return EndAttribution::unknown(Via::NotLookedUp);
-        }
-        l.remote(ip, at, hint)
-    }
-
-    /// The capturing side: by MAC, by IP when the index does not know the MAC.
-    fn local(
-        &self,
-        l: &dyn Lookups,
-        mac: &Mac,
-        ip: IpAddr,
-        at: i64,
-        hint: &ScopeHint,
-    ) -> EndAttribution {
-        let a = l.local(mac, ip, at);
-        if a.status == Status::Unknown && a.nic.is_none() {
-            return self.by_ip(l, ip, at, hint);
-        }
-        a
-    }
-
-    /// The scope for the far end: the capturing NIC's VNet, else the record's.
-    fn remote_hint(&mut self, ctx: &FlowContext<'_>, local: &EndAttribution) -> bool {
-        let Some(nic) = local.nic.as_ref().filter(|n| n.vnet.is_some()) else {
-            return false;
-        };
-        let key = (ctx.group_id, Arc::as_ptr(nic) as usize);
-        if self.hint_key != key {
-            self.hint = vnet_hint(ctx.scope, nic);
-            self.hint_key = key;
-        }
-        true
-    }
-
-    fn far(
-        &mut self,
-        l: &dyn Lookups,
-        ctx: &FlowContext<'_>,
-        local: &EndAttribution,
-        ip: IpAddr,
-        at: i64,
-    ) -> EndAttribution {
-        if !l.may_hold(ip) {
-            return EndAttribution::unknown(Via::NotLookedUp);
-        }
-        if self.remote_hint(ctx, local) {
-            l.remote(ip, at, &self.hint)
-        } else {
-            l.remote(ip, at, ctx.scope)
-        }
-    }
-
-    /// (source, destination) attributions.
-    fn attribute(
-        &mut self,
-        l: &dyn Lookups,
-        ctx: &FlowContext<'_>,
-        t: &FlowTuple<'_>,
-    ) -> (EndAttribution, EndAttribution) {
-        let at = t.time_micros;
-        match (t.direction, ctx.mac) {
-            (Some(dir), mac) => {
-                let (lip, rip) = match dir {
-                    Direction::Outbound => (t.src_ip, t.dst_ip),
-                    Direction::Inbound => (t.dst_ip, t.src_ip),
-                };
-                let local = match mac {
-                    Some(m) => self.local(l, m, lip, at, ctx.scope),
-                    None => self.by_ip(l, lip, at, ctx.scope),
-                };
-                let remote = self.far(l, ctx, &local, rip, at);
-                match dir {
-                    Direction::Outbound => (local, remote),
-                    Direction::Inbound => (remote, local),
-                }
-            }
-            (None, Some(mac)) => {
-                // Flat input with a MAC but no direction: the end whose IP the
-                // NIC held is the capturing one.
-                let held = |a: &EndAttribution| a.nic.is_some() && a.status != Status::MacMismatch;
-                let s = l.local(mac, t.src_ip, at);
-                if held(&s) {
-                    let d = self.far(l, ctx, &s, t.dst_ip, at);
-                    return (s, d);
-                }
-                let d = l.local(mac, t.dst_ip, at);
-                if held(&d) {
-                    let s = self.far(l, ctx, &d, t.src_ip, at);
-                    return (s, d);
-                }
-                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
-                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
-                (s, d)
-            }
-            (None, None) => {
-                let s = self.by_ip(l, t.src_ip, at, ctx.scope);
-                let d = self.by_ip(l, t.dst_ip, at, ctx.scope);
-                (s, d)
-            }
-        }
-    }
-}
-
-fn vnet_hint(record: &ScopeHint, nic: &NicInfo) -> ScopeHint {
-    let vnet = nic.vnet.as_deref().map(str::to_ascii_lowercase);
-    let subscription = vnet
-        .as_deref()
-        .and_then(|v| crate::model::ArmId::parse(v).ok())
-        .map(|a| a.subscription())
-        .or_else(|| record.subscription.clone());
-    ScopeHint {
-        vnet,
-        subscription,
-        target: record.target.clone(),
-        nsg: record.nsg.clone(),
     }
 }
 

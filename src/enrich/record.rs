@@ -597,6 +597,11 @@ fn build_scope(resource_id: &str, flow_log_id: &str, target_id: &str) -> ScopeHi
             .and_then(|t| t.truncate_after("virtualNetworks"))
             .map(|v| v.key().to_string()),
         subscription,
+        nic: target
+            .as_ref()
+            .filter(|t| t.truncate_after("virtualNetworks").is_none())
+            .and_then(|t| t.key_through("networkInterfaces"))
+            .map(str::to_string),
         target: non_empty(target_id),
         nsg: non_empty(resource_id),
     }

@@ -34,15 +34,22 @@ fn nic(name: &str, vnet: &str) -> Arc<NicInfo> {
         "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkInterfaces/{name}"
     ))
     .unwrap();
+    // `rg/name`, or a name in rg1.
+    let (rg, vnet) = vnet.split_once('/').unwrap_or(("rg1", vnet));
+    let vnet = ArmId::parse(&format!(
+        "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}"
+    ))
+    .unwrap();
+    Arc::new(NicInfo::new(&id, Some(&vnet)))
+}
+
+/// The VM of test NIC `name`.
+fn vm(name: &str) -> Option<Arc<VmInfo>> {
     let vm = ArmId::parse(&format!(
         "/subscriptions/{SUB}/resourceGroups/VmRg/providers/Microsoft.Compute/virtualMachines/vm-{name}"
     ))
     .unwrap();
-    let vnet = ArmId::parse(&format!(
-        "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/virtualNetworks/{vnet}"
-    ))
-    .unwrap();
-    Arc::new(NicInfo::new(&id, Some(&vm), Some(&vnet)))
+    Some(Arc::new(VmInfo::new(&vm)))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -56,12 +63,29 @@ fn index() -> Arc<MapAttributor> {
     for (name, mac, addr, vnet) in [
         ("nsgv2", "000D3AF87856", "10.5.16.4", "fabrikam"),
         ("nsgv1", "000D3A18077E", "10.0.0.4", "contoso"),
-        ("vnetblob", "00224871C205", "10.0.0.6", "myVNet"),
-        ("vnetbare", "0022487BC205", "10.0.0.7", "myVNet"),
-        ("vnetdocs", "0022485D8CF8", "192.168.0.4", "ContosoVnetWcus"),
+        // As the VNet flow logs' `targetResourceID` names them.
+        (
+            "vnetblob",
+            "00224871C205",
+            "10.0.0.6",
+            "myResourceGroup/myVNet",
+        ),
+        (
+            "vnetbare",
+            "0022487BC205",
+            "10.0.0.7",
+            "myResourceGroup/myVNet",
+        ),
+        (
+            "vnetdocs",
+            "0022485D8CF8",
+            "192.168.0.4",
+            "Contoso-westcentralus-RG/ContosoVnetWcus",
+        ),
     ] {
         m.add(
             nic(name, vnet),
+            vm(name),
             Some(Mac::parse(mac).unwrap()),
             &[ip(addr)],
             0,
@@ -376,7 +400,7 @@ fn flat_form_passes_other_fields_through() {
     let input = concat!(
         r#"{"time":"2024-05-01T10:00:00.25Z","src_ip":"10.5.16.4","dst_ip":"10.0.0.6","src_port":"5000","dst_port":443,"protocol":"tcp","direction":"O","mac":"00-0d-3a-f8-78-56","k":{"a":[1,2.50,"x\"y"]},"n":1.0e3,"source":"fw1"}"#,
         "\n",
-        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","vnet":"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Network/virtualNetworks/myVNet/subnets/default"}"#,
+        r#"{"time":1700000000,"src_ip":"10.0.0.6","dst_ip":"10.5.16.4","vnet":"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/myResourceGroup/providers/Microsoft.Network/virtualNetworks/myVNet/subnets/default"}"#,
         "\n",
         r#"{"time":"soon","src_ip":"10.0.0.6"}"#,
         "\n"
@@ -407,8 +431,11 @@ fn flat_form_passes_other_fields_through() {
     assert_eq!(a["azure"]["flowlog"]["mac"], "000D3AF87856");
     assert_eq!(a["source"]["ipwho"]["via"], "mac");
     // The far end is looked up in the capturing NIC's VNet first: 10.0.0.6
-    // is in myVNet, not fabrikam, so the subscription answers.
+    // is in myVNet, not fabrikam, so the subscription answers; without the
+    // VNets' topology, never firmly from another VNet.
     assert_eq!(a["destination"]["ipwho"]["via"], "ip_in_subscription");
+    assert_eq!(a["destination"]["ipwho"]["scoped"], "no_topology");
+    assert_eq!(a["destination"]["ipwho"]["status"], "possible");
     assert_eq!(a["destination"]["ipwho"]["nic"]["name"], "vnetblob");
     let b = &t[1];
     assert_eq!(b["@timestamp"], "2023-11-14T22:13:20Z");
@@ -457,6 +484,7 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     let a = nic("a", "vnetA");
     m.add(
         a.clone(),
+        vm("a"),
         Some(Mac::parse("AAAAAAAAAAAA").unwrap()),
         &[ip("10.0.0.4")],
         0,
@@ -465,6 +493,7 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     );
     m.add(
         nic("b", "vnetB"),
+        vm("b"),
         Some(Mac::parse("BBBBBBBBBBBB").unwrap()),
         &[ip("10.0.0.9")],
         0,
@@ -473,6 +502,7 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     );
     m.add(
         nic("c", "vnetA"),
+        vm("c"),
         Some(Mac::parse("CCCCCCCCCCCC").unwrap()),
         &[ip("10.0.0.9")],
         0,
@@ -481,6 +511,7 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     );
     m.add(
         nic("d", "vnetA"),
+        vm("d"),
         None,
         &[ip("10.0.0.5")],
         0,
@@ -513,12 +544,20 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
     // Claim window ended before the tuple's time.
     assert_eq!(t[1]["destination"]["ipwho"]["status"], "unknown");
     assert_eq!(t[2]["source"]["ipwho"]["status"], "mac_mismatch");
-    // Unknown MAC: the capturing side falls back to IP, with no scope: ambiguous.
-    let amb = &t[3]["destination"]["ipwho"];
-    assert_eq!(amb["status"], "ambiguous");
-    assert_eq!(amb["candidates"].as_array().unwrap().len(), 2);
-    assert!(amb.get("nic").is_none());
-    assert_eq!(s["destination"]["ambiguous"], 1);
+    // Unknown MAC: the capturing side is unknown, never looked up by IP
+    // (two NICs hold 10.0.0.9; neither captured it).
+    let cap = &t[3]["destination"]["ipwho"];
+    assert_eq!(cap["status"], "unknown");
+    assert_eq!(cap["scoped"], "mac_unknown");
+    assert!(cap.get("nic").is_none() && cap.get("candidates").is_none());
+    // Its VNet unknown, the far end is found where it may be, never firmly.
+    let far = &t[3]["source"]["ipwho"];
+    assert_eq!(
+        (far["status"].as_str(), far["scoped"].as_str()),
+        (Some("possible"), Some("no_vnet"))
+    );
+    assert_eq!(far["nic"]["name"], "a");
+    assert_eq!(s["destination"]["ambiguous"], 0);
     assert_eq!(s["source"]["mac_mismatch"], 1);
 }
 
@@ -946,18 +985,25 @@ proptest! {
 mod index_attributor {
     //! `Index`'s enrichment lookups against the straightforward reading of
     //! the attribution model over its public API (claims of the IP, of the
-    //! MAC's NICs, `engine::answer`), on random claims.
+    //! MAC's NICs, `engine::answer` with exclusivity, staleness and the
+    //! VM), on random claims and coverage.
 
     use super::*;
     use crate::engine::{
-        self, Claim, ClaimKey, EvidenceKind, EvidenceRef, Micros, NEG_INF, POS_INF, Window,
+        self, Attachment, Claim, ClaimKey, Complete, Coverage, EvidenceKind, EvidenceRef,
+        Freshness, Micros, NEG_INF, POS_INF, Window,
     };
-    use crate::index::{Entry, Index, Scope};
+    use crate::index::{Claims, CoverageMap, Index, Scope};
     use ipnet::IpNet;
+
+    fn sub_id(sub: u8) -> String {
+        format!("0000000{sub}-0000-0000-0000-000000000000")
+    }
 
     fn vnet_id(sub: u8, v: u8) -> String {
         format!(
-            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v{v}"
+            "/subscriptions/{}/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v{v}",
+            sub_id(sub)
         )
     }
 
@@ -976,16 +1022,19 @@ mod index_attributor {
         // NICs 0..6 live in subscription nic % 2; VNets 0..3 in vnet % 2.
         let sub = g.nic % 2;
         let nic = ArmId::parse(&format!(
-            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/n{}",
+            "/subscriptions/{}/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/n{}",
+            sub_id(sub),
             g.nic
         ))
         .unwrap();
         let vnet = ArmId::parse(&vnet_id(g.vnet % 2, g.vnet)).unwrap();
-        let vm = ArmId::parse(&format!(
-            "/subscriptions/0000000{sub}-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{}",
-            g.vm
-        ))
-        .unwrap();
+        let vm = |k: u8| {
+            ArmId::parse(&format!(
+                "/subscriptions/{}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{k}",
+                sub_id(sub)
+            ))
+            .unwrap()
+        };
         // IPs 0..3 are /32s of 10.0.0.0/30; 4 is the /30 itself.
         let ip: IpNet = if g.ip < 4 {
             format!("10.0.0.{}/32", g.ip).parse().unwrap()
@@ -1001,124 +1050,238 @@ mod index_attributor {
         let lo = if start == NEG_INF { -100 } else { start };
         let hi = if end == POS_INF { 200 } else { end };
         let cs = (lo + g.certain.0).min(hi);
-        let ce = (cs + g.certain.1).min(hi);
+        let ce = (cs + g.certain.1).min(hi).max(cs + 1);
         let ev = |at: Micros, kind| EvidenceRef {
             kind,
             id: format!("e{at}").into(),
             at,
+        };
+        let last = ev(
+            ce - 1,
+            [EvidenceKind::Snapshot, EvidenceKind::ActivityWrite][g.vm as usize % 2],
+        );
+        let certain = Window { start: cs, end: ce };
+        let possible = Window { start, end };
+        // VM 2: moved from VM 2 to VM 3 half way through its sightings.
+        let vms = if g.vm == 2 && ce - cs >= 2 {
+            let mid = cs + (ce - cs) / 2;
+            vec![
+                Attachment {
+                    vm: Some(vm(2)),
+                    certain: Window {
+                        start: cs,
+                        end: mid,
+                    },
+                    possible: Window {
+                        start,
+                        end: mid + 1,
+                    },
+                    first: ev(cs, EvidenceKind::Snapshot),
+                    last: ev(mid - 1, EvidenceKind::Snapshot),
+                },
+                Attachment {
+                    vm: Some(vm(3)),
+                    certain: Window {
+                        start: mid + 1,
+                        end: ce,
+                    },
+                    possible: Window { start: mid, end },
+                    first: ev(mid + 1, EvidenceKind::Snapshot),
+                    last: last.clone(),
+                },
+            ]
+        } else {
+            vec![Attachment {
+                vm: (g.vm != 1).then(|| vm(g.vm)),
+                certain,
+                possible,
+                first: ev(cs, EvidenceKind::Snapshot),
+                last: last.clone(),
+            }]
         };
         Claim {
             key: ClaimKey {
                 nic: nic.key().into(),
                 scope: vnet.key().into(),
                 ip,
-                vm: vm.key().into(),
             },
             nic_name: nic.name().to_string(),
             // NICs 0 and 1 share a MAC; the others have their own.
             mac: Some(Mac::parse(&format!("00000000000{}", g.nic.max(1))).unwrap()),
             nic,
-            vm: Some(vm),
             subnet: None,
             vnet: Some(vnet),
-            certain: Window { start: cs, end: ce },
-            possible: Window { start, end },
+            certain,
+            possible,
             start_exact: false,
             end_exact: false,
             before: None,
             first: ev(cs, EvidenceKind::Snapshot),
-            last: ev(
-                ce,
-                [EvidenceKind::Snapshot, EvidenceKind::ActivityWrite][g.vm as usize % 2],
-            ),
+            last,
             after: None,
+            vms,
             live: false,
         }
     }
 
-    fn answer(claims: &[Arc<Entry>], t: Micros, via: Via) -> EndAttribution {
-        let a = engine::answer(claims.iter().map(|c| &c.claim), t);
-        let find = |c: &Claim| {
-            claims
-                .iter()
-                .find(|x| std::ptr::eq(&x.claim, c))
-                .unwrap()
-                .clone()
-        };
-        let mut e = EndAttribution::unknown(via);
+    /// The engine's answer over `claims` (of one IP, in scope) as an end.
+    fn answer(claims: &Claims, t: Micros) -> EndAttribution {
+        let a = claims.answer(t);
+        let mut e = EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet);
         e.status = Status::from(a.status);
-        if let Some(o) = a.owner.map(find) {
+        if let Some(o) = &a.owner {
+            let entry = claims.entry_of(o.claim).unwrap();
             let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
-            e.nic = Some(o.info.clone());
-            e.evidence = Some(std::borrow::Cow::Borrowed(o.last.kind.as_str()));
+            e.nic = Some(entry.info.clone());
+            e.evidence = Some(std::borrow::Cow::Borrowed(o.claim.last.kind.as_str()));
             e.window = Some((b(o.possible.start), b(o.possible.end)));
+            e.stale = a.stale.is_some();
+            let vm = a.vm.as_ref().unwrap();
+            e.vm_status = Some(vm.status.into());
+            e.vm = vm
+                .attachment
+                .and_then(|x| o.claim.vms.iter().position(|y| std::ptr::eq(x, y)))
+                .and_then(|i| entry.vms[i].clone());
         }
         e.candidates = a
             .candidates
-            .into_iter()
-            .map(|c| find(c).info.clone())
+            .iter()
+            .map(|c| claims.entry_of(c.claim).unwrap().info.clone())
             .collect();
         e
     }
 
-    fn reference_remote(idx: &Index, ip: IpAddr, at: i64, hint: &ScopeHint) -> EndAttribution {
-        let all = idx.claims_of_ip(ip, &Scope::Any);
-        if all.is_empty() {
-            return EndAttribution::unknown(Via::IpAnyScope);
-        }
-        if let Some(v) = &hint.vnet {
-            let scoped: Vec<_> = all
-                .iter()
-                .filter(|c| *c.key.scope == **v)
-                .cloned()
-                .collect();
-            let a = answer(&scoped, at, Via::IpInVnet);
-            if a.status != Status::Unknown {
-                return a;
-            }
-        }
-        if let Some(s) = &hint.subscription {
-            let scoped: Vec<_> = all
-                .iter()
-                .filter(|c| c.nic.subscription() == *s)
-                .cloned()
-                .collect();
-            let a = answer(&scoped, at, Via::IpInSubscription);
-            if a.status != Status::Unknown {
-                return a;
-            }
-        }
-        answer(&all, at, Via::IpAnyScope)
+    fn reference_by_ip(idx: &Index, ip: IpAddr, at: i64, within: Within<'_>) -> EndAttribution {
+        let scope = match within {
+            Within::Vnet(v) => Scope::Vnet(v.to_string()),
+            Within::Subscription(s) => Scope::Subscription(s.to_string()),
+            Within::Any => Scope::Any,
+        };
+        answer(&idx.claims_of_ip(ip, &scope), at)
     }
 
-    fn reference_local(idx: &Index, mac: &Mac, ip: IpAddr, at: i64) -> EndAttribution {
-        let mut other: Option<Arc<Entry>> = None;
-        let mut held: Vec<Arc<Entry>> = Vec::new();
-        for n in idx.nics_of_mac(mac) {
-            let live: Vec<_> = idx
-                .claims_of_nic(&n)
-                .into_iter()
-                .filter(|c| c.possible.contains(at))
-                .collect();
-            if let Some(c) = live.iter().find(|c| c.key.ip.contains(&ip)) {
-                held.push(c.clone());
+    fn reference_by_mac(
+        idx: &Index,
+        mac: &Mac,
+        ip: IpAddr,
+        at: i64,
+        scope: &ScopeHint,
+    ) -> EndAttribution {
+        let in_scope = |n: &str| {
+            let claims = idx.claims_of_nic(n);
+            match (&scope.vnet, &scope.subscription) {
+                (Some(v), _) => claims.entries.iter().any(|c| *c.key.scope == **v),
+                (None, Some(s)) => ArmId::subscription_of_key(n) == s,
+                _ => true,
             }
-            other = other.or_else(|| live.first().cloned());
+        };
+        let nics: Vec<String> = idx
+            .nics_of_mac(mac)
+            .into_iter()
+            .filter(|n| in_scope(n))
+            .collect();
+        let unknown = |scoped| {
+            let mut a = EndAttribution::unknown(Via::Mac, scoped);
+            a.searched = scope
+                .vnet
+                .as_deref()
+                .or(scope.subscription.as_deref())
+                .map(Arc::from);
+            a
+        };
+        if idx.nics_of_mac(mac).is_empty() {
+            return unknown(Scoped::MacUnknown);
         }
-        if !held.is_empty() {
-            let mut a = answer(&held, at, Via::Mac);
-            a.ip_held = Some(true);
-            return a;
+        if nics.is_empty() {
+            return unknown(Scoped::MacOutOfScope);
         }
-        match other {
+        // The NICs with the MAC whose claim on the IP (bounded by the other
+        // claims of the IP in its VNet) holds T: the capture rules out the
+        // others. A NIC with two such claims counts its first.
+        let all = idx.claims_of_ip(ip, &Scope::Any);
+        let refs = all.refs();
+        let bounds = engine::exclusive(&refs);
+        let mut held: Vec<(i64, &Claim, Arc<NicInfo>)> = Vec::new();
+        let mut existed = None;
+        for n in &nics {
+            let own = idx.claims_of_nic(n);
+            existed = existed.or_else(|| {
+                own.entries
+                    .iter()
+                    .find(|c| c.possible.contains(at))
+                    .cloned()
+            });
+            let first = own.entries.iter().find_map(|o| {
+                let i = refs.iter().position(|c| std::ptr::eq(*c, &o.claim))?;
+                bounds[i].possible.contains(at).then(|| {
+                    (
+                        bounds[i].possible.start,
+                        refs[i],
+                        all.entries[i].info.clone(),
+                    )
+                })
+            });
+            held.extend(first);
+        }
+        match held.len() {
+            0 => {}
+            1 => {
+                let mut a = lone(idx, ip, at, &held[0].1.key.nic);
+                a.ip_held = Some(true);
+                return a;
+            }
+            _ => {
+                held.sort_by(|x, y| engine::candidate_order(x.0, x.1, y.0, y.1));
+                let mut a = EndAttribution::unknown(Via::Mac, Scoped::Mac);
+                a.status = Status::Ambiguous;
+                a.ip_held = Some(true);
+                a.candidates = held.into_iter().map(|h| h.2).collect();
+                return a;
+            }
+        }
+        match existed {
             Some(c) => {
-                let mut a = EndAttribution::nic(Status::MacMismatch, Via::Mac, c.info.clone());
+                let mut a =
+                    EndAttribution::nic(Status::MacMismatch, Via::Mac, Scoped::Mac, c.info.clone());
                 a.ip_held = Some(false);
                 a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
                 a
             }
-            None => EndAttribution::unknown(Via::Mac),
+            None => unknown(Scoped::MacUnknown),
         }
+    }
+
+    /// The answer of NIC `nic`'s claim on `ip` at `at`, bounded by every
+    /// claim of the IP, as if no other claim held `at`.
+    fn lone(idx: &Index, ip: IpAddr, at: i64, nic: &str) -> EndAttribution {
+        let all = idx.claims_of_ip(ip, &Scope::Any);
+        let refs = all.refs();
+        let bounds = engine::exclusive(&refs);
+        let own = idx.claims_of_nic(nic);
+        let i = own
+            .entries
+            .iter()
+            .find_map(|o| {
+                let i = refs.iter().position(|c| std::ptr::eq(*c, &o.claim))?;
+                bounds[i].possible.contains(at).then_some(i)
+            })
+            .unwrap();
+        let c = refs[i];
+        let possible = bounds[i].possible;
+        let (status, stale) = engine::owner_status(c.certain, possible, at, c.subscription(), &all);
+        let vm = engine::vm_answer(c, possible, at, status);
+        let entry = &all.entries[i];
+        let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
+        let mut e = EndAttribution::nic(status.into(), Via::Mac, Scoped::Mac, entry.info.clone());
+        e.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
+        e.window = Some((b(possible.start), b(possible.end)));
+        e.stale = stale.is_some();
+        e.vm_status = Some(vm.status.into());
+        e.vm = vm
+            .attachment
+            .and_then(|x| c.vms.iter().position(|y| std::ptr::eq(x, y)))
+            .and_then(|i| entry.vms[i].clone());
+        e
     }
 
     fn any_claim() -> impl Strategy<Value = Gen> {
@@ -1142,6 +1305,22 @@ mod index_attributor {
             })
     }
 
+    /// Subscription 0 has complete snapshots at `at`; subscription 1 none.
+    fn coverage(at: &[i64]) -> CoverageMap {
+        let policy = Freshness {
+            min: 1,
+            ..Freshness::default()
+        };
+        let completes = at
+            .iter()
+            .map(|&at| Complete {
+                at,
+                id: format!("c{at}").into(),
+            })
+            .collect();
+        [(sub_id(0), Coverage::new(completes, None, &policy))].into()
+    }
+
     #[test]
     fn the_index_holds_shared_ids_once_and_keeps_every_spelling() {
         let a = Gen {
@@ -1162,7 +1341,11 @@ mod index_attributor {
             ..a.clone()
         });
         c.vnet = Some(ArmId::parse(&vnet_id(0, 0).to_uppercase()).unwrap());
-        let idx = Index::from_claims(vec![claim(&a), claim(&b), c], Default::default());
+        let idx = Index::from_claims(
+            vec![claim(&a), claim(&b), c],
+            Default::default(),
+            Freshness::default(),
+        );
         let mut all = idx.all_claims();
         all.sort_by_key(|c| c.key.ip);
         let [a, b, c] = &all[..] else {
@@ -1179,7 +1362,6 @@ mod index_attributor {
         // One copy of what is the same string.
         assert!(same(a.nic.as_str(), b.nic.as_str()));
         assert!(same(&a.key.nic, a.nic.key()) && same(&a.key.nic, &b.key.nic));
-        assert!(same(&a.key.vm, a.vm.as_ref().unwrap().key()));
         assert!(same(
             a.vnet.as_ref().unwrap().as_str(),
             b.vnet.as_ref().unwrap().as_str()
@@ -1196,7 +1378,7 @@ mod index_attributor {
         ));
         // And the answers are those of the claims as given.
         let ip = IpAddr::from([10, 0, 0, 3]);
-        let l = idx.remote(ip, 20, &ScopeHint::default());
+        let l = idx.by_ip(ip, 20, Within::Any);
         assert_eq!(l.status, Status::Confirmed);
         assert_eq!(l.nic.as_ref().map(|n| n.name.as_str()), Some("n4"));
         assert_eq!(
@@ -1216,7 +1398,7 @@ mod index_attributor {
             vm: 0,
             start: Some(0),
             len: Some(100),
-            certain: (10, 30),
+            certain: (10, 20),
         };
         let b = Gen {
             nic: 3,
@@ -1226,32 +1408,65 @@ mod index_attributor {
             vm: 1,
             ..a.clone()
         };
-        let idx = Index::from_claims(vec![claim(&a), claim(&b)], Default::default());
+        let idx = Index::from_claims(
+            vec![claim(&a), claim(&b)],
+            coverage(&[0, 100]),
+            Freshness::default(),
+        );
         let ip = IpAddr::from([10, 0, 0, 1]);
-        let in_vnet = ScopeHint {
-            vnet: Some(vnet_id(0, 0).to_ascii_lowercase()),
-            ..ScopeHint::default()
-        };
+        let v0 = vnet_id(0, 0).to_ascii_lowercase();
         // By IP, the evidence cannot tell them apart.
-        assert_eq!(idx.remote(ip, 50, &in_vnet).status, Status::Ambiguous);
+        assert_eq!(
+            idx.by_ip(ip, 50, Within::Vnet(&v0)).status,
+            Status::Ambiguous
+        );
         // Captured by NIC 3's MAC: NIC 3, with its own claim's status.
         let mac3 = Mac::parse("000000000003").unwrap();
-        let local = idx.local(&mac3, ip, 50);
+        let in_vnet = ScopeHint {
+            vnet: Some(v0.clone()),
+            ..ScopeHint::default()
+        };
+        let local = idx.by_mac(&mac3, ip, 50, &in_vnet);
         assert_eq!(local.status, Status::Possible);
-        assert_eq!(local.ip_held, Some(true));
+        assert_eq!((local.ip_held, local.scoped), (Some(true), Scoped::Mac));
         assert!(local.candidates.is_empty());
         assert_eq!(local.nic.as_ref().map(|n| n.name.as_str()), Some("n3"));
-        // Inside NIC 3's certain window (60..70): confirmed.
-        assert_eq!(idx.local(&mac3, ip, 65).status, Status::Confirmed);
-        // Captured by NIC 2's MAC after NIC 2's possible end: a mismatch.
-        let mac2 = Mac::parse("000000000002").unwrap();
-        assert_eq!(idx.local(&mac2, ip, 150).status, Status::Unknown);
+        // Inside NIC 3's certain window (60..70): confirmed; NIC 3 is on no VM.
+        let inside = idx.by_mac(&mac3, ip, 65, &in_vnet);
         assert_eq!(
-            idx.local(&mac2, ip, 20)
+            (inside.status, inside.vm_status),
+            (Status::Confirmed, Some(Status::Confirmed))
+        );
+        assert!(inside.vm.is_none());
+        // NIC 2 after its possible end: no NIC known with its MAC then.
+        let mac2 = Mac::parse("000000000002").unwrap();
+        let after = idx.by_mac(&mac2, ip, 150, &in_vnet);
+        assert_eq!(
+            (after.status, after.scoped),
+            (Status::Unknown, Scoped::MacUnknown)
+        );
+        assert_eq!(
+            idx.by_mac(&mac2, ip, 20, &in_vnet)
                 .nic
                 .as_ref()
                 .map(|n| n.name.as_str()),
             Some("n2")
+        );
+        // A scope the NIC is not in: never the answer.
+        let elsewhere = ScopeHint {
+            vnet: Some(vnet_id(1, 1).to_ascii_lowercase()),
+            ..ScopeHint::default()
+        };
+        let out = idx.by_mac(&mac3, ip, 65, &elsewhere);
+        assert_eq!(
+            (out.status, out.scoped),
+            (Status::Unknown, Scoped::MacOutOfScope)
+        );
+        assert!(out.nic.is_none());
+        let unknown = idx.by_mac(&Mac::parse("0000000000AA").unwrap(), ip, 65, &in_vnet);
+        assert_eq!(
+            (unknown.scoped, unknown.searched.as_deref()),
+            (Scoped::MacUnknown, Some(v0.as_str()))
         );
     }
 
@@ -1261,8 +1476,9 @@ mod index_attributor {
         #[test]
         fn index_lookups_match_the_model(
             gens in proptest::collection::vec(any_claim(), 0..14),
+            completes in proptest::collection::vec(-50i64..250, 0..5),
             probes in proptest::collection::vec(
-                (0u8..5, -20i64..220, 0u8..4, proptest::option::of(0u8..4), proptest::option::of(0u8..3)),
+                (0u8..5, -20i64..260, 0u8..4, proptest::option::of(0u8..4), proptest::option::of(0u8..3)),
                 1..40,
             ),
         ) {
@@ -1273,17 +1489,21 @@ mod index_attributor {
                 (&a.key.nic, a.possible.start, a.certain.start)
                     .cmp(&(&b.key.nic, b.possible.start, b.certain.start))
             });
-            let idx = Index::from_claims(claims, Default::default());
+            let idx = Index::from_claims(claims, coverage(&completes), Freshness::default());
             for (ipn, at, macn, vnet, sub) in probes {
                 let ip = IpAddr::from([10, 0, 0, ipn]);
                 let mac = Mac::parse(&format!("00000000000{}", macn.max(1))).unwrap();
-                prop_assert_eq!(idx.local(&mac, ip, at), reference_local(&idx, &mac, ip, at));
                 let hint = ScopeHint {
                     vnet: vnet.map(|v| vnet_id(v % 2, v).to_ascii_lowercase()),
-                    subscription: sub.map(|s| format!("0000000{s}-0000-0000-0000-000000000000")),
+                    subscription: sub.map(sub_id),
                     ..ScopeHint::default()
                 };
-                prop_assert_eq!(idx.remote(ip, at, &hint), reference_remote(&idx, ip, at, &hint));
+                prop_assert_eq!(idx.by_mac(&mac, ip, at, &hint), reference_by_mac(&idx, &mac, ip, at, &hint));
+                let v = hint.vnet.clone().unwrap_or_default();
+                let s = hint.subscription.clone().unwrap_or_default();
+                for within in [Within::Vnet(&v), Within::Subscription(&s), Within::Any] {
+                    prop_assert_eq!(idx.by_ip(ip, at, within), reference_by_ip(&idx, ip, at, within));
+                }
             }
         }
     }

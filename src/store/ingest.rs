@@ -23,6 +23,7 @@ use super::runs::Runs;
 use super::states::StateCache;
 use super::{micros, to_ts};
 use crate::azure::activity::{ActivityChange, ActivityEvent};
+use crate::engine::Micros;
 use crate::model::{ArmId, NicState};
 
 /// The advisory lock every ingest holds: one writer at a time, across replicas.
@@ -181,6 +182,48 @@ pub async fn rebuild_claims_if_lost(pool: &PgPool) -> sqlx::Result<usize> {
     let n = rebuild_if_lost(&mut tx, &cache).await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// Widens each subscription's Activity Log reach (`activity_reach`) to the
+/// events `rows` (new ones); returns the reach of this batch per
+/// subscription.
+async fn activity_reach(
+    conn: &mut PgConnection,
+    rows: &[EvRow],
+) -> sqlx::Result<Vec<(String, Micros, Micros)>> {
+    let mut by_sub: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = HashMap::default();
+    for (nic, _, at, _, _) in rows {
+        let e = by_sub
+            .entry(ArmId::subscription_of_key(nic))
+            .or_insert((*at, *at));
+        e.0 = e.0.min(*at);
+        e.1 = e.1.max(*at);
+    }
+    if by_sub.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut sub, mut lo, mut hi) = (vec![], vec![], vec![]);
+    for (s, (a, b)) in &by_sub {
+        sub.push(s.to_string());
+        lo.push(*a);
+        hi.push(*b);
+    }
+    sqlx::query(
+        "INSERT INTO activity_reach (subscription, first_at, last_at)
+         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+         ON CONFLICT (subscription) DO UPDATE
+         SET first_at = least(activity_reach.first_at, EXCLUDED.first_at),
+             last_at = greatest(activity_reach.last_at, EXCLUDED.last_at)",
+    )
+    .bind(&sub)
+    .bind(&lo)
+    .bind(&hi)
+    .execute(&mut *conn)
+    .await?;
+    Ok(by_sub
+        .into_iter()
+        .map(|(s, (a, b))| (s.to_string(), micros(a), micros(b)))
+        .collect())
 }
 
 /// Registers NICs (once each; known ones are left as they are).
@@ -857,8 +900,9 @@ pub async fn ingest_activity(
         ended = inputs.end_live_runs_before_events();
         derived = Some(derive_meanwhile(inputs));
     }
-    // Meanwhile, the evidence.
+    // Meanwhile, the evidence, and how far the Activity Log reaches.
     state_rows.insert(&mut tx).await?;
+    let reach = activity_reach(&mut tx, &rows).await?;
     if !rows.is_empty() {
         let (mut nic, mut key, mut at, mut created, mut fp) =
             (vec![], vec![], vec![], vec![], vec![]);
@@ -884,13 +928,14 @@ pub async fn ingest_activity(
         .execute(&mut *tx)
         .await?;
     }
-    let changes = match derived {
+    let mut changes = match derived {
         Some(derived) => {
             save_runs(&mut tx, &ended).await?;
             write_claims(&mut tx, derived.await).await?
         }
         None => ClaimChanges::default(),
     };
+    changes.activity = reach;
     tx.commit().await?;
     cache.put_all(to_cache);
     report.claims_inserted = changes.inserted;

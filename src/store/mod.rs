@@ -226,20 +226,46 @@ pub async fn claims_of_ip(pool: &PgPool, ip: std::net::IpAddr) -> anyhow::Result
         .collect()
 }
 
-/// Each subscription's horizon: its latest finished complete snapshot.
-pub async fn load_horizons(
+/// What watched every subscription: its finished complete snapshots and
+/// its Activity Log reach, each subscription's freshness bound set by
+/// `policy`.
+pub async fn load_coverage(
     pool: &PgPool,
-) -> anyhow::Result<std::collections::HashMap<String, runs::CompleteSnapshot>> {
+    policy: &crate::engine::Freshness,
+) -> anyhow::Result<crate::index::CoverageMap> {
+    use crate::engine::{Complete, Coverage};
     let rows: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (sub) sub, taken_at, id FROM snapshots, unnest(subscriptions) AS s(sub)
-         WHERE complete AND finished ORDER BY sub, taken_at DESC, id DESC",
+        "SELECT sub, taken_at, id FROM snapshots, unnest(subscriptions) AS s(sub)
+         WHERE complete AND finished ORDER BY sub, taken_at, id",
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    let mut completes: std::collections::HashMap<String, Vec<Complete>> = Default::default();
+    for (sub, at, id) in rows {
+        completes.entry(sub).or_default().push(Complete {
+            at: micros(at),
+            id: id.into(),
+        });
+    }
+    let reach: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT subscription, first_at, last_at FROM activity_reach")
+            .fetch_all(pool)
+            .await?;
+    let mut reach: std::collections::HashMap<String, (Micros, Micros)> = reach
         .into_iter()
-        .map(|(s, at, id)| (s, runs::CompleteSnapshot { at: micros(at), id }))
-        .collect())
+        .map(|(s, a, b)| (s, (micros(a), micros(b))))
+        .collect();
+    let mut out: crate::index::CoverageMap = completes
+        .into_iter()
+        .map(|(sub, c)| {
+            let activity = reach.remove(&sub);
+            (sub, Coverage::new(c, activity, policy))
+        })
+        .collect();
+    for (sub, r) in reach {
+        out.insert(sub, Coverage::new(Vec::new(), Some(r), policy));
+    }
+    Ok(out)
 }
 
 /// Microseconds → timestamp (None for the infinities).
@@ -268,6 +294,38 @@ pub struct SubscriptionStatus {
     pub newest_activity_event: Option<DateTime<Utc>>,
     /// How long after its own `time` the newest event was recorded, in seconds.
     pub newest_activity_lag_seconds: Option<f64>,
+    /// How long its evidence stays fresh, and whether it is now (from the
+    /// in-memory index).
+    pub freshness: Option<FreshnessStatus>,
+}
+
+/// A subscription's freshness bound: past its latest complete snapshot by
+/// more than this, an open claim is `possible`, not `probable`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FreshnessStatus {
+    pub bound_seconds: f64,
+    /// `configured`, `cadence` (a factor of the median interval between
+    /// its latest complete snapshots) or `fallback` (fewer than two).
+    #[schema(value_type = String)]
+    pub bound_source: Option<crate::engine::BoundSource>,
+    /// How old its latest complete snapshot is now.
+    pub age_seconds: Option<f64>,
+    /// Past the bound: open claims answer `possible` now.
+    pub stale: bool,
+    /// Finished complete snapshots held.
+    pub complete_snapshots: usize,
+}
+
+impl FreshnessStatus {
+    pub fn of(c: &crate::engine::Coverage, now: Micros) -> Self {
+        FreshnessStatus {
+            bound_seconds: c.bound as f64 / 1e6,
+            bound_source: c.bound_source,
+            age_seconds: c.horizon().map(|h| (now - h.at) as f64 / 1e6),
+            stale: c.stale_at(now).is_some(),
+            complete_snapshots: c.completes.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -365,6 +423,7 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             newest_activity_event: ev.map(|e| e.0),
             newest_activity_lag_seconds: ev
                 .map(|(at, rec)| (rec - at).num_milliseconds() as f64 / 1000.0),
+            freshness: None,
         });
     }
     Ok(out)

@@ -32,6 +32,9 @@ pub struct ClaimChanges {
     /// Subscriptions whose horizon (latest finished complete snapshot) this
     /// ingest moved: live claims of theirs extend to it.
     pub horizons: Vec<(String, CompleteSnapshot)>,
+    /// How far this ingest's Activity Log events reach, per subscription
+    /// (earliest, latest).
+    pub activity: Vec<(String, Micros, Micros)>,
 }
 
 impl ClaimChanges {
@@ -41,6 +44,7 @@ impl ClaimChanges {
         self.updated += other.updated;
         self.deleted += other.deleted;
         self.horizons.extend(other.horizons);
+        self.activity.extend(other.activity);
         self.seq = match (self.seq, other.seq) {
             (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
             (a, b) => a.or(b),
@@ -220,19 +224,11 @@ pub(super) async fn last_events(
 /// `nic_states` holds for them, so they need not be read back.
 pub(super) type Stored<'a> = HashMap<String, &'a NicState>;
 
-/// A claim's identity in `claims`: NIC, scope, IP, VM and possible start.
-type Ident = (String, String, IpNet, String, Option<DateTime<Utc>>);
+/// A claim's identity in `claims`: NIC, scope, IP and possible start.
+type Ident = (String, String, IpNet, Option<DateTime<Utc>>);
 
 /// A stored claim's id, identity and digest.
-type Existing = (
-    i64,
-    String,
-    String,
-    IpNet,
-    String,
-    Option<DateTime<Utc>>,
-    String,
-);
+type Existing = (i64, String, String, IpNet, Option<DateTime<Utc>>, String);
 
 /// Everything recompute reads before it derives claims: the NICs' runs,
 /// events and states, their subscriptions' complete snapshots, and their
@@ -340,7 +336,7 @@ pub(super) async fn read_inputs(
     let mut existing: Vec<Existing> = Vec::new();
     if claims_stored {
         existing = sqlx::query_as(concat!(
-            "SELECT id, nic_key, scope, ip, vm_key, lower(possible), digest FROM claims WHERE ",
+            "SELECT id, nic_key, scope, ip, lower(possible), digest FROM claims WHERE ",
             of_nics!()
         ))
         .bind(nics)
@@ -350,7 +346,7 @@ pub(super) async fn read_inputs(
     }
     let existing = existing
         .into_iter()
-        .map(|(id, n, s, ip, vm, lo, d)| ((n, s, ip, vm, lo), (id, d)))
+        .map(|(id, n, s, ip, lo, d)| ((n, s, ip, lo), (id, d)))
         .collect();
     Ok(Inputs {
         nics: nics.to_vec(),
@@ -565,7 +561,6 @@ impl Context<'_> {
                     c.key.nic.to_string(),
                     c.key.scope.to_string(),
                     c.key.ip,
-                    c.key.vm.to_string(),
                     to_ts(c.possible.start),
                 );
                 let mut row = CRow {
@@ -720,11 +715,11 @@ pub(super) async fn write_claims(
         let mut args = ins.args.map_err(sqlx::Error::Encode)?;
         args.add(&ids).map_err(sqlx::Error::Encode)?;
         sqlx::query_with(
-            "INSERT INTO claims (id, nic_key, scope, ip, vm_key, subscription, possible, certain, live, digest, detail)
-             SELECT id, n, s, ip::inet, vm, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
-             FROM unnest($13::bigint[], $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::text[], $12::text[])
-                  AS u(id, n, s, ip, vm, sub, plo, phi, clo, chi, live, dig, det)",
+            "INSERT INTO claims (id, nic_key, scope, ip, subscription, possible, certain, live, digest, detail)
+             SELECT id, n, s, ip::inet, sub, tstzrange(plo, phi, '[)'), tstzrange(clo, chi, '[)'), live, dig, det
+             FROM unnest($12::bigint[], $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::text[], $11::text[])
+                  AS u(id, n, s, ip, sub, plo, phi, clo, chi, live, dig, det)",
             args,
         )
         .execute(&mut *conn)
@@ -778,7 +773,6 @@ struct ClaimRows {
     nic: Vec<String>,
     scope: Vec<String>,
     ip: Vec<String>,
-    vm: Vec<String>,
     sub: Vec<String>,
     plo: Vec<Option<DateTime<Utc>>>,
     phi: Vec<Option<DateTime<Utc>>>,
@@ -801,7 +795,6 @@ impl ClaimRows {
         self.nic.append(&mut other.nic);
         self.scope.append(&mut other.scope);
         self.ip.append(&mut other.ip);
-        self.vm.append(&mut other.vm);
         self.sub.append(&mut other.sub);
         self.plo.append(&mut other.plo);
         self.phi.append(&mut other.phi);
@@ -815,12 +808,11 @@ impl ClaimRows {
     /// The parameters of the insert, ids excepted (drawn when it is written).
     fn encode_insert(self) -> Encoded {
         let mut a = PgArguments::default();
-        a.reserve(13, self.wire_size());
+        a.reserve(12, self.wire_size());
         let args = (|| {
             a.add(&self.nic)?;
             a.add(&self.scope)?;
             a.add(&self.ip)?;
-            a.add(&self.vm)?;
             a.add(&self.sub)?;
             self.add_common(&mut a)?;
             Ok(a)
@@ -865,12 +857,11 @@ impl ClaimRows {
         text(&self.nic)
             + text(&self.scope)
             + text(&self.ip)
-            + text(&self.vm)
             + text(&self.sub)
             + text(&self.dig)
             + text(&self.det)
             + rows * (8 + 4 * 12 + 5 + 2 * 8)
-            + 13 * 64
+            + 12 * 64
     }
 
     fn push(&mut self, id: Option<i64>, c: &Claim, sub: &str, digest: String, detail: String) {
@@ -880,7 +871,6 @@ impl ClaimRows {
                 self.nic.push(c.key.nic.to_string());
                 self.scope.push(c.key.scope.to_string());
                 self.ip.push(c.key.ip.to_string());
-                self.vm.push(c.key.vm.to_string());
                 self.sub.push(sub.to_string());
             }
         }
