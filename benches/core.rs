@@ -102,7 +102,7 @@ async fn server(admin: &str, db: &str, fresh: bool) -> anyhow::Result<Server> {
     );
     let pool = ipwho::store::connect(&url, 8).await?;
     ipwho::store::migrate(&pool).await?;
-    let index = Arc::new(ipwho::sync::load(&pool).await?);
+    let index = Arc::new(ipwho::sync::load(&pool, Default::default()).await?);
     let state = AppState {
         pool: pool.clone(),
         index: index.clone(),

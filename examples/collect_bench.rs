@@ -192,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // What the claim index alone costs: load a second copy of it.
     let (before, _) = memory();
-    let copy = ipwho::sync::load(&pool).await?;
+    let copy = ipwho::sync::load(&pool, Default::default()).await?;
     let (after, _) = memory();
     println!(
         "a second in-memory index of {} claims adds {:.0} MiB",

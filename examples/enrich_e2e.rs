@@ -66,7 +66,7 @@ async fn load_index(db: &str) -> anyhow::Result<ipwho::index::Index> {
         claims > 0,
         "database {db} holds no claims: run `cargo bench --bench core -- --only history` first"
     );
-    let index = ipwho::sync::load(&pool).await?;
+    let index = ipwho::sync::load(&pool, Default::default()).await?;
     pool.close().await;
     Ok(index)
 }

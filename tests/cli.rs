@@ -146,7 +146,7 @@ async fn lookup_and_history_read_only_the_claims_of_the_ip(pool: sqlx::PgPool) {
         .await;
     assert_eq!(code, 200, "{v}");
 
-    let full = ipwho::sync::load(&pool).await.unwrap();
+    let full = ipwho::sync::load(&pool, Default::default()).await.unwrap();
     let vnet1 = Scope::Vnet(format!(
         "/subscriptions/{SUB1}/resourcegroups/net/providers/microsoft.network/virtualnetworks/vnet1"
     ));
@@ -154,26 +154,31 @@ async fn lookup_and_history_read_only_the_claims_of_the_ip(pool: sqlx::PgPool) {
     let mut named = 0;
     for ip in ["10.0.0.4", "10.0.0.20", "10.0.0.99", "fd00::4", "192.0.2.1"] {
         let addr: std::net::IpAddr = ip.parse().unwrap();
-        let one = ipwho::sync::load_ip(&pool, addr).await.unwrap();
+        let one = ipwho::sync::load_ip(&pool, addr, Default::default())
+            .await
+            .unwrap();
         assert!(one.len() <= 3, "{ip}: {} claims", one.len());
         for t in [T0, T1, "2025-03-01T10:20:00Z", T2, "2025-03-02T00:00:00Z"] {
             let t = ipwho::store::micros(t.parse().unwrap());
             for scope in [Scope::Any, vnet1.clone(), Scope::Subscription(SUB2.into())] {
-                let (x, y) = (
-                    full.lookup_with_now(addr, t, now, &scope),
-                    one.lookup_with_now(addr, t, now, &scope),
+                let (cx, cy) = (
+                    full.claims_of_ip(addr, &scope),
+                    one.claims_of_ip(addr, &scope),
                 );
-                assert_eq!(
-                    format!("{x:?}"),
-                    format!("{y:?}"),
-                    "{ip} at {t} in {scope:?}"
-                );
-                named += usize::from(format!("{x:?}").contains("nic-"));
+                let said = |c: &ipwho::index::Claims| -> String {
+                    let a = c.answer(t);
+                    let held = a.owner.as_ref().map(|o| c.continuity(o, t, now));
+                    format!("{a:?} {:?} {held:?}", c.answer(now))
+                };
+                let (x, y) = (said(&cx), said(&cy));
+                assert_eq!(x, y, "{ip} at {t} in {scope:?}");
+                named += usize::from(x.contains("nic-"));
             }
         }
         let ids = |i: &ipwho::index::Index| -> Vec<String> {
             let mut v: Vec<String> = i
                 .claims_of_ip(addr, &Scope::Any)
+                .entries
                 .iter()
                 .map(|c| format!("{:?}", c.key))
                 .collect();

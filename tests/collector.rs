@@ -454,7 +454,7 @@ async fn every_page_and_every_uniform_scale_set_nic_is_collected(pool: PgPool) {
         let (status, name, v) = app.owner(ip, &at, "").await;
         assert_eq!(status, "confirmed", "{ip}: {v}");
         assert!(name.unwrap().ends_with("-nic"));
-        assert_eq!(v["owner"]["vm"]["name"], vm, "{v}");
+        assert_eq!(v["vm"]["vm"]["name"], vm, "{v}");
     }
     let (code, v) = app.get("/v1/status").await;
     assert_eq!(code, 200);

@@ -144,6 +144,10 @@ async fn a_vnet_with_a_public_address_space_is_attributed(pool: PgPool) {
         )
         .await;
     assert_eq!(code, 200, "{r}");
+    // The lines name the VNet they were captured in.
+    let vnet = format!(
+        "/subscriptions/{SUB1}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/public-vnet"
+    );
     let flat = [
         ("20.50.1.4", "8.8.8.8"),
         ("2603:1030:40c:7::4", "2603:1030:40c:7::5"),
@@ -151,7 +155,8 @@ async fn a_vnet_with_a_public_address_space_is_attributed(pool: PgPool) {
     ]
     .iter()
     .map(|(s, d)| {
-        json!({"time": "2025-03-01T10:30:00Z", "src_ip": s, "dst_ip": d}).to_string() + "\n"
+        json!({"time": "2025-03-01T10:30:00Z", "src_ip": s, "dst_ip": d, "vnet": vnet}).to_string()
+            + "\n"
     })
     .collect::<String>();
     let out = enrich(&app, flat, "the flat lines").await;
@@ -164,14 +169,25 @@ async fn a_vnet_with_a_public_address_space_is_attributed(pool: PgPool) {
         assert_eq!(s["vm"]["name"], "pub-vm");
     }
     assert_eq!(end(0, "destination")["via"], "not_looked_up");
-    // Same /48 as a claim: looked up, and nobody held it.
+    // Same /48 as a claim: looked up (in the VNet, then, its address space
+    // not known, everywhere), and nobody held it.
     assert_eq!(end(1, "destination")["status"], "unknown");
     assert_eq!(end(1, "destination")["via"], "ip_any_scope");
+    assert_eq!(end(1, "destination")["scoped"], "no_topology");
     // A private address in a /16 without claims: not looked up.
     assert_eq!(end(2, "source")["via"], "not_looked_up");
     assert_eq!(end(2, "destination")["via"], "ip_any_scope");
     let s = &out[3]["ipwho.summary"];
     assert_eq!(s["source"]["probable"], 2, "{s}");
+    // Without the VNet, the line's ends may be anywhere: found, never firmly.
+    let bare = json!({"time": "2025-03-01T10:30:00Z", "src_ip": "20.50.1.4", "dst_ip": "8.8.8.8"});
+    let out = enrich(&app, bare.to_string() + "\n", "a line without its VNet").await;
+    let s = &out[0]["source"]["ipwho"];
+    assert_eq!(
+        (s["status"].as_str(), s["scoped"].as_str()),
+        (Some("possible"), Some("no_vnet"))
+    );
+    assert_eq!(s["nic"]["name"], "pub-nic");
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]

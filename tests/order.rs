@@ -211,7 +211,9 @@ async fn post_all(
     let dangling = dangling_references(&app.pool).await;
     assert!(dangling.is_empty(), "{what}: {dangling:?}");
     let claims = claims_table(&app.pool).await;
-    let fresh = ipwho::sync::load(&app.pool).await.unwrap();
+    let fresh = ipwho::sync::load(&app.pool, Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         index_table(app.index.all_claims()),
         index_table(fresh.all_claims()),
@@ -390,7 +392,9 @@ async fn lost_claims_are_recomputed_from_the_evidence(pool: PgPool) {
 
         // At start: loading the index recomputes them first.
         lose_claims(&app.pool).await;
-        let loaded = ipwho::sync::load(&app.pool).await.unwrap();
+        let loaded = ipwho::sync::load(&app.pool, Default::default())
+            .await
+            .unwrap();
         same("at load", stored(&app.pool).await);
         assert_eq!(
             index_table(loaded.all_claims()),

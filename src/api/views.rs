@@ -580,12 +580,14 @@ fn unwatched(c: &Coverage, range: Window) -> impl Iterator<Item = Window> + '_ {
         start: NEG_INF,
         end: x.at,
     });
-    let gaps = c.completes.windows(2).filter_map(move |w| {
-        (w[1].at - w[0].at > b).then(|| Window {
+    let gaps = c
+        .completes
+        .windows(2)
+        .filter(move |w| w[1].at - w[0].at > b)
+        .map(|w| Window {
             start: w[0].at + 1,
             end: w[1].at,
-        })
-    });
+        });
     let last = c.completes.last().map(|x| Window {
         start: x.at.saturating_add(b).saturating_add(1),
         end: POS_INF,

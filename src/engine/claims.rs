@@ -206,7 +206,7 @@ pub fn derive_claims(evidence: &[Evidence]) -> Vec<Claim> {
     out
 }
 
-fn state_of<'a>(e: &'a Evidence) -> &'a NicState {
+fn state_of(e: &Evidence) -> &NicState {
     match &e.observation {
         Observation::Present(s) => s,
         Observation::Absent => unreachable!("a held evidence is present"),

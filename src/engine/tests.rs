@@ -517,15 +517,16 @@ fn shuffle<T>(v: &mut [T], seed: u64) {
     }
 }
 
-/// What an answer says, owned, to compare two answers.
-fn said(
-    a: &Answer<'_>,
-) -> (
+/// What an answer says, owned, to compare two answers: status, owner and
+/// its bounded window, candidates, VM status and VM.
+type Said = (
     Status,
     Option<(String, Window)>,
     Vec<String>,
     Option<(Status, Option<String>)>,
-) {
+);
+
+fn said(a: &Answer<'_>) -> Said {
     (
         a.status,
         a.owner

@@ -26,14 +26,23 @@ impl TestApp {
     }
 
     pub async fn start_with(pool: PgPool, limits: Limits) -> Self {
-        let index = Arc::new(ipwho::sync::load(&pool).await.expect("load index"));
+        let index = Arc::new(
+            ipwho::sync::load(&pool, Default::default())
+                .await
+                .expect("load index"),
+        );
         Self::serve(pool, limits, index).await
     }
 
     /// The app as `ipwho serve` starts it: serving while its claims are
     /// still to be loaded (`ipwho::sync::load_into` loads them).
     pub async fn start_loading(pool: PgPool) -> Self {
-        Self::serve(pool, Limits::default(), Arc::new(Index::loading())).await
+        Self::serve(
+            pool,
+            Limits::default(),
+            Arc::new(Index::loading(Default::default())),
+        )
+        .await
     }
 
     async fn serve(pool: PgPool, limits: Limits, index: Arc<Index>) -> Self {
@@ -68,7 +77,7 @@ impl TestApp {
     /// Empties every table of evidence and claims, and the index: the
     /// service as new, for posting the same evidence again in another order.
     pub async fn empty(&self) {
-        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, claims, conflicts, claim_changes CASCADE")
+        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, activity_reach, claims, conflicts, claim_changes CASCADE")
             .execute(&self.pool)
             .await
             .unwrap();
@@ -225,14 +234,16 @@ pub fn samples_dir() -> PathBuf {
 /// Every claim as a lookup reads it (live claims at their subscription's
 /// horizon), one line each, sorted: equal for equal histories.
 pub async fn claims_table(pool: &PgPool) -> Vec<String> {
-    let horizons = ipwho::store::load_horizons(pool).await.unwrap();
+    let coverage = ipwho::store::load_coverage(pool, &Default::default())
+        .await
+        .unwrap();
     let mut rows: Vec<String> = ipwho::store::load_claims(pool)
         .await
         .unwrap()
         .into_iter()
         .map(|mut c| {
-            if let Some(h) = horizons.get(&c.nic.subscription()) {
-                c.extend_to(h.at, &h.id.as_str().into());
+            if let Some(h) = coverage.get(c.subscription()).and_then(|c| c.horizon()) {
+                c.extend_to(h.at, &h.id);
             }
             serde_json::to_string(&c).unwrap()
         })
