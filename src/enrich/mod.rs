@@ -62,28 +62,34 @@
 //! }
 //!
 //! IPWHO = {
-//!   "status": "confirmed"|"probable"|"possible"|"ambiguous"|"unknown"|"mac_mismatch",
-//!   "via": "mac"|"ip_in_vnet"|"ip_in_subscription"|"ip_any_scope"|"not_looked_up",
-//!   "ip_held": true|false,                     // capturing side resolved by MAC: did that NIC hold the IP
+//!   "status": "confirmed"|"probable"|"possible"|"ambiguous"|"unknown"|"mac_mismatch",  // of the NIC
+//!   "via": "mac"|"ip_in_vnet"|"ip_in_peered_vnet"|"ip_in_subscription"|"ip_any_scope"|"not_looked_up",
+//!   "scoped": "mac"|"mac_unknown"|"mac_out_of_scope"|"in_vnet"|"peered"|"outside"
+//!             |"no_topology"|"no_vnet"|"not_looked_up",   // where the end was looked for, and why there
+//!   "ip_held": true|false,                     // capturing side: did the NIC with the MAC hold the IP
 //!   "nic": {"id": "...", "name": "..."},
-//!   "vm": {"id": "...", "name": "...", "resource_group": "...", "subscription": "..."},
 //!   "vnet": "...",                             // VNet id
-//!   "evidence": "snapshot"|...,                // what the answer rests on (index-defined)
-//!   "window": {"from": "...", "until": "..."}, // the claim window behind the answer, when known
-//!   "candidates": [{"nic": "...", "vm": "...", "vnet": "..."}]   // ambiguous only
+//!   "vm_status": "confirmed"|...,              // the VM's own status, never surer than the NIC's
+//!   "vm": {"id": "...", "name": "...", "resource_group": "...", "subscription": "..."},  // when one
+//!   "stale": true,                             // an open claim past its subscription's freshness bound
+//!   "watched": true|false,                     // the scope looked in was watched at the tuple's time
+//!   "searched": "...",                         // unknown capturing end: the scope the record names
+//!   "evidence": "snapshot"|...,                // what the answer rests on
+//!   "window": {"from": "...", "until": "..."}, // the claim's possible window (bounded), when known
+//!   "candidates": [{"nic": "...", "vnet": "..."}]   // ambiguous only
 //! }
 //! ```
 //!
-//! `ipwho` blocks are absent in floor mode. The capturing side (source for
-//! outbound, destination for inbound) is resolved by the record's MAC first
-//! (`via: "mac"`), by IP when the index does not know the MAC; the other side
-//! by IP in the scope of the capturing NIC's VNet, else of the record
-//! (`targetResourceID`'s VNet, the subscription of the NSG or flow log), and
-//! the index falls back to all scopes (`ip_any_scope`, `ambiguous` with
-//! candidates when several VNets had the IP). IPs outside the index's space
-//! ([`Lookups::may_hold`]: for the claims index, the IPv4 /16s and IPv6 /48s
-//! its claims lie in, so a VNet with a public address space is looked up like
-//! any other) answer `unknown` with `via: "not_looked_up"` without a lookup.
+//! `ipwho` blocks are absent in floor mode. Where each end is looked for is
+//! [`policy`](self)'s: the capturing side (source for outbound,
+//! destination for inbound) by the record's MAC only, within the scope the
+//! record names; the other side by routing from the capturing VNet (its
+//! address space, else a peered VNet's, else outside the estate), never
+//! firmly from another VNet when the topology is not known. IPs outside
+//! the index's space ([`Lookups::may_hold`]: for the claims index, the IPv4
+//! /16s and IPv6 /48s its claims lie in, so a VNet with a public address
+//! space is looked up like any other) answer `unknown` with `via:
+//! "not_looked_up"` without a lookup.
 //!
 //! Flat input: input keys that collide with the top-level keys above
 //! (`@timestamp`, `event`, `network`, `source`, `destination`, `azure`) are
