@@ -438,6 +438,8 @@ pub struct VmIps {
     pub vm: String,
     pub at: Option<DateTime<Utc>>,
     pub ips: Vec<VmIp>,
+    /// With `at`: whether the VM's subscription was watched then.
+    pub watched: Option<WatchedView>,
 }
 
 /// Every IP a VM held through its NICs, when (the VM's ARM id, URL-encoded).
@@ -521,10 +523,18 @@ pub async fn vm_ips(
             claim: ClaimView::of(&owned),
         });
     }
+    let sub = id.subscription();
     Ok(Json(VmIps {
         vm: id.to_string(),
         at: at.and_then(crate::store::to_ts),
         ips,
+        watched: at.map(|t| {
+            WatchedView::new(vec![SubscriptionWatch::new(
+                &sub,
+                claims.coverage.get(&sub),
+                t,
+            )])
+        }),
     }))
 }
 

@@ -199,8 +199,9 @@ pub(crate) struct Inner {
     /// horizon (latest complete snapshot). Shared with the lookups that
     /// read it (copied on write).
     coverage: Arc<CoverageMap>,
-    /// The subscriptions of the claims held (never removed).
-    subscriptions: BTreeSet<String>,
+    /// The subscriptions of the claims held (never removed), shared with
+    /// the lookups that read them (rebuilt when one is added).
+    subscriptions: Arc<[String]>,
 }
 
 fn ip_key(ip: &IpNet) -> IpNet {
@@ -305,8 +306,10 @@ impl Inner {
             }
         }
         let slot_names = (self.intern(&c.key.scope), self.intern(&sub));
-        if !self.subscriptions.contains(&sub) {
-            self.subscriptions.insert(sub);
+        if let Err(at) = self.subscriptions.binary_search(&sub) {
+            let mut all = self.subscriptions.to_vec();
+            all.insert(at, sub);
+            self.subscriptions = all.into();
         }
         // The NIC's claims in one VNet (its IPv4 and IPv6 addresses, say)
         // share one `NicInfo`, and its claims on one VM one `VmInfo`, so
@@ -850,7 +853,7 @@ impl Index {
             scope: Scope::Any,
             coverage: r.coverage.clone(),
             freshness: self.freshness,
-            subscriptions: r.subscriptions.iter().cloned().collect(),
+            subscriptions: r.subscriptions.clone(),
         }
     }
 
