@@ -103,7 +103,8 @@ pub struct ActivityReport {
     pub claims_deleted: usize,
 }
 
-async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
+/// Takes the ingest lock for the rest of the transaction.
+pub(super) async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(INGEST_LOCK)
         .execute(conn)
