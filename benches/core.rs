@@ -26,7 +26,7 @@
 //! - `parse`: the snapshot's NIC pages and the Activity Log files parsed
 //!   as the service parses them, with no database (`taskset -c 0` for one
 //!   core);
-//! - `history` (`ipwho_bench`, profile `bench-history`): the whole estate
+//! - `history` (`ipwho_bench`, or `IPWHO_BENCH_DB`; profile `bench-history`): the whole estate
 //!   fed (over 1,000,000 claims);
 //! - `lookups` (on what `history` left): the estate's probes (IP, time and
 //!   scope, weighted toward handovers) as `GET /v1/ips/{ip}/owner` under
@@ -48,6 +48,12 @@ use ipwho::index::Index;
 use ipwho::sim::FeedItem;
 use ipwho::sim::feed::{self, Body};
 use sqlx::PgPool;
+
+/// The database of the history and lookups phases: `ipwho_bench`, or
+/// `IPWHO_BENCH_DB` (to keep two builds' databases side by side).
+fn bench_db() -> String {
+    std::env::var("IPWHO_BENCH_DB").unwrap_or_else(|_| "ipwho_bench".into())
+}
 
 /// The estate of `profile` and `seed` under `root`, generated if missing.
 fn estate(root: &Path, profile: &str, seed: u64) -> anyhow::Result<PathBuf> {
@@ -308,12 +314,13 @@ async fn claim_updates(pool: &PgPool) -> anyhow::Result<String> {
 }
 
 async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
-    let s = server(admin, "ipwho_bench", true).await?;
+    let s = server(admin, &bench_db(), true).await?;
     let m = ipwho::sim::read_manifest(dir)?;
     println!(
-        "\n## history: {} ({} deliveries), database ipwho_bench",
+        "\n## history: {} ({} deliveries), database {}",
         dir.display(),
-        m.feed.len()
+        m.feed.len(),
+        bench_db()
     );
     let [(ds, ns), (da, na)] = feed_estate(client, &s.base, dir, 1).await?;
     report(
@@ -426,7 +433,7 @@ async fn main() -> anyhow::Result<()> {
     if !runs("lookups") {
         return Ok(());
     }
-    let Server { base, pool, index } = server(&admin, "ipwho_bench", false).await?;
+    let Server { base, pool, index } = server(&admin, &bench_db(), false).await?;
     println!("\n## lookups: probes of {}", history.display());
     println!("claims in memory: {}", index.len());
 
@@ -559,7 +566,7 @@ async fn main() -> anyhow::Result<()> {
             "-f",
         ])
         .arg(&f)
-        .arg("ipwho_bench")
+        .arg(bench_db())
         .output();
     match out {
         Ok(o) => {

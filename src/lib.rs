@@ -19,3 +19,4 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod topology;
+pub mod topology_ingest;

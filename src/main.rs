@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ipwho::api::lookup::{self, ScopeParams};
-use ipwho::api::{self, AppState, Limits};
+use ipwho::api::{self, ApiError, AppState, Limits};
 use ipwho::service::{self, SnapshotParams};
 use ipwho::{collector, demo, store, sync};
 
@@ -206,6 +206,17 @@ enum IngestCommand {
     },
     /// Activity Log files: {"records": [...]}, JSON Lines, or a JSON array; a directory: every file below it.
     Activity { files: Vec<PathBuf> },
+    /// VNet listings: ARM list pages (or one VNet), Resource Graph results, `az network vnet list` or
+    /// `Get-AzVirtualNetwork | ConvertTo-Json -Depth 8` output, or {"taken_at", "subscriptions", "value": [...]}
+    /// documents; a directory: every file below it. Files with the same --taken-at form one listing.
+    Topology {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        taken_at: Option<String>,
+        /// Subscriptions covered (repeat or comma-separate); default: those of the VNets listed.
+        #[arg(long, value_delimiter = ',')]
+        subscription: Vec<String>,
+    },
 }
 
 fn init_tracing(filter: &str, json: bool) {
@@ -459,15 +470,26 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
                 };
                 let r = service::ingest_snapshot(&pool, &index, &body, params)
                     .await
-                    .map_err(|e| {
-                        // The metadata a listing lacks is given by flag here.
-                        let flag = match e.parameter.as_deref() {
-                            Some("taken_at") => " (--taken-at)",
-                            Some("subscriptions") => " (--subscription)",
-                            _ => "",
-                        };
-                        anyhow::anyhow!("{}: {}{flag}", f.display(), e.detail)
-                    })?;
+                    .map_err(|e| flagged(f, e))?;
+                println!("{}: {}", f.display(), serde_json::to_string(&r)?);
+            }
+        }
+        IngestCommand::Topology {
+            files,
+            taken_at,
+            subscription,
+        } => {
+            for f in expand_dirs(files)? {
+                let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let body = service::decompressed(&body, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                let params = ipwho::topology_ingest::TopologyParams {
+                    taken_at: taken_at.clone(),
+                    subscriptions: (!subscription.is_empty()).then(|| subscription.clone()),
+                };
+                let r = ipwho::topology_ingest::ingest_topology(&pool, &index, &body, params)
+                    .await
+                    .map_err(|e| flagged(&f, e))?;
                 println!("{}: {}", f.display(), serde_json::to_string(&r)?);
             }
         }
@@ -484,6 +506,17 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An ingest error of file `f`, with the flag that gives the metadata a
+/// listing lacks.
+fn flagged(f: &std::path::Path, e: ApiError) -> anyhow::Error {
+    let flag = match e.parameter.as_deref() {
+        Some("taken_at") => " (--taken-at)",
+        Some("subscriptions") => " (--subscription)",
+        _ => "",
+    };
+    anyhow::anyhow!("{}: {}{flag}", f.display(), e.detail)
 }
 
 async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> anyhow::Result<()> {

@@ -47,7 +47,11 @@ pub struct SnapshotParams {
     pub last_page: Option<bool>,
 }
 
-fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+/// A list given as a JSON array, or as one comma-separated string (a query
+/// parameter).
+pub(crate) fn comma_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum L {
@@ -134,11 +138,14 @@ fn derived_snapshot_id(taken_at: DateTime<Utc>, subs: &[String], complete: bool)
     )
 }
 
-/// A snapshot body read one level deep: its NICs and metadata fields as
-/// JSON text, each NIC parsed on its own afterwards.
-struct PageBody<'a> {
-    nics: Option<Vec<Cow<'a, RawValue>>>,
-    meta: serde_json::Map<String, Value>,
+/// A list body (a snapshot page, a VNet listing) read one level deep: its
+/// records and metadata fields as JSON text, each record parsed on its own
+/// afterwards.
+pub(crate) struct ListBody<'a> {
+    /// The records; `None` when the body holds no list of them.
+    pub records: Option<Vec<Cow<'a, RawValue>>>,
+    /// The metadata fields asked for, as given.
+    pub meta: serde_json::Map<String, Value>,
     /// What the page says of the pages after it.
     after: After,
 }
@@ -216,7 +223,7 @@ fn table_rows(data: &RawValue) -> Option<Vec<Cow<'static, RawValue>>> {
         .collect()
 }
 
-fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
+fn page_body(body: &[u8]) -> Result<ListBody<'_>, serde_json::Error> {
     const META: [&str; 5] = [
         "snapshot_id",
         "taken_at",
@@ -224,11 +231,26 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
         "complete",
         "last_page",
     ];
+    list_body(body, &["value", "nics", "data"], &META, |id| {
+        id.to_ascii_lowercase().contains("/networkinterfaces/")
+    })
+}
+
+/// Reads a list body: a JSON array of records; or an object with them
+/// under the first of `lists` that holds an array (`data` may also be
+/// Resource Graph's table format), its `meta` fields kept; or one record
+/// as a GET returns it, when its `id` is `one`'s.
+pub(crate) fn list_body<'a>(
+    body: &'a [u8],
+    lists: &[&str],
+    meta: &[&str],
+    one: fn(&str) -> bool,
+) -> Result<ListBody<'a>, serde_json::Error> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let nics: Vec<&RawValue> = serde_json::from_slice(body)?;
-        return Ok(PageBody {
-            nics: Some(nics.into_iter().map(Cow::Borrowed).collect()),
+        let records: Vec<&RawValue> = serde_json::from_slice(body)?;
+        return Ok(ListBody {
+            records: Some(records.into_iter().map(Cow::Borrowed).collect()),
             meta: Default::default(),
             after: After::Nothing,
         });
@@ -241,7 +263,7 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
             BTreeMap::new()
         }
     };
-    let nics = ["value", "nics", "data"]
+    let records = lists
         .iter()
         .find_map(|k| {
             let raw = fields.get(*k)?;
@@ -250,22 +272,54 @@ fn page_body(body: &[u8]) -> Result<PageBody<'_>, serde_json::Error> {
         })
         .or_else(|| table_rows(fields.get("data")?))
         .or_else(|| {
-            // One NIC (`az network nic show`, an ARM GET): a page of one.
+            // One record (`az network nic show`, an ARM GET): a page of one.
             let id = fields.get("id")?;
             let id = serde_json::from_str::<&str>(id.get()).ok()?;
-            let nic = id.to_ascii_lowercase().contains("/networkinterfaces/");
-            nic.then(|| serde_json::from_slice::<&RawValue>(body).ok())
+            one(id)
+                .then(|| serde_json::from_slice::<&RawValue>(body).ok())
                 .flatten()
                 .map(|raw| vec![Cow::Borrowed(raw)])
         });
     let after = After::of(&fields);
-    let mut meta = serde_json::Map::new();
+    let mut kept = serde_json::Map::new();
     for (k, raw) in fields {
-        if META.contains(&k.as_str()) {
-            meta.insert(k, serde_json::from_str(raw.get())?);
+        if meta.contains(&k.as_str()) {
+            kept.insert(k, serde_json::from_str(raw.get())?);
         }
     }
-    Ok(PageBody { nics, meta, after })
+    Ok(ListBody {
+        records,
+        meta: kept,
+        after,
+    })
+}
+
+/// A listing's `taken_at`: required, a time, and not more than 5 minutes
+/// ahead of this clock (a wrong clock or zone would make evidence certain
+/// until a time nothing has seen yet).
+pub(crate) fn listing_time(taken_at: Option<String>) -> Result<DateTime<Utc>, ApiError> {
+    let taken_at = taken_at.ok_or_else(|| {
+        ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "taken_at",
+            "taken_at is required: when the listing was taken",
+        )
+    })?;
+    let t = crate::azure::time::parse_time(&taken_at).map_err(|e| {
+        ApiError::bad(
+            ErrorCode::InvalidTime,
+            "taken_at",
+            format!("taken_at {taken_at:?}: {e}"),
+        )
+    })?;
+    if let Some(reason) = crate::azure::time::from_the_future(t) {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidTime,
+            "taken_at",
+            format!("taken_at {reason}"),
+        ));
+    }
+    Ok(t)
 }
 
 /// Parses and stores one snapshot page, then updates `index`.
@@ -291,34 +345,14 @@ pub async fn ingest_snapshot(
                 format!("snapshot metadata: {e}"),
             )
         })?;
-    let nics = body.nics.ok_or_else(|| {
+    let nics = body.records.ok_or_else(|| {
         ApiError::bad(
             ErrorCode::InvalidBody,
             "value",
             "no NIC array: expected an ARM list page {\"value\": [...]}, {\"nics\": [...]}, a Resource Graph {\"data\": [...]}, a JSON array, or one NIC",
         )
     })?;
-    let taken_at = from_body.taken_at.or(query.taken_at).ok_or_else(|| {
-        ApiError::bad(
-            ErrorCode::InvalidParameter,
-            "taken_at",
-            "taken_at is required: when the listing was taken",
-        )
-    })?;
-    let taken_at = crate::azure::time::parse_time(&taken_at).map_err(|e| {
-        ApiError::bad(
-            ErrorCode::InvalidTime,
-            "taken_at",
-            format!("taken_at {taken_at:?}: {e}"),
-        )
-    })?;
-    if let Some(reason) = crate::azure::time::from_the_future(taken_at) {
-        return Err(ApiError::bad(
-            ErrorCode::InvalidTime,
-            "taken_at",
-            format!("taken_at {reason}"),
-        ));
-    }
+    let taken_at = listing_time(from_body.taken_at.or(query.taken_at))?;
     let complete = from_body.complete.or(query.complete).unwrap_or(false);
     // A page that says more pages follow does not finish its snapshot
     // unless told to; it cannot finish a complete one at all: every NIC on

@@ -2,6 +2,8 @@
 //! (other replicas, `ipwho ingest` from a shell): every ingest appends the
 //! NICs whose claims it changed to `claim_changes` (one entry per write of
 //! claims) and notifies `ipwho_claims`; a follower reloads those NICs' claims.
+//! A moved horizon or a new topology listing is an entry naming no NIC
+//! (`""`): the follower reloads the horizons and the topology.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,9 +46,39 @@ pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
         .fetch_one(pool)
         .await?;
     let fresh = build(pool, index.freshness_policy()).await?;
+    let topology = crate::store::topology::load_topology(pool).await?;
     let mut applied = index.applied_seq.lock().await;
     index.reset(fresh);
+    index.set_topology(topology);
     *applied = seq;
+    Ok(())
+}
+
+/// Reloads the topology (every VNet listing) into `index`.
+async fn reload_topology(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
+    let topology = crate::store::topology::load_topology(pool).await?;
+    tracing::debug!(vnets = topology.len(), "topology reloaded");
+    index.set_topology(topology);
+    Ok(())
+}
+
+/// After this process stored a topology listing (`seq`: the change-feed
+/// entry it wrote, if it changed anything), reloads the topology into
+/// `index` and advances its change-feed position as [`Index::apply`] does.
+/// Under the position's lock, so that a catch-up running meanwhile cannot
+/// leave an older topology in place.
+pub async fn topology_written(
+    pool: &PgPool,
+    index: &Index,
+    seq: Option<(i64, i64)>,
+) -> anyhow::Result<()> {
+    let mut applied = index.applied_seq.lock().await;
+    reload_topology(pool, index).await?;
+    if let Some((lo, hi)) = seq
+        && *applied == lo - 1
+    {
+        *applied = hi;
+    }
     Ok(())
 }
 
@@ -113,6 +145,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
         let fresh = build(pool, index.freshness_policy()).await?;
         let n = fresh.nics();
         index.reset(fresh);
+        reload_topology(pool, index).await?;
         *applied = max;
         return Ok(n);
     }
@@ -123,7 +156,11 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     .bind(max)
     .fetch_all(pool)
     .await?;
-    // "" marks a moved horizon, not a NIC (the coverage is reloaded below).
+    // "" marks a moved horizon or a topology listing, not a NIC (the
+    // coverage is reloaded below).
+    if all.iter().any(String::is_empty) {
+        reload_topology(pool, index).await?;
+    }
     let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
     let mut rows: Vec<(String, crate::store::Doc<Claim>)> = sqlx::query_as(concat!(
         "SELECT nic_key, detail FROM claims WHERE ",

@@ -1553,3 +1553,72 @@ async fn an_az_cli_listing_is_a_snapshot_like_the_arm_one(pool: PgPool) {
         ("probable", Some("nic-a"))
     );
 }
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn status_counts_every_page_of_a_snapshot_whose_last_page_came_first(pool: PgPool) {
+    // A listing of three NICs over two pages, posted out of order: page 2
+    // (declared the last) first, then page 1. Once both are in, the
+    // snapshot is finished and complete and lists all three NICs.
+    let app = TestApp::start(pool).await;
+    let a = nic(SUB1, "vnet1", "nic-a", &["10.0.0.4"], Some("vm-a"));
+    let b = nic(SUB1, "vnet1", "nic-b", &["10.0.0.5"], Some("vm-b"));
+    let c = nic(SUB1, "vnet1", "nic-c", &["10.0.0.6"], Some("vm-c"));
+    let query =
+        format!("/v1/snapshots?snapshot_id=s-t1&taken_at={T1}&subscriptions={SUB1}&complete=true");
+    let status = |v: &Value| {
+        let s = &v["subscriptions"][0]["last_complete_snapshot"];
+        (
+            s["id"].as_str().map(str::to_string),
+            s["nics"].as_i64(),
+            s["finished"].as_bool(),
+        )
+    };
+    let (code, v) = app
+        .post_json(&format!("{query}&last_page=true"), &json!({"value": [c]}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["finished"].as_bool(), v["complete"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (_, v) = app.get("/v1/status").await;
+    assert_eq!(
+        status(&v),
+        (Some("s-t1".into()), Some(1), Some(true)),
+        "{v}"
+    );
+    assert!(
+        v["subscriptions"][0]["last_partial_snapshot"].is_null(),
+        "{v}"
+    );
+
+    let page1 = json!({"value": [a, b]});
+    let (code, v) = app
+        .post_json(&format!("{query}&last_page=false"), &page1)
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["finished"].as_bool(), v["complete"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (_, v) = app.get("/v1/status").await;
+    assert_eq!(
+        status(&v),
+        (Some("s-t1".into()), Some(3), Some(true)),
+        "{v}"
+    );
+    // Posting either page again changes nothing, the count included.
+    app.post_json(&format!("{query}&last_page=false"), &page1)
+        .await;
+    app.post_json(&format!("{query}&last_page=true"), &json!({"value": [c]}))
+        .await;
+    let (_, v) = app.get("/v1/status").await;
+    assert_eq!(
+        status(&v),
+        (Some("s-t1".into()), Some(3), Some(true)),
+        "{v}"
+    );
+    for ip in ["10.0.0.4", "10.0.0.5", "10.0.0.6"] {
+        assert_eq!(app.owner(ip, T1, "").await.0, "confirmed", "{ip}");
+    }
+}

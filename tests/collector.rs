@@ -368,10 +368,35 @@ fn now() -> String {
     rfc3339(Utc::now())
 }
 
-/// A standard estate: 5 pages of 3 NICs, and no scale sets.
+fn vnets_path(sub: &str) -> String {
+    format!("/subscriptions/{sub}/providers/Microsoft.Network/virtualNetworks")
+}
+
+/// The estate's VNets over two pages: vnet1 (10.0.0.0/16, where its NICs
+/// are) peered with hub (10.9.0.0/16), and hub.
+fn vnet_pages(sub: &str) -> Vec<Vec<Value>> {
+    vec![
+        vec![vnet(
+            sub,
+            "vnet1",
+            &["10.0.0.0/16"],
+            &[("hub", "Connected", &["10.9.0.0/16"])],
+        )],
+        vec![vnet(
+            sub,
+            "hub",
+            &["10.9.0.0/16"],
+            &[("vnet1", "Connected", &["10.0.0.0/16"])],
+        )],
+    ]
+}
+
+/// A standard estate: 5 pages of 3 NICs, no scale sets, two VNets on two
+/// pages.
 async fn estate(fake: &FakeArm) {
     fake.set_list(&nics_path(SUB1), nic_pages(SUB1, 5, 3));
     fake.set_list(&vmss_path(SUB1), vec![vec![]]);
+    fake.set_list(&vnets_path(SUB1), vnet_pages(SUB1));
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
@@ -379,6 +404,7 @@ async fn every_page_and_every_uniform_scale_set_nic_is_collected(pool: PgPool) {
     let app = TestApp::start(pool).await;
     let fake = FakeArm::start().await;
     fake.set_list(&nics_path(SUB1), nic_pages(SUB1, 5, 3));
+    fake.set_list(&vnets_path(SUB1), vnet_pages(SUB1));
     // Scale sets over two pages: one Uniform, one Flexible (its NICs are in
     // the subscription-wide list), one from before orchestration modes.
     fake.set_list(
@@ -424,7 +450,12 @@ async fn every_page_and_every_uniform_scale_set_nic_is_collected(pool: PgPool) {
     assert_eq!((r.scale_sets, r.scale_set_nics), (2, 4));
     assert_eq!(
         (r.requests, r.retries, r.throttled, r.token_requests),
-        (10, 0, 0, 1)
+        (10 + 2, 0, 0, 1)
+    );
+    assert_eq!(
+        (r.topology.pages, r.topology.vnets, r.topology.stored),
+        (2, 2, 2),
+        "{r:?}"
     );
     assert_eq!(r.min_remaining_reads, Some(11999));
     assert!(
@@ -500,7 +531,11 @@ async fn throttling_and_a_recovering_500_are_retried_to_a_complete_snapshot(pool
         "Retry-After: 1 was honoured"
     );
     assert_eq!((r.pages, r.nics), (6, 15));
-    assert_eq!((r.requests, r.retries, r.throttled), (6 + 3, 3, 1), "{r:?}");
+    assert_eq!(
+        (r.requests, r.retries, r.throttled),
+        (6 + 2 + 3, 3, 1),
+        "{r:?}"
+    );
     let seen = fake.seen();
     let p = nics_path(SUB1).to_ascii_lowercase();
     assert_eq!(seen.iter().filter(|s| **s == format!("{p}#1")).count(), 2);
@@ -534,7 +569,8 @@ async fn a_page_that_never_comes_back_leaves_the_snapshot_partial_and_ends_no_cl
         (2 + 1, 5, 0),
         "{r:?}"
     );
-    assert_eq!((r.requests, r.retries), (2 + 4 + 1, 3));
+    assert_eq!((r.requests, r.retries), (2 + 4 + 1 + 2, 3));
+    assert_eq!(r.topology.partial_reason, None, "the VNets all came back");
     let (complete, finished, stored_reason): (bool, bool, Option<String>) =
         sqlx::query_as("SELECT complete, finished, partial_reason FROM snapshots WHERE id = $1")
             .bind(r.snapshot_id.as_deref().unwrap())
@@ -619,6 +655,128 @@ async fn a_failed_scale_set_list_leaves_the_snapshot_partial(pool: PgPool) {
     assert_eq!(r.retries, 0, "a 403 is not retried");
     let (status, _, _) = app.owner("10.1.0.4", &now(), "").await;
     assert_eq!(status, "probable");
+}
+
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn vnets_are_listed_page_by_page_and_a_failing_list_spoils_no_snapshot(pool: PgPool) {
+    use ipwho::topology::Route;
+    let app = TestApp::start(pool).await;
+    let fake = FakeArm::start().await;
+    estate(&fake).await;
+    // The VNet list's second page is throttled once: retried like the NICs'.
+    fake.fault(&vnets_path(SUB1), 1, vec![Fault::Once(429, Some(1))]);
+    let cfg = config(&fake, SECRET);
+    let r = collect(&app, &cfg).await;
+    assert!(r.complete, "{r:?}");
+    let t = &r.topology;
+    assert_eq!(
+        (
+            t.pages,
+            t.vnets,
+            t.stored,
+            t.rejected,
+            t.partial_reason.as_deref(),
+            t.error.as_deref()
+        ),
+        (2, 2, 2, 0, None, None),
+        "{r:?}"
+    );
+    assert_eq!((r.throttled, r.retries), (1, 1));
+    let p = vnets_path(SUB1).to_ascii_lowercase();
+    assert_eq!(
+        fake.seen()
+            .iter()
+            .filter(|s| **s == format!("{p}#1"))
+            .count(),
+        2
+    );
+    // The topology, at the snapshot's instant, is in the index.
+    let at = r.taken_at.unwrap().timestamp_micros();
+    let vnet1 = vnet_id(SUB1, "vnet1").to_ascii_lowercase();
+    let hub = vnet_id(SUB1, "hub").to_ascii_lowercase();
+    let topo = app.index.topology();
+    assert_eq!(
+        topo.route(&vnet1, "10.0.3.4".parse().unwrap(), at),
+        Route::InVnet
+    );
+    assert_eq!(
+        topo.route(&vnet1, "10.9.0.4".parse().unwrap(), at),
+        Route::Peered(hub.clone().into())
+    );
+    let (_, v) = app.get("/v1/status").await;
+    let s = &v["subscriptions"][0];
+    assert_eq!(s["vnets"], 2, "{s}");
+    assert_eq!(
+        s["last_topology_listing"]["taken_at"].as_str(),
+        Some(rfc3339(r.taken_at.unwrap()).as_str())
+    );
+    assert!(s["last_topology_listing"]["partial_reason"].is_null());
+
+    // Page 2 of the VNets now always fails, and vnet1's peering went away:
+    // the NIC snapshot is complete all the same, and page 1 is stored.
+    fake.clear_faults();
+    fake.fault(&vnets_path(SUB1), 1, vec![Fault::Always(500)]);
+    fake.set_list(
+        &vnets_path(SUB1),
+        vec![
+            vec![vnet(SUB1, "vnet1", &["10.0.0.0/16"], &[])],
+            vnet_pages(SUB1).remove(1),
+        ],
+    );
+    let r2 = collect(&app, &cfg).await;
+    assert!(r2.complete, "{r2:?}");
+    assert_eq!(r2.partial_reason, None);
+    let reason = r2.topology.partial_reason.clone().unwrap();
+    assert!(
+        reason.contains("virtualNetworks page 2") && reason.contains("HTTP 500"),
+        "{reason}"
+    );
+    assert_eq!((r2.topology.pages, r2.topology.stored), (1, 1), "{r2:?}");
+    let at2 = r2.taken_at.unwrap().timestamp_micros();
+    let topo = app.index.topology();
+    assert_eq!(
+        topo.route(&vnet1, "10.9.0.4".parse().unwrap(), at2),
+        Route::Outside
+    );
+    assert_eq!(
+        topo.route(&vnet1, "10.9.0.4".parse().unwrap(), at),
+        Route::Peered(hub.clone().into()),
+        "the first listing still answers for its time"
+    );
+    let (_, v) = app.get("/v1/status").await;
+    let s = &v["subscriptions"][0];
+    assert_eq!(s["vnets"], 1, "{s}");
+    assert_eq!(
+        s["last_topology_listing"]["partial_reason"].as_str(),
+        Some(reason.as_str())
+    );
+    assert_eq!(
+        s["last_complete_snapshot"]["id"].as_str(),
+        r2.snapshot_id.as_deref()
+    );
+
+    // No permission to list VNets at all: recorded, and said why.
+    fake.clear_faults();
+    fake.fault(&vnets_path(SUB1), 0, vec![Fault::Always(403)]);
+    let r3 = collect(&app, &cfg).await;
+    assert!(r3.complete, "{r3:?}");
+    let reason = r3.topology.partial_reason.clone().unwrap();
+    assert!(
+        reason.contains("virtualNetworks page 1: HTTP 403"),
+        "{reason}"
+    );
+    let (_, v) = app.get("/v1/status").await;
+    let s = &v["subscriptions"][0];
+    assert_eq!(
+        (
+            s["vnets"].as_i64(),
+            s["last_topology_listing"]["partial_reason"].as_str()
+        ),
+        (Some(0), Some(reason.as_str())),
+        "{s}"
+    );
+    // What was known stays known.
+    assert_eq!(app.index.topology().len(), 2);
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]

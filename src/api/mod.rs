@@ -6,6 +6,7 @@ pub mod error;
 mod ingest;
 pub mod lookup;
 mod ops;
+pub mod topology;
 pub mod views;
 
 use std::sync::Arc;
@@ -67,7 +68,7 @@ evidence behind them.",
     ),
     tags(
         (name = "lookups", description = "Who owned an IP when; what a NIC or VM held."),
-        (name = "ingest", description = "Evidence in: NIC snapshots and Activity Log events."),
+        (name = "ingest", description = "Evidence in: NIC snapshots, Activity Log events and VNet listings."),
         (name = "enrichment", description = "Flow logs in, both ends of every tuple attributed."),
         (name = "operations", description = "Health, readiness, coverage.")
     )
@@ -84,6 +85,7 @@ fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ingest::snapshots))
         .routes(routes!(ingest::snapshot_done))
         .routes(routes!(ingest::activity))
+        .routes(routes!(topology::post_topology, topology::get_topology))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::status))
@@ -300,6 +302,8 @@ mod tests {
             refused::<enrich::EnrichParams>(),
             refused::<ops::ConflictParams>(),
             refused::<crate::service::SnapshotParams>(),
+            refused::<crate::topology_ingest::TopologyParams>(),
+            refused::<topology::TopologyQuery>(),
         ] {
             assert_eq!(parameter, "zz_unknown");
             assert!(detail.contains("this endpoint takes"), "{detail}");

@@ -10,57 +10,19 @@
 //! configuration's private IP (v4 or v6, address or CIDR prefix) with its
 //! subnet. Every error names the JSON field it is about.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use azure_mgmt_network::package_2024_03::models::NetworkInterface;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
-use super::lookup;
+use super::{copy_fields, field, has_field, kind, reference};
 use crate::model::{ArmId, IpAssignment, Mac, NicState};
 
-/// Why a JSON value is not a usable NIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicError {
-    /// JSON path of the offending field, e.g.
-    /// `properties.ipConfigurations[1].properties.privateIPAddress`; empty when
-    /// the problem is the value as a whole.
-    pub field: String,
-    pub reason: String,
-}
-
-impl NicError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The same error seen from an enclosing value: `prefix` is prepended to
-    /// the field path (e.g. `properties.responseBody`).
-    pub fn within(self, prefix: &str) -> Self {
-        let field = match (prefix.is_empty(), self.field.is_empty()) {
-            (true, _) => self.field,
-            (false, true) => prefix.to_string(),
-            (false, false) => format!("{prefix}.{}", self.field),
-        };
-        Self { field, ..self }
-    }
-}
-
-impl fmt::Display for NicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.reason)
-        } else {
-            write!(f, "{}: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for NicError {}
+/// Why a JSON value is not a usable NIC: the JSON path of the offending
+/// field, e.g. `properties.ipConfigurations[1].properties.privateIPAddress`
+/// (empty when the problem is the value as a whole), and the reason.
+pub use super::FieldError as NicError;
 
 /// Parses one NIC: an ARM `NetworkInterface` or a Resource Graph `resources`
 /// row of type `microsoft.network/networkinterfaces`.
@@ -91,11 +53,8 @@ pub fn parse_nic(v: &Value) -> Result<NicState, NicError> {
         }
     }
 
-    let nic: NetworkInterface = serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        NicError::new(path, e.into_inner().to_string())
-    })?;
+    let nic: NetworkInterface =
+        serde_path_to_error::deserialize(v).map_err(NicError::from_serde)?;
     from_model(nic)
 }
 
@@ -257,45 +216,25 @@ fn is_nic_id(id: &ArmId) -> bool {
 /// `properties`, or none of a NIC's property fields at its top level.
 fn unflattened(obj: &Map<String, Value>) -> Option<Value> {
     const NIC_FIELDS: [&str; 3] = ["ipConfigurations", "macAddress", "virtualMachine"];
-    let has = |o: &Map<String, Value>, name: &str| o.keys().any(|k| k.eq_ignore_ascii_case(name));
-    if has(obj, "properties") || !NIC_FIELDS.iter().any(|f| has(obj, f)) {
+    if has_field(obj, "properties") || !NIC_FIELDS.iter().any(|f| has_field(obj, f)) {
         return None;
     }
-    let get = |o: &Map<String, Value>, name: &str| -> Option<Value> {
-        lookup(o, &[name])
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-            .cloned()
-    };
-    // Copies the `names` present in `from` into `to`, spelled as ARM does.
-    let copy = |from: &Map<String, Value>, to: &mut Map<String, Value>, names: &[&str]| {
-        for name in names {
-            if let Some(v) = get(from, name) {
-                to.insert((*name).to_string(), v);
-            }
-        }
-    };
-    // `{"id": ...}` of a reference, however its key is spelled.
-    let reference = |v: Value| match &v {
-        Value::Object(o) => get(o, "id").map(|id| serde_json::json!({ "id": id })),
-        _ => Some(v),
-    };
     let mut props = Map::new();
-    copy(obj, &mut props, &["macAddress", "provisioningState"]);
-    if let Some(vm) = get(obj, "virtualMachine").and_then(reference) {
+    copy_fields(obj, &mut props, &["macAddress", "provisioningState"]);
+    if let Some(vm) = field(obj, "virtualMachine").and_then(reference) {
         props.insert("virtualMachine".into(), vm);
     }
-    if let Some(configs) = get(obj, "ipConfigurations") {
+    if let Some(configs) = field(obj, "ipConfigurations") {
         let configs = match configs {
             Value::Array(items) => Value::Array(
                 items
                     .into_iter()
                     .map(|c| match c {
-                        Value::Object(c) if !has(&c, "properties") => {
+                        Value::Object(c) if !has_field(&c, "properties") => {
                             let mut cfg = Map::new();
-                            copy(&c, &mut cfg, &["name", "id"]);
+                            copy_fields(&c, &mut cfg, &["name", "id"]);
                             let mut p = Map::new();
-                            copy(
+                            copy_fields(
                                 &c,
                                 &mut p,
                                 &[
@@ -305,7 +244,7 @@ fn unflattened(obj: &Map<String, Value>) -> Option<Value> {
                                     "primary",
                                 ],
                             );
-                            if let Some(subnet) = get(&c, "subnet").and_then(reference) {
+                            if let Some(subnet) = field(&c, "subnet").and_then(reference) {
                                 p.insert("subnet".into(), subnet);
                             }
                             cfg.insert("properties".into(), Value::Object(p));
@@ -321,20 +260,9 @@ fn unflattened(obj: &Map<String, Value>) -> Option<Value> {
         props.insert("ipConfigurations".into(), configs);
     }
     let mut arm = Map::new();
-    copy(obj, &mut arm, &["id", "name", "type"]);
+    copy_fields(obj, &mut arm, &["id", "name", "type"]);
     arm.insert("properties".into(), Value::Object(props));
     Some(Value::Object(arm))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The NIC array in a list response: an ARM page `{"value": [...],

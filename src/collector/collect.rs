@@ -1,13 +1,17 @@
 //! One subscription's collection: list its NICs and its Uniform scale sets'
 //! NICs, ingest every page into one snapshot as it arrives, and finish the
-//! snapshot complete only when every page of every list came back.
+//! snapshot complete only when every page of every list came back; list its
+//! VNets meanwhile, and store them as a topology listing at the snapshot's
+//! instant once the snapshot is finished (a VNet list that fails leaves the
+//! snapshot as it is).
 //!
-//! The lists are fetched by producers (the subscription-wide NIC list, and
-//! the scale-set list followed by each scale set's NIC list, a few at a time)
-//! that parse each page and hand it to a single consumer through a small
-//! bounded channel; the consumer writes pages to the store in arrival order.
-//! At most a few pages are in memory at once, whatever the subscription's
-//! size.
+//! The NIC lists are fetched by producers (the subscription-wide NIC list,
+//! and the scale-set list followed by each scale set's NIC list, a few at a
+//! time) that parse each page and hand it to a single consumer through a
+//! small bounded channel; the consumer writes pages to the store in arrival
+//! order. At most a few pages are in memory at once, whatever the
+//! subscription's size. VNets are few (hundreds at most): their pages are
+//! kept until the list ends.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -19,11 +23,14 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::mpsc;
 
 use super::arm::{Arm, Stats};
-use super::{CollectReport, CollectorConfig};
+use super::{CollectReport, CollectorConfig, TopologyReport};
 use crate::azure::nic::{nic_array, parse_nic};
+use crate::azure::vnet::parse_vnet_page;
 use crate::index::Index;
 use crate::model::{ArmId, NicState};
+use crate::store::topology::TopologyListing;
 use crate::store::{self, SnapshotMeta, SnapshotPage};
+use crate::topology::VnetState;
 
 /// `networkInterfaces` list-all (Microsoft.Network).
 pub const NIC_API_VERSION: &str = "2024-03-01";
@@ -31,6 +38,8 @@ pub const NIC_API_VERSION: &str = "2024-03-01";
 pub const VMSS_API_VERSION: &str = "2024-07-01";
 /// A scale set's NICs (`ListVirtualMachineScaleSetNetworkInterfaces`).
 pub const VMSS_NIC_API_VERSION: &str = "2018-10-01";
+/// `virtualNetworks` list-all (Microsoft.Network).
+pub const VNET_API_VERSION: &str = "2024-03-01";
 
 /// Snapshot ids the collector makes start with this.
 pub const SNAPSHOT_PREFIX: &str = "collect-";
@@ -180,7 +189,8 @@ async fn collect_inner(
     let (tx, rx) = mpsc::channel::<Page>(cfg.concurrency.max(1) + 1);
     let produce = produce(arm, cfg, sub, stats, tx);
     let consume = consume(pool, index, &meta, rx, report);
-    let (failures, consumed) = tokio::join!(produce, consume);
+    let vnets = list_vnets(arm, sub, stats);
+    let (failures, consumed, vnets) = tokio::join!(produce, consume, vnets);
     consumed?;
     let (mut failures, pages, scale_sets) = failures;
     report.pages = pages;
@@ -219,7 +229,117 @@ async fn collect_inner(
     report.claims_inserted += fin.claims_inserted;
     report.claims_updated += fin.claims_updated;
     report.claims_deleted += fin.claims_deleted;
+    // After the snapshot: whatever becomes of the VNet listing, the
+    // snapshot stands.
+    report.topology = store_vnets(pool, index, sub, taken_at, vnets).await;
     Ok(())
+}
+
+/// One subscription's VNets as listed.
+struct VnetList {
+    pages: usize,
+    received: usize,
+    vnets: Vec<VnetState>,
+    rejected: Vec<String>,
+    /// Why the list is incomplete (a page that never came back).
+    failure: Option<String>,
+}
+
+/// Fetches every page of the subscription's VNet list. VNets outside `sub`
+/// are rejected like unreadable ones.
+async fn list_vnets(arm: &Arm, sub: &str, stats: &Stats) -> VnetList {
+    let url = arm.url(
+        &[
+            "subscriptions",
+            sub,
+            "providers",
+            "Microsoft.Network",
+            "virtualNetworks",
+        ],
+        VNET_API_VERSION,
+    );
+    let mut pager = arm.pages(url, "virtualNetworks".into(), stats);
+    let mut list = VnetList {
+        pages: 0,
+        received: 0,
+        vnets: Vec::new(),
+        rejected: Vec::new(),
+        failure: None,
+    };
+    while let Some(page) = pager.next_page().await {
+        let body = match page {
+            Ok(b) => b,
+            Err(e) => {
+                list.failure = Some(e);
+                break;
+            }
+        };
+        list.pages += 1;
+        for r in parse_vnet_page(&body).unwrap_or_default() {
+            list.received += 1;
+            match r {
+                Ok(v) if v.id.subscription() == sub => list.vnets.push(v),
+                Ok(v) => list.rejected.push(format!(
+                    "virtualNetworks: VNet {} is outside subscription {sub}",
+                    v.id
+                )),
+                Err((i, e)) => list.rejected.push(format!(
+                    "virtualNetworks page {}: value[{i}]: {e}",
+                    list.pages
+                )),
+            }
+        }
+    }
+    list
+}
+
+/// Stores the VNets listed as a topology listing at `taken_at` (partial,
+/// with the reason, when a page failed or a record could not be read; a
+/// listing that fetched nothing is still recorded, so that `/v1/status`
+/// tells why), and reloads the topology `index` holds. Failures are
+/// reported, never raised: the NIC snapshot is already stored.
+async fn store_vnets(
+    pool: &PgPool,
+    index: &Index,
+    sub: &str,
+    taken_at: DateTime<Utc>,
+    list: VnetList,
+) -> TopologyReport {
+    let mut report = TopologyReport {
+        pages: list.pages,
+        vnets: list.received,
+        rejected: list.rejected.len(),
+        rejected_examples: list.rejected.iter().take(EXAMPLES).cloned().collect(),
+        ..Default::default()
+    };
+    let mut reasons: Vec<String> = list.failure.into_iter().collect();
+    if !list.rejected.is_empty() {
+        reasons.push(format!(
+            "{} VNet record(s) could not be used",
+            list.rejected.len()
+        ));
+    }
+    report.partial_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+    let listing = TopologyListing {
+        taken_at,
+        subscriptions: vec![sub.to_string()],
+        vnets: list.vnets,
+        partial_reason: report.partial_reason.clone(),
+    };
+    let stored = match store::topology::ingest_listing(pool, &listing).await {
+        Ok(r) => crate::sync::topology_written(pool, index, r.seq)
+            .await
+            .map(|()| r),
+        Err(e) => Err(e.into()),
+    };
+    match stored {
+        Ok(r) => {
+            report.stored = r.stored;
+            report.unchanged = r.unchanged;
+        }
+        Err(e) => report.error = Some(format!("{e:#}")),
+    }
+    report
 }
 
 /// Writes pages to the store as they come.

@@ -12,6 +12,15 @@
 //! ingested into one snapshot as they arrive, so memory stays bounded by a
 //! few pages.
 //!
+//! It lists the subscription's VNets too
+//! (`/subscriptions/{sub}/providers/Microsoft.Network/virtualNetworks`,
+//! paged, with the same retries), and stores them as a topology listing at
+//! the snapshot's `taken_at`: their address spaces and peerings tell
+//! enrichment where a flow can have gone. A VNet list that fails is
+//! reported (in the log, the report, and as the listing's partial reason in
+//! `/v1/status`); it never makes the NIC snapshot partial, and the VNets it
+//! did fetch are stored.
+//!
 //! **Complete only when every page of every list came back.** 429 and
 //! transient 5xx answers are retried with backoff (bounded attempts,
 //! `Retry-After` honoured up to a ceiling); a list that still fails leaves
@@ -70,7 +79,7 @@ use sqlx::PgPool;
 pub use arm::RetryPolicy;
 pub use auth::{Credential, CredentialSource, ManagedIdentityEndpoint, Secret};
 pub use collect::{
-    NIC_API_VERSION, SNAPSHOT_PREFIX, VMSS_API_VERSION, VMSS_NIC_API_VERSION,
+    NIC_API_VERSION, SNAPSHOT_PREFIX, VMSS_API_VERSION, VMSS_NIC_API_VERSION, VNET_API_VERSION,
     normalize_subscription,
 };
 
@@ -324,6 +333,30 @@ pub struct CollectReport {
     pub skipped: Option<String>,
     /// The collection stopped on a database error.
     pub error: Option<String>,
+    /// The VNet listing, stored at the snapshot's `taken_at`.
+    pub topology: TopologyReport,
+}
+
+/// What listing one subscription's VNets did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TopologyReport {
+    /// VNet list pages fetched.
+    pub pages: usize,
+    /// VNet records received.
+    pub vnets: usize,
+    /// VNets whose stored evidence changed.
+    pub stored: usize,
+    /// VNets listed as they were already stored.
+    pub unchanged: usize,
+    /// VNet records that could not be used.
+    pub rejected: usize,
+    /// A few of them, with the field and why.
+    pub rejected_examples: Vec<String>,
+    /// Why the listing may lack VNets (a page that never came back, a
+    /// record that could not be read); stored with the listing.
+    pub partial_reason: Option<String>,
+    /// The listing could not be stored (a database error).
+    pub error: Option<String>,
 }
 
 impl CollectReport {
@@ -373,6 +406,22 @@ pub async fn collect_once(
 }
 
 fn log_report(r: &CollectReport) {
+    if r.skipped.is_none() && r.error.is_none() {
+        let t = &r.topology;
+        if let Some(e) = &t.error {
+            tracing::error!(subscription = %r.subscription, error = %e, "the VNet listing could not be stored");
+        } else if let Some(why) = &t.partial_reason {
+            tracing::warn!(
+                subscription = %r.subscription,
+                pages = t.pages,
+                vnets = t.vnets,
+                reason = %why,
+                "listed the VNets partially"
+            );
+        } else {
+            tracing::info!(subscription = %r.subscription, pages = t.pages, vnets = t.vnets, "listed the VNets");
+        }
+    }
     if let Some(why) = &r.skipped {
         tracing::info!(subscription = %r.subscription, reason = %why, "collection skipped");
     } else if let Some(e) = &r.error {

@@ -104,7 +104,8 @@ pub struct ActivityReport {
     pub claims_deleted: usize,
 }
 
-async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
+/// Takes the ingest lock for the rest of the transaction.
+pub(super) async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(INGEST_LOCK)
         .execute(conn)
@@ -433,6 +434,10 @@ pub async fn ingest_snapshot_page(
         let mut index_of: HashMap<String, usize> = HashMap::default();
         // Per listing, in page order.
         let mut deferred = vec![false; page.nics.len()];
+        // NICs of a page posted after its snapshot was finished (the page
+        // declared the last came first) that the snapshot had not listed
+        // yet: its count of NICs, set when it finished, grows by them.
+        let mut late_listed = 0;
         for (i, (nic, fp)) in page.nics.iter().zip(&fps).enumerate() {
             let key = nic.id.key().to_string();
             let sub = nic.id.subscription();
@@ -441,6 +446,15 @@ pub async fn ingest_snapshot_page(
                 None => {
                     let mut runs = Runs::new(loaded.remove(&key).unwrap_or_default());
                     runs.materialize(horizons.get(&sub));
+                    // Every NIC a snapshot lists has a run through its
+                    // instant, and a finished complete one has ended there
+                    // the run of every NIC of its scope it did not list: a
+                    // NIC without one is new to it (exactly so when it is
+                    // complete; of a partial one, a NIC whose run from other
+                    // snapshots spans its instant is not counted again).
+                    if finished && !runs.covers(t) {
+                        late_listed += 1;
+                    }
                     changed.push((key.clone(), runs));
                     index_of.insert(key.clone(), changed.len() - 1);
                     changed.len() - 1
@@ -469,6 +483,13 @@ pub async fn ingest_snapshot_page(
         }
         changed.retain(|(_, r)| r.is_dirty());
         report.changed = changed.len();
+        if late_listed > 0 {
+            sqlx::query("UPDATE snapshots SET nics = nics + $2 WHERE id = $1")
+                .bind(&meta.id)
+                .bind(late_listed)
+                .execute(&mut *tx)
+                .await?;
+        }
         let nics: Vec<String> = changed.iter().map(|(k, _)| k.clone()).collect();
         // Claims are derived on another core while this connection writes
         // the new states, the members and the runs; the runs are passed as

@@ -6,6 +6,7 @@ mod ingest;
 mod recompute;
 pub mod runs;
 mod states;
+pub mod topology;
 
 pub use ingest::{
     ActivityReport, PageReport, SnapshotMeta, SnapshotPage, StoreError, finish_snapshot,
@@ -294,6 +295,10 @@ pub struct SubscriptionStatus {
     pub newest_activity_event: Option<DateTime<Utc>>,
     /// How long after its own `time` the newest event was recorded, in seconds.
     pub newest_activity_lag_seconds: Option<f64>,
+    /// VNets the latest topology listing of the subscription showed.
+    pub vnets: i64,
+    /// The latest topology (VNet) listing of the subscription.
+    pub last_topology_listing: Option<topology::TopologyListingInfo>,
     /// How long its evidence stays fresh, and whether it is now (from the
     /// in-memory index).
     pub freshness: Option<FreshnessStatus>,
@@ -361,10 +366,12 @@ type ConflictDbRow = (
 /// Per-subscription coverage and freshness.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
     let subs: Vec<String> = sqlx::query_scalar(
-        "SELECT subscription FROM nics UNION SELECT unnest(subscriptions) FROM snapshots ORDER BY 1",
+        "SELECT subscription FROM nics UNION SELECT unnest(subscriptions) FROM snapshots
+         UNION SELECT unnest(subscriptions) FROM topology_listings ORDER BY 1",
     )
     .fetch_all(pool)
     .await?;
+    let mut topology = topology::status_by_subscription(pool).await?;
     let mut out = Vec::with_capacity(subs.len());
     for sub in subs {
         let (nics,): (i64,) = sqlx::query_as("SELECT count(*) FROM nics WHERE subscription = $1")
@@ -413,6 +420,10 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
         .bind(&sub)
         .fetch_optional(pool)
         .await?;
+        let (vnets, last_topology_listing) = match topology.remove(&sub) {
+            Some((n, listing)) => (n, Some(listing)),
+            None => (0, None),
+        };
         out.push(SubscriptionStatus {
             subscription: sub,
             nics,
@@ -424,6 +435,8 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             newest_activity_lag_seconds: ev
                 .map(|(at, rec)| (rec - at).num_milliseconds() as f64 / 1000.0),
             freshness: None,
+            vnets,
+            last_topology_listing,
         });
     }
     Ok(out)

@@ -97,6 +97,11 @@ impl Runs {
         self.runs.last().filter(|r| r.live)
     }
 
+    /// Whether a run (its end as materialised) holds the instant `t`.
+    pub fn covers(&self, t: Micros) -> bool {
+        self.runs.iter().any(|r| r.first_at <= t && t <= r.last_at)
+    }
+
     /// Whether anything is to be written back.
     pub fn is_dirty(&self) -> bool {
         !self.deleted.is_empty() || self.runs.iter().any(|r| r.dirty)

@@ -77,11 +77,12 @@ impl TestApp {
     /// Empties every table of evidence and claims, and the index: the
     /// service as new, for posting the same evidence again in another order.
     pub async fn empty(&self) {
-        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, activity_reach, claims, conflicts, claim_changes CASCADE")
+        sqlx::query("TRUNCATE snapshots, snapshot_pages, nics, nic_states, observations, activity_events, activity_reach, claims, conflicts, claim_changes, topology_listings, vnets, vnet_states, vnet_runs CASCADE")
             .execute(&self.pool)
             .await
             .unwrap();
         self.index.reset(Index::new());
+        self.index.set_topology(ipwho::topology::Topology::new());
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -191,6 +192,63 @@ pub fn nic(sub: &str, vnet: &str, name: &str, ips: &[&str], vm: Option<&str>) ->
         "type": "Microsoft.Network/networkInterfaces",
         "location": "westeurope",
         "properties": props
+    })
+}
+
+/// A VNet's ARM id.
+pub fn vnet_id(sub: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{sub}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/{name}"
+    )
+}
+
+/// A VNet as ARM lists it: its address space, one subnet per prefix given,
+/// and peerings to VNets of the same subscription (remote name, state,
+/// remote address space).
+pub fn vnet(sub: &str, name: &str, space: &[&str], peerings: &[(&str, &str, &[&str])]) -> Value {
+    let id = vnet_id(sub, name);
+    let subnets: Vec<Value> = space
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            serde_json::json!({
+                "name": format!("s{i}"),
+                "id": format!("{id}/subnets/s{i}"),
+                "type": "Microsoft.Network/virtualNetworks/subnets",
+                "properties": {"addressPrefix": p, "provisioningState": "Succeeded"}
+            })
+        })
+        .collect();
+    let peerings: Vec<Value> = peerings
+        .iter()
+        .map(|(remote, state, remote_space)| {
+            serde_json::json!({
+                "name": format!("{name}-to-{remote}"),
+                "id": format!("{id}/virtualNetworkPeerings/{name}-to-{remote}"),
+                "properties": {
+                    "peeringState": state,
+                    "peeringSyncLevel": "FullyInSync",
+                    "provisioningState": "Succeeded",
+                    "allowVirtualNetworkAccess": true,
+                    "remoteVirtualNetwork": {"id": vnet_id(sub, remote)},
+                    "remoteAddressSpace": {"addressPrefixes": remote_space},
+                    "remoteVirtualNetworkAddressSpace": {"addressPrefixes": remote_space}
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": name,
+        "id": id,
+        "type": "Microsoft.Network/virtualNetworks",
+        "location": "westeurope",
+        "etag": "W/\"00000000-0000-0000-0000-0000000000e1\"",
+        "properties": {
+            "provisioningState": "Succeeded",
+            "addressSpace": {"addressPrefixes": space},
+            "subnets": subnets,
+            "virtualNetworkPeerings": peerings
+        }
     })
 }
 
