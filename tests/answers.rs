@@ -291,3 +291,187 @@ async fn an_open_claim_past_the_freshness_bound_is_possible(pool: PgPool) {
 fn urlencode(s: &str) -> String {
     s.replace('/', "%2F")
 }
+
+/// A VNet flow log record captured at `mac` in VNet `vnet_id`, one tuple
+/// per `(src, dst, direction)`, at `at` (epoch ms).
+fn vnet_flow_record(
+    vnet_id: &str,
+    mac: &str,
+    at_ms: i64,
+    tuples: &[(&str, &str, &str)],
+) -> serde_json::Value {
+    let tuples: Vec<String> = tuples
+        .iter()
+        .map(|(s, d, dir)| format!("{at_ms},{s},{d},40000,443,6,{dir},B,NX,0,0,0,0"))
+        .collect();
+    json!({
+        "time": "2025-03-01T10:20:00.0000000Z",
+        "flowLogVersion": 4,
+        "flowLogGUID": "00000000-0000-0000-0000-0000000000f1",
+        "macAddress": mac,
+        "category": "FlowLogFlowEvent",
+        "flowLogResourceID": format!("/SUBSCRIPTIONS/{SUB1}/RESOURCEGROUPS/NW/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NW/FLOWLOGS/FL"),
+        "targetResourceID": vnet_id,
+        "operationName": "FlowLogFlowEvent",
+        "flowRecords": {"flows": [{"aclID": "acl", "flowGroups": [{"rule": "r", "flowTuples": tuples}]}]}
+    })
+}
+
+async fn enrich_lines(app: &TestApp, body: serde_json::Value) -> Vec<serde_json::Value> {
+    let r = app
+        .http
+        .post(app.url("/v1/enrich"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l.get("ipwho.summary").is_none())
+        .collect()
+}
+
+/// Two VNets in two subscriptions both use 10.0.0.0/24; hub (SUB1) is
+/// peered with spoke (10.1.0.0/24). Each end is looked up only where the
+/// packet can have been.
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn each_end_is_looked_up_only_where_the_packet_could_have_been(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let web = nic(SUB1, "hub", "web", &["10.0.0.4"], Some("web-vm"));
+    let spoke_db = nic(SUB1, "spoke", "spoke-db", &["10.1.0.5"], Some("db-vm"));
+    // The other subscription's VNet uses the same range: 10.0.0.9 is held
+    // there, and nobody holds it in hub.
+    let other = nic(
+        SUB2,
+        "other",
+        "other-nic",
+        &["10.0.0.9", "10.0.0.4"],
+        Some("x-vm"),
+    );
+    for t in [T0, T1, T2] {
+        post(
+            &app,
+            "/v1/snapshots",
+            snapshot(t, &[SUB1], true, vec![web.clone(), spoke_db.clone()]),
+        )
+        .await;
+        post(
+            &app,
+            "/v1/snapshots",
+            snapshot(t, &[SUB2], true, vec![other.clone()]),
+        )
+        .await;
+    }
+    let mac = web["properties"]["macAddress"]
+        .as_str()
+        .unwrap()
+        .replace('-', "");
+    let hub = vnet_id(SUB1, "hub");
+    let at_ms = 1_740_824_400_000; // 2025-03-01T10:20:00Z
+    let tuples = [
+        ("10.0.0.4", "10.0.0.9", "O"), // inside hub's space, nobody there
+        ("10.0.0.4", "10.1.0.5", "O"), // in the peered spoke
+        ("10.0.0.4", "10.2.0.7", "O"), // outside hub and its peers
+    ];
+    // Without topology: the far ends may be anywhere, never firmly elsewhere.
+    let out = enrich_lines(
+        &app,
+        json!({"records": [vnet_flow_record(&hub, &mac, at_ms, &tuples)]}),
+    )
+    .await;
+    assert_eq!(out.len(), 3);
+    let src = &out[0]["source"]["ipwho"];
+    assert_eq!(
+        (src["status"].as_str(), src["scoped"].as_str()),
+        (Some("confirmed"), Some("mac"))
+    );
+    assert_eq!(src["vm"]["name"], "web-vm");
+    let far = &out[0]["destination"]["ipwho"];
+    assert_eq!(
+        (far["status"].as_str(), far["scoped"].as_str()),
+        (Some("possible"), Some("no_topology")),
+        "{far}"
+    );
+    assert_eq!(far["nic"]["name"], "other-nic");
+
+    // With the topology: inside hub's space, hub only; the peered spoke;
+    // outside, not looked up.
+    let listing =
+        |sub: &str, vnets| json!({"taken_at": T0, "subscriptions": [sub], "value": vnets});
+    post(
+        &app,
+        "/v1/topology",
+        listing(
+            SUB1,
+            json!([
+                vnet(
+                    SUB1,
+                    "hub",
+                    &["10.0.0.0/24"],
+                    &[("spoke", "Connected", &["10.1.0.0/24"])]
+                ),
+                vnet(
+                    SUB1,
+                    "spoke",
+                    &["10.1.0.0/24"],
+                    &[("hub", "Connected", &["10.0.0.0/24"])]
+                ),
+            ]),
+        ),
+    )
+    .await;
+    let out = enrich_lines(
+        &app,
+        json!({"records": [vnet_flow_record(&hub, &mac, at_ms, &tuples)]}),
+    )
+    .await;
+    let far = |i: usize| out[i]["destination"]["ipwho"].clone();
+    assert_eq!(
+        (far(0)["status"].as_str(), far(0)["scoped"].as_str()),
+        (Some("unknown"), Some("in_vnet")),
+        "{}",
+        far(0)
+    );
+    assert!(far(0).get("nic").is_none(), "never the other VNet's NIC");
+    assert_eq!(far(0)["watched"], true);
+    assert_eq!(
+        (far(1)["status"].as_str(), far(1)["scoped"].as_str()),
+        (Some("confirmed"), Some("peered"))
+    );
+    assert_eq!(far(1)["via"], "ip_in_peered_vnet");
+    assert_eq!(far(1)["nic"]["name"], "spoke-db");
+    assert_eq!(
+        (far(2)["status"].as_str(), far(2)["scoped"].as_str()),
+        (Some("unknown"), Some("outside"))
+    );
+
+    // Captured by a NIC nobody knows (a scale-set NIC that lived between
+    // snapshots): unknown, never the NIC of another VNet on that address.
+    let out = enrich_lines(
+        &app,
+        json!({"records": [vnet_flow_record(&hub, "000D3AFFFFFF", at_ms, &[("10.0.0.4", "10.1.0.5", "O")])]}),
+    )
+    .await;
+    let cap = &out[0]["source"]["ipwho"];
+    assert_eq!(
+        (cap["status"].as_str(), cap["scoped"].as_str()),
+        (Some("unknown"), Some("mac_unknown")),
+        "{cap}"
+    );
+    assert_eq!(cap["searched"], hub.to_ascii_lowercase());
+    // The far end still follows the record's VNet.
+    assert_eq!(out[0]["destination"]["ipwho"]["scoped"], "peered");
+    // The known MAC, but a record of another VNet: out of scope.
+    let other_vnet = vnet_id(SUB2, "other");
+    let out = enrich_lines(
+        &app,
+        json!({"records": [vnet_flow_record(&other_vnet, &mac, at_ms, &tuples[..1])]}),
+    )
+    .await;
+    assert_eq!(out[0]["source"]["ipwho"]["scoped"], "mac_out_of_scope");
+    assert_eq!(out[0]["source"]["ipwho"]["status"], "unknown");
+}
