@@ -172,7 +172,7 @@ impl OwnerParams {
 
 /// The subscriptions a scope covers: a VNet's, the one named, or every
 /// subscription the index knows (of its claims or its snapshots).
-fn scope_subscriptions(scope: &Scope, claims: &Claims) -> Vec<String> {
+fn scope_subscriptions(scope: &Scope, claims: &Claims<'_>) -> Vec<String> {
     match scope {
         Scope::Vnet(v) => vec![ArmId::subscription_of_key(v).to_string()],
         Scope::Subscription(s) => vec![s.clone()],
@@ -191,7 +191,7 @@ fn scope_subscriptions(scope: &Scope, claims: &Claims) -> Vec<String> {
 }
 
 /// Whether `scope` was watched at `t`.
-fn watched(scope: &Scope, claims: &Claims, t: Micros) -> WatchedView {
+fn watched(scope: &Scope, claims: &Claims<'_>, t: Micros) -> WatchedView {
     WatchedView::new(
         scope_subscriptions(scope, claims)
             .iter()
@@ -211,20 +211,21 @@ pub fn owner_answer(
     let t = parse_at(at, "at")?;
     let scope = scope_params.scope()?;
     let now = micros(Utc::now()).max(t);
-    let claims = index.claims_of_ip(ip, &scope);
-    let at_t = claims.answer(t);
-    let at_now = claims.answer(now);
-    let held = at_t.owner.as_ref().map(|o| claims.continuity(o, t, now));
-    let w_t = watched(&scope, &claims, t);
-    Ok(OwnerAnswer {
-        ip: ip.to_string(),
-        scope: scope_params.describe(),
-        explanation: explain(&ip.to_string(), &at_t, &w_t),
-        answer: AnswerAt::new(t, &at_t, w_t),
-        now: Some(AnswerAt::new(now, &at_now, watched(&scope, &claims, now))),
-        held_continuously: held.map(|h| h.both()),
-        continuity: held.map(Into::into),
-    })
+    Ok(index.with_claims_of_ip(ip, &scope, |claims| {
+        let at_t = claims.answer(t);
+        let at_now = claims.answer(now);
+        let held = at_t.owner.as_ref().map(|o| claims.continuity(o, t, now));
+        let w_t = watched(&scope, claims, t);
+        OwnerAnswer {
+            ip: ip.to_string(),
+            scope: scope_params.describe(),
+            explanation: explain(&ip.to_string(), &at_t, &w_t),
+            answer: AnswerAt::new(t, &at_t, w_t),
+            now: Some(AnswerAt::now(now, &at_now, watched(&scope, claims, now))),
+            held_continuously: held.map(|h| h.both()),
+            continuity: held.map(Into::into),
+        }
+    }))
 }
 
 /// Who owned an IP at an instant.
@@ -304,7 +305,7 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
 /// The claims `own` whose possible window meets `w`, oldest first, each
 /// bounded by exclusivity among `all` (its neighbours on its IPs, `own`
 /// included), with how their subscriptions were watched over `w`.
-fn history(subject: String, w: Window, own: &Claims, all: &Claims) -> HistoryView {
+fn history(subject: String, w: Window, own: &Claims<'_>, all: &Claims<'_>) -> HistoryView {
     let refs = all.refs();
     let bounds = crate::engine::exclusive(&refs);
     let mut cs: Vec<Owned<'_>> = own

@@ -12,6 +12,31 @@ use crate::engine::{
 use crate::model::ArmId;
 use crate::store::to_ts;
 
+/// Timestamps as RFC 3339 UTC, microseconds when present (`2025-06-02T10:00:00.000001Z`),
+/// written without going through `chrono`'s formatter: an answer holds a
+/// dozen of them, and formatting them was a tenth of a lookup's time.
+mod ts {
+    use chrono::{DateTime, Utc};
+    use serde::Serializer;
+
+    fn text(t: &DateTime<Utc>) -> String {
+        let mut out = Vec::with_capacity(27);
+        crate::enrich::write_rfc3339(&mut out, t.timestamp_micros());
+        String::from_utf8(out).expect("RFC 3339 is ASCII")
+    }
+
+    pub fn one<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(t))
+    }
+
+    pub fn opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&text(t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A NIC as an answer names it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NicView {
@@ -46,7 +71,9 @@ impl From<&ArmId> for VmView {
 /// A half-open window `[start, end)`; null means unbounded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WindowView {
+    #[serde(serialize_with = "ts::opt")]
     pub start: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ts::opt")]
     pub end: Option<DateTime<Utc>>,
 }
 
@@ -67,6 +94,7 @@ pub struct EvidenceView {
     pub kind: EvidenceKind,
     /// Snapshot id, or Activity Log event key.
     pub id: String,
+    #[serde(serialize_with = "ts::opt")]
     pub at: Option<DateTime<Utc>>,
     /// What this evidence says about the claim.
     pub role: String,
@@ -81,7 +109,10 @@ fn evidence(e: &EvidenceRef, role: String) -> EvidenceView {
     }
 }
 
-/// The VM a NIC was attached to (or none) during part of a claim.
+/// The VM a NIC was attached to (or none) during part of a claim. Its
+/// certain window runs from its first to its last sighting on the VM (the
+/// claim's evidence); one on no VM whose certain window is empty, at the
+/// claim's delete, says that the NIC was detached before it was deleted.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttachmentView {
     /// Null: attached to no VM.
@@ -91,21 +122,10 @@ pub struct AttachmentView {
     /// On this VM, not ruled out (VM changes are not NIC events: between
     /// the last sighting on one VM and the first on the next, either).
     pub possible: WindowView,
-    pub evidence: Vec<EvidenceView>,
 }
 
 impl AttachmentView {
     fn new(a: &Attachment, within: Window) -> Self {
-        let mut ev = vec![evidence(&a.first, "first sighting on it".into())];
-        if a.last != a.first {
-            ev.push(evidence(&a.last, "last sighting on it".into()));
-        }
-        if a.certain.start == a.certain.end {
-            ev = vec![evidence(
-                &a.first,
-                "deleted: a NIC is detached from its VM before it is deleted".into(),
-            )];
-        }
         AttachmentView {
             vm: a.vm.as_ref().map(VmView::from),
             certain: a.certain.into(),
@@ -114,7 +134,6 @@ impl AttachmentView {
                 end: a.possible.end.min(within.end),
             }
             .into(),
-            evidence: ev,
         }
     }
 }
@@ -141,7 +160,9 @@ pub struct ClaimView {
     /// No evidence has ended the claim yet, nor another NIC's claim bounded it.
     pub open: bool,
     pub evidence: Vec<EvidenceView>,
-    /// The VMs the NIC was attached to while it held the IP, oldest first.
+    /// The VMs the NIC was attached to while it held the IP, oldest first
+    /// (omitted from `now`, whose `vm` answers for the present).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<AttachmentView>,
 }
 
@@ -172,6 +193,11 @@ impl ClaimView {
     /// A claim as an answer names it: its possible window bounded by the
     /// other claims on its IP, and the evidence of those that bound it.
     pub fn of(o: &Owned<'_>) -> Self {
+        Self::build(o, true)
+    }
+
+    /// [`ClaimView::of`], with or without the claim's attachments.
+    fn build(o: &Owned<'_>, with_vms: bool) -> Self {
         let c = o.claim;
         let mut ev: Vec<EvidenceView> = c
             .evidence()
@@ -214,11 +240,14 @@ impl ClaimView {
             end_exact: c.end_exact,
             open: o.is_open(),
             evidence: ev,
-            vms: c
-                .vms
-                .iter()
-                .map(|a| AttachmentView::new(a, o.possible))
-                .collect(),
+            vms: if with_vms {
+                c.vms
+                    .iter()
+                    .map(|a| AttachmentView::new(a, o.possible))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -258,6 +287,7 @@ impl From<&VmAnswer<'_>> for VmAnswerView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotRef {
     pub id: String,
+    #[serde(serialize_with = "ts::opt")]
     pub taken_at: Option<DateTime<Utc>>,
 }
 
@@ -362,6 +392,7 @@ impl WatchedView {
 /// The answer at one instant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AnswerAt {
+    #[serde(serialize_with = "ts::one")]
     pub at: DateTime<Utc>,
     /// Of the NIC holding the IP.
     pub status: Status,
@@ -385,6 +416,24 @@ impl AnswerAt {
             owner: a.owner.as_ref().map(ClaimView::of),
             vm: a.vm.as_ref().map(VmAnswerView::from),
             candidates: a.candidates.iter().map(ClaimView::of).collect(),
+            stale: a.stale.as_ref().map(StaleView::from),
+            watched,
+        }
+    }
+
+    /// The answer now: its claims' attachments left out (`vm` says which
+    /// VM now).
+    pub fn now(at: Micros, a: &Answer<'_>, watched: WatchedView) -> Self {
+        AnswerAt {
+            at: to_ts(at).unwrap_or_default(),
+            status: a.status,
+            owner: a.owner.as_ref().map(|o| ClaimView::build(o, false)),
+            vm: a.vm.as_ref().map(VmAnswerView::from),
+            candidates: a
+                .candidates
+                .iter()
+                .map(|o| ClaimView::build(o, false))
+                .collect(),
             stale: a.stale.as_ref().map(StaleView::from),
             watched,
         }

@@ -132,6 +132,7 @@ pub use record::{
     FlowContext, Format,
 };
 pub use stream::{enrich_stream, enrich_stream_with_summary};
+pub(crate) use tuple::write_rfc3339;
 pub use tuple::{
     Counters, Decision, Direction, FlowState, FlowTuple, Protocol, TupleError, epoch_to_micros,
     parse_ip, parse_nsg_tuple, parse_vnet_tuple, rfc3339,

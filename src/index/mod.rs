@@ -567,22 +567,51 @@ impl Builder {
     }
 }
 
-/// Claims of one IP, NIC or VM, taken out of the index with what watched
-/// their subscriptions, to answer from without holding the index's lock.
+/// What [`Claims`] hold of the index beside their entries: shared with it
+/// (taken out, to answer without its lock), or borrowed under its lock
+/// ([`Index::with_claims_of_ip`], for the lookups that run by the ten
+/// thousand a second: the index's shared counts are not touched).
+#[derive(Debug)]
+pub enum Held<'a, T: ?Sized> {
+    Shared(Arc<T>),
+    Borrowed(&'a T),
+}
+
+impl<T: ?Sized> Clone for Held<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Held::Shared(a) => Held::Shared(a.clone()),
+            Held::Borrowed(r) => Held::Borrowed(r),
+        }
+    }
+}
+
+impl<T: ?Sized> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Held::Shared(a) => a,
+            Held::Borrowed(r) => r,
+        }
+    }
+}
+
+/// Claims of one IP, NIC or VM, with what watched their subscriptions, to
+/// answer from.
 #[derive(Clone, Debug)]
-pub struct Claims {
+pub struct Claims<'a> {
     /// Every claim of the IP (all of them bound each other), or of the NIC
     /// or VM.
     pub entries: Vec<Arc<Entry>>,
     /// The scope asked about: answers name only claims it admits.
     pub scope: Scope,
-    pub coverage: Arc<CoverageMap>,
+    pub coverage: Held<'a, CoverageMap>,
     freshness: Freshness,
     /// Every subscription the index holds claims of.
-    pub subscriptions: Arc<[String]>,
+    pub subscriptions: Held<'a, [String]>,
 }
 
-impl Claims {
+impl Claims<'_> {
     pub fn refs(&self) -> Vec<&Claim> {
         self.entries.iter().map(|e| &e.claim).collect()
     }
@@ -593,7 +622,7 @@ impl Claims {
     }
 
     /// The claims the scope admits.
-    pub fn in_scope(&self) -> Claims {
+    pub fn in_scope(&self) -> Self {
         let mut c = self.clone();
         c.entries.retain(|e| self.scope.admits(e));
         c
@@ -610,7 +639,7 @@ impl Claims {
     }
 }
 
-impl Watching for Claims {
+impl Watching for Claims<'_> {
     fn coverage(&self, subscription: &str) -> Option<&Coverage> {
         self.coverage.get(subscription)
     }
@@ -847,27 +876,46 @@ impl Index {
         self.inner.read().expect("index lock").coverage.clone()
     }
 
-    fn claims_from(&self, r: &Inner, entries: Vec<Arc<Entry>>) -> Claims {
+    fn claims_from(&self, r: &Inner, entries: Vec<Arc<Entry>>) -> Claims<'static> {
         Claims {
             entries,
             scope: Scope::Any,
-            coverage: r.coverage.clone(),
+            coverage: Held::Shared(r.coverage.clone()),
             freshness: self.freshness,
-            subscriptions: r.subscriptions.clone(),
+            subscriptions: Held::Shared(r.subscriptions.clone()),
         }
     }
 
     /// Every claim on `ip` (including prefixes that contain it), to answer
     /// within `scope` ([`Claims::answer`], [`Claims::in_scope`]).
-    pub fn claims_of_ip(&self, ip: IpAddr, scope: &Scope) -> Claims {
+    pub fn claims_of_ip(&self, ip: IpAddr, scope: &Scope) -> Claims<'static> {
         let r = self.inner.read().expect("index lock");
         let mut c = self.claims_from(&r, r.claims_of_ip(ip));
         c.scope = scope.clone();
         c
     }
 
+    /// [`Index::claims_of_ip`] borrowed under the index's read lock, for
+    /// `f` (which must not wait on anything).
+    pub fn with_claims_of_ip<T>(
+        &self,
+        ip: IpAddr,
+        scope: &Scope,
+        f: impl FnOnce(&Claims<'_>) -> T,
+    ) -> T {
+        let r = self.inner.read().expect("index lock");
+        let c = Claims {
+            entries: r.claims_of_ip(ip),
+            scope: scope.clone(),
+            coverage: Held::Borrowed(&*r.coverage),
+            freshness: self.freshness,
+            subscriptions: Held::Borrowed(&*r.subscriptions),
+        };
+        f(&c)
+    }
+
     /// Every claim of a NIC (by lower-cased id), oldest first.
-    pub fn claims_of_nic(&self, nic_key: &str) -> Claims {
+    pub fn claims_of_nic(&self, nic_key: &str) -> Claims<'static> {
         let r = self.inner.read().expect("index lock");
         let mut v = r.by_nic.get(nic_key).cloned().unwrap_or_default();
         v.sort_by_key(|c| (c.possible.start, c.certain.start));
@@ -876,7 +924,7 @@ impl Index {
 
     /// Every claim made while the NIC was attached to a VM (by lower-cased
     /// id) for part of it, oldest first.
-    pub fn claims_of_vm(&self, vm_key: &str) -> Claims {
+    pub fn claims_of_vm(&self, vm_key: &str) -> Claims<'static> {
         let r = self.inner.read().expect("index lock");
         let mut v = r.by_vm.get(vm_key).cloned().unwrap_or_default();
         v.sort_by_key(|c| (c.possible.start, c.certain.start));
@@ -885,7 +933,7 @@ impl Index {
 
     /// The claims of every NIC on the IPs those claims hold, within the
     /// same scopes: what bounds them by exclusivity.
-    pub fn neighbours(&self, of: &Claims) -> Claims {
+    pub fn neighbours(&self, of: &Claims<'_>) -> Claims<'static> {
         let r = self.inner.read().expect("index lock");
         let mut ips: Vec<IpNet> = of.entries.iter().map(|e| ip_key(&e.key.ip)).collect();
         ips.sort_unstable();
