@@ -190,13 +190,20 @@ fn scope_subscriptions(scope: &Scope, claims: &Claims<'_>) -> Vec<String> {
     }
 }
 
-/// Whether `scope` was watched at `t`.
-fn watched(scope: &Scope, claims: &Claims<'_>, t: Micros) -> WatchedView {
+/// Whether the subscriptions `subs` were watched at `t`.
+fn watched_in(subs: &[String], claims: &Claims<'_>, t: Micros) -> WatchedView {
     WatchedView::new(
-        scope_subscriptions(scope, claims)
-            .iter()
+        subs.iter()
             .map(|s| SubscriptionWatch::new(s, claims.coverage.get(s), t))
             .collect(),
+    )
+}
+
+/// [`watched`] without each subscription's coverage, for the answer now.
+fn watched_now(subs: &[String], claims: &Claims<'_>, t: Micros) -> WatchedView {
+    WatchedView::counts(
+        subs.iter()
+            .map(|s| claims.coverage.get(s).is_some_and(|c| c.watched_at(t))),
     )
 }
 
@@ -215,13 +222,14 @@ pub fn owner_answer(
         let at_t = claims.answer(t);
         let at_now = claims.answer(now);
         let held = at_t.owner.as_ref().map(|o| claims.continuity(o, t, now));
-        let w_t = watched(&scope, claims, t);
+        let subs = scope_subscriptions(&scope, claims);
+        let w_t = watched_in(&subs, claims, t);
         OwnerAnswer {
             ip: ip.to_string(),
             scope: scope_params.describe(),
             explanation: explain(&ip.to_string(), &at_t, &w_t),
             answer: AnswerAt::new(t, &at_t, w_t),
-            now: Some(AnswerAt::now(now, &at_now, watched(&scope, claims, now))),
+            now: Some(AnswerAt::now(now, &at_now, watched_now(&subs, claims, now))),
             held_continuously: held.map(|h| h.both()),
             continuity: held.map(Into::into),
         }

@@ -367,7 +367,9 @@ pub struct WatchedView {
     /// Subscriptions in the scope, and how many of them were not watched.
     pub subscriptions_in_scope: usize,
     pub unwatched: usize,
-    /// Each subscription's coverage (at most 10, unwatched first).
+    /// Each subscription's coverage (at most 10, unwatched first; left out
+    /// of the answer `now`, whose `stale` says what is old).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<SubscriptionWatch>,
 }
 
@@ -375,6 +377,21 @@ pub struct WatchedView {
 const WATCH_LISTED: usize = 10;
 
 impl WatchedView {
+    /// Only the counts, from whether each subscription in scope was watched.
+    pub fn counts(watched: impl Iterator<Item = bool>) -> Self {
+        let (mut n, mut unwatched) = (0, 0);
+        for w in watched {
+            n += 1;
+            unwatched += usize::from(!w);
+        }
+        WatchedView {
+            watched: n > 0 && unwatched == 0,
+            subscriptions_in_scope: n,
+            unwatched,
+            subscriptions: Vec::new(),
+        }
+    }
+
     pub fn new(mut subs: Vec<SubscriptionWatch>) -> Self {
         subs.sort_by(|a, b| (a.watched, &a.subscription).cmp(&(b.watched, &b.subscription)));
         let n = subs.len();
@@ -421,8 +438,8 @@ impl AnswerAt {
         }
     }
 
-    /// The answer now: its claims' attachments left out (`vm` says which
-    /// VM now).
+    /// The answer now: its claims' attachments and the subscriptions'
+    /// coverage left out (`vm` says which VM now, `stale` what is old).
     pub fn now(at: Micros, a: &Answer<'_>, watched: WatchedView) -> Self {
         AnswerAt {
             at: to_ts(at).unwrap_or_default(),
