@@ -30,9 +30,10 @@ async fn no_wrong_confirmed_or_probable_and_nothing_settled_is_hedged(pool: PgPo
             t.misled_confirmed,
             t.wrong_probable,
             t.misled_probable,
+            t.wrong_vm_firm,
             t.settled_hedged
         ),
-        (0, 0, 0, 0, 0),
+        (0, 0, 0, 0, 0, 0),
         "{}",
         report.render()
     );

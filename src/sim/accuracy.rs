@@ -7,21 +7,27 @@
 //!   "complete","last_page","value":[NIC...]}`, one call per page;
 //! - `POST /v1/activity` with an Activity Log file's bytes as-is;
 //! - `POST /v1/lookups` `{"lookups":[{"ip","at","vnet"?,"subscription"?}]}`
-//!   → `{"answers":[{"status","owner","candidates"}]}` in order.
+//!   → `{"answers":[{"status","owner","vm","candidates"}]}` in order.
 //!
 //! Scoring (ids compared case-insensitively):
-//! - `confirmed`, `probable`, `possible` name an owner: right when its NIC
-//!   and VM are the single true owner, wrong otherwise (also when nobody
-//!   owned the IP, or when several did in an unscoped lookup). A wrong
-//!   answer is *misled* when the delivered evidence pointed at that owner
-//!   (a change nobody could see: a lost record and no snapshot between).
+//! - `confirmed`, `probable`, `possible` name a NIC (the status is the
+//!   NIC's): right when it is the single true NIC, wrong otherwise (also
+//!   when nobody owned the IP, or when several did in an unscoped lookup).
+//!   A wrong answer is *misled* when the delivered evidence pointed at that
+//!   owner (a change nobody could see: a lost record and no snapshot
+//!   between).
+//! - The VM is scored apart, by its own status (`vm.status`): a
+//!   `confirmed` or `probable` VM other than the true one, on the right
+//!   NIC, is a wrong VM (`vm-only`); a server that still puts the VM
+//!   inside `owner` is read the same way, its VM taking the NIC's status.
 //! - `ambiguous`: whether every true owner is among the candidates.
 //! - `unknown`: whether nobody owned the IP.
 //!
 //! Settled lookups (see [`super::evidence`]): one owner beyond doubt must be
 //! `confirmed`, nobody beyond doubt must be `unknown`; anything else is
 //! counted as settled but hedged. Targets: no wrong (not misled)
-//! `confirmed` or `probable` answer, and no settled lookup hedged.
+//! `confirmed` or `probable` answer, NIC or VM, and no settled lookup
+//! hedged.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -85,13 +91,13 @@ pub async fn run_accuracy(
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatusRow {
     pub n: u64,
-    /// Named the single true owner (NIC and VM).
+    /// Named the single true NIC.
     pub right: u64,
     /// Named an owner that was not the single true owner.
     pub wrong: u64,
     /// Of `wrong`: the delivered evidence pointed at that owner.
     pub wrong_misled: u64,
-    /// Of `wrong`: right NIC, wrong VM.
+    /// Of `right`: a `confirmed`/`probable` VM that was not the NIC's.
     pub wrong_vm_only: u64,
     /// Nobody owned the IP.
     pub truth_none: u64,
@@ -197,6 +203,10 @@ pub struct Targets {
     /// Wrong `confirmed`/`probable` answers the evidence pointed at.
     pub misled_confirmed: u64,
     pub misled_probable: u64,
+    /// Right NIC, but a `confirmed`/`probable` VM it was not on, the
+    /// evidence not pointing at it.
+    #[serde(default)]
+    pub wrong_vm_firm: u64,
     /// Settled lookups (confirmed + unknown) not given the settled status.
     pub settled_hedged: u64,
     pub met: bool,
@@ -265,8 +275,36 @@ pub struct Answer {
     pub status: String,
     #[serde(default)]
     pub owner: Option<Owner>,
+    /// The owner's VM with a status of its own (absent from older servers,
+    /// which put the VM in `owner`).
+    #[serde(default)]
+    pub vm: Option<VmAnswer>,
     #[serde(default)]
     pub candidates: Vec<Owner>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct VmAnswer {
+    pub status: String,
+    #[serde(default)]
+    pub vm: Option<IdRef>,
+}
+
+impl Answer {
+    /// The VM the answer names firmly (`confirmed` or `probable`), if any.
+    fn firm_vm(&self) -> Option<Option<String>> {
+        let firm = |s: &str| matches!(s.to_ascii_lowercase().as_str(), "confirmed" | "probable");
+        match (&self.vm, &self.owner) {
+            (Some(v), _) if firm(&v.status) => {
+                Some(v.vm.as_ref().map(|v| v.id.to_ascii_lowercase()))
+            }
+            (Some(_), _) => None,
+            (None, Some(o)) if firm(&self.status) => {
+                Some(o.vm.as_ref().map(|v| v.id.to_ascii_lowercase()))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -488,9 +526,9 @@ fn named(o: &Owner) -> (String, Option<String>) {
     )
 }
 
-/// Right when `owner` is the single true owner.
+/// Right when `owner`'s NIC is the single true NIC.
 fn owner_right(owner: &(String, Option<String>), truth: &[(String, Option<String>)]) -> bool {
-    truth.len() == 1 && &truth[0] == owner
+    !truth.is_empty() && truth.iter().all(|t| t.0 == owner.0)
 }
 
 fn naive_score(row: &mut NaiveRow, ans: &NaiveAnswer, truth: &[(String, Option<String>)]) -> bool {
@@ -597,11 +635,16 @@ pub async fn run_accuracy_with(
                         } else {
                             kr.ipwho_hedged += 1;
                         }
+                        if let Some(vm) = a.firm_vm()
+                            && !l.truth.iter().any(|t| t.1 == vm)
+                        {
+                            row.wrong_vm_only += 1;
+                            if !evidence.pointed_at(l.ip, l.at, &l.scope, &o.0, vm.as_deref()) {
+                                report.targets.wrong_vm_firm += 1;
+                            }
+                        }
                     } else {
                         row.wrong += 1;
-                        if l.truth.iter().any(|t| t.0 == o.0) {
-                            row.wrong_vm_only += 1;
-                        }
                         let misled =
                             evidence.pointed_at(l.ip, l.at, &l.scope, &o.0, o.1.as_deref());
                         if misled {
@@ -643,7 +686,7 @@ pub async fn run_accuracy_with(
                 kr.ipwho_hedged += 1;
                 if !l.truth.is_empty() {
                     let cands: Vec<_> = a.candidates.iter().map(named).collect();
-                    if l.truth.iter().all(|t| cands.contains(t)) {
+                    if l.truth.iter().all(|t| cands.iter().any(|c| c.0 == t.0)) {
                         row.truth_in_candidates += 1;
                     } else {
                         row.truth_not_in_candidates += 1;
@@ -690,10 +733,8 @@ pub async fn run_accuracy_with(
                 }
             } else if expect == "confirmed" {
                 let right_owner = match (&settled, &a.owner) {
-                    (Settled::Confirmed { nic, vm } | Settled::Contested { nic, vm }, Some(o)) => {
-                        let o = named(o);
-                        o.0 == evidence.nics.name(*nic)
-                            && o.1.as_deref() == vm.map(|v| evidence.vms.name(v))
+                    (Settled::Confirmed { nic, .. } | Settled::Contested { nic, .. }, Some(o)) => {
+                        named(o).0 == evidence.nics.name(*nic)
                     }
                     _ => false,
                 };
@@ -756,6 +797,7 @@ pub async fn run_accuracy_with(
     report.by_kind = kinds.into_values().collect();
     report.targets.settled_hedged = report.settled.confirmed.hedged + report.settled.unknown.hedged;
     report.targets.met = report.targets.wrong_confirmed == 0
+        && report.targets.wrong_vm_firm == 0
         && report.targets.wrong_probable == 0
         && report.targets.settled_hedged == 0;
     Ok(report)
@@ -933,11 +975,12 @@ impl AccuracyReport {
         }
         let _ = writeln!(
             out,
-            "Targets: wrong confirmed {} (misled {}), wrong probable {} (misled {}), settled but hedged {} => {}",
+            "Targets: wrong confirmed {} (misled {}), wrong probable {} (misled {}), wrong firm VM {}, settled but hedged {} => {}",
             t.wrong_confirmed,
             t.misled_confirmed,
             t.wrong_probable,
             t.misled_probable,
+            t.wrong_vm_firm,
             t.settled_hedged,
             if t.met { "MET" } else { "NOT MET" }
         );
