@@ -575,7 +575,7 @@ pub struct EnrichOptions {
     /// frames the input and hands whole records to them in batches, and
     /// writes their output in input order: the output is the same, byte
     /// for byte, as with one. On the shared 2-core benchmark machine two
-    /// workers were no faster than one (see `docs/benchmarks.md`), hence
+    /// workers were no faster than one (see `docs/performance.md`), hence
     /// the default.
     pub workers: usize,
     /// Records go to the workers in batches of about this many input bytes
