@@ -197,7 +197,7 @@ fn first_snapshot(dir: &Path) -> anyhow::Result<PathBuf> {
     let m = ipwho::sim::read_manifest(dir)?;
     match m.feed.iter().find_map(|i| match i {
         FeedItem::Snapshot { dir: rel, .. } => Some(rel),
-        FeedItem::Activity { .. } => None,
+        FeedItem::Activity { .. } | FeedItem::Topology { .. } => None,
     }) {
         Some(rel) => Ok(dir.join(rel)),
         None => anyhow::bail!("{}: no snapshot", dir.display()),
@@ -264,6 +264,9 @@ async fn feed_estate(
     let mut out = [(Duration::ZERO, 0), (Duration::ZERO, 0)];
     let mut pending: Vec<Body> = Vec::new();
     for item in &m.feed {
+        if matches!(item, FeedItem::Topology { .. }) {
+            continue; // routing evidence; not what these phases time
+        }
         if matches!(item, FeedItem::Activity { .. }) {
             pending.extend(feed::item_bodies(dir, item)?);
             continue;

@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::ask::{Answer, Ask, Enriched, Owner, ask_enrich, ask_lookups};
 use super::evidence::{Evidence, Interner, Scope, Settled};
-use super::feed::{item_bodies, post, post_json};
+use super::feed::{item_bodies, post};
 use super::flowlogs::read_tuple_truth;
 use super::naive::{NaiveAnswer, NaiveLookup, run_naive};
 use super::probes::read_probes;
@@ -127,9 +128,13 @@ pub struct SettledRow {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SettledReport {
-    /// One owner beyond doubt, inside no other claim's possible window.
+    /// One NIC beyond doubt (inside one claim's certain window only).
     pub confirmed: SettledRow,
-    /// Inside one claim's certain window and another claim's possible window.
+    /// Of those, the VM beyond doubt too, answered on the right NIC: the
+    /// VM's own status must be `confirmed`, naming that VM.
+    #[serde(default)]
+    pub vm: SettledRow,
+    /// Inside two claims' certain windows: contradictory evidence.
     pub contested: SettledRow,
     /// No claim can cover the time.
     pub unknown: SettledRow,
@@ -189,6 +194,12 @@ pub struct FeedStats {
     pub snapshots: u64,
     pub pages: u64,
     pub activity_files: u64,
+    /// VNet listings posted (and how many the service refused as an
+    /// unknown route: a build without `POST /v1/topology`).
+    #[serde(default)]
+    pub vnet_listings: u64,
+    #[serde(default)]
+    pub vnet_listings_refused: u64,
     pub bytes: u64,
     pub feed_ms: u64,
     pub lookups: u64,
@@ -252,75 +263,22 @@ pub struct AccuracyReport {
 pub const MAX_NOTABLE: usize = 200;
 
 // ---------------------------------------------------------------------------
-// Wire types
-
-#[derive(Serialize)]
-struct LookupReq<'a> {
-    ip: String,
-    at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vnet: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscription: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct LookupResp {
-    answers: Vec<Answer>,
-}
-
-/// An answer of `POST /v1/lookups` (the fields the scorer reads).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Answer {
-    pub status: String,
-    #[serde(default)]
-    pub owner: Option<Owner>,
-    /// The owner's VM with a status of its own (absent from older servers,
-    /// which put the VM in `owner`).
-    #[serde(default)]
-    pub vm: Option<VmAnswer>,
-    #[serde(default)]
-    pub candidates: Vec<Owner>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct VmAnswer {
-    pub status: String,
-    #[serde(default)]
-    pub vm: Option<IdRef>,
-}
-
-impl Answer {
-    /// The VM the answer names firmly (`confirmed` or `probable`), if any.
-    fn firm_vm(&self) -> Option<Option<String>> {
-        let firm = |s: &str| matches!(s.to_ascii_lowercase().as_str(), "confirmed" | "probable");
-        match (&self.vm, &self.owner) {
-            (Some(v), _) if firm(&v.status) => {
-                Some(v.vm.as_ref().map(|v| v.id.to_ascii_lowercase()))
-            }
-            (Some(_), _) => None,
-            (None, Some(o)) if firm(&self.status) => {
-                Some(o.vm.as_ref().map(|v| v.id.to_ascii_lowercase()))
-            }
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Owner {
-    pub nic: IdRef,
-    #[serde(default)]
-    pub vm: Option<IdRef>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct IdRef {
-    pub id: String,
-}
-
-// ---------------------------------------------------------------------------
 // Lookups
+
+/// Where the delivered evidence is read for what it settles of a lookup.
+enum Settle {
+    /// Claims within this scope: a probe's request scope; for a flow end,
+    /// the VNet routing puts it in, when the evidence can place the
+    /// capturing VNet (a VNet flow log names it; an NSG flow log's MAC
+    /// names a NIC the evidence knows).
+    In(Scope),
+    /// The capturing end of a MAC no delivered evidence shows: nobody
+    /// known captured it, so `unknown` is the settled answer.
+    Nobody,
+    /// The far end of an NSG record whose MAC no evidence shows: the
+    /// capturing VNet is not known, so nothing is settled.
+    Open,
+}
 
 /// One lookup with its scope and truth.
 struct Lookup {
@@ -329,9 +287,11 @@ struct Lookup {
     /// Request scope, as spelled in the estate.
     vnet: Option<String>,
     subscription: Option<String>,
-    scope: Scope,
+    /// What the evidence is asked to settle (see [`Settle`]).
+    settle: Settle,
     kind: String,
-    flow: bool,
+    /// A flow end: (file, record, tuple index in the record, source end).
+    flow: Option<(String, u32, u32, bool)>,
     /// True owners (NIC, VM), lower case.
     truth: Vec<(String, Option<String>)>,
 }
@@ -411,7 +371,7 @@ pub(crate) fn scope_of(vnet: Option<&str>, sub: Option<&str>) -> Scope {
     }
 }
 
-fn build_lookups(dir: &Path, truth: &Truth) -> anyhow::Result<Vec<Lookup>> {
+fn build_lookups(dir: &Path, truth: &Truth, ev: &Evidence) -> anyhow::Result<Vec<Lookup>> {
     let mut out = Vec::new();
     for p in read_probes(dir)? {
         let scope = scope_of(p.vnet.as_deref(), p.subscription.as_deref());
@@ -421,19 +381,29 @@ fn build_lookups(dir: &Path, truth: &Truth) -> anyhow::Result<Vec<Lookup>> {
             truth: truth.owners(p.ip, p.at, &scope),
             vnet: p.vnet,
             subscription: p.subscription,
-            scope,
+            settle: Settle::In(scope),
             kind: p.kind,
-            flow: false,
+            flow: None,
         });
     }
+    // Tuples are written in record order; their index in the record counts
+    // across the record's flows and groups.
+    let mut last: Option<(String, u32)> = None;
+    let mut ordinal = 0u32;
     for tt in read_tuple_truth(dir)? {
+        let here = (tt.file.clone(), tt.record);
+        if last.as_ref() == Some(&here) {
+            ordinal += 1;
+        } else {
+            ordinal = 0;
+            last = Some(here);
+        }
         for (end, role) in [(&tt.src, "src"), (&tt.dst, "dst")] {
             let (vnet, sub) = if tt.format == "vnet" {
                 (tt.scope.vnet.clone(), None)
             } else {
                 (None, Some(tt.scope.subscription.clone()))
             };
-            let scope = scope_of(vnet.as_deref(), sub.as_deref());
             let side = if role == tt.capture {
                 "capture"
             } else {
@@ -442,12 +412,31 @@ fn build_lookups(dir: &Path, truth: &Truth) -> anyhow::Result<Vec<Lookup>> {
             out.push(Lookup {
                 ip: end.ip,
                 at: tt.at,
-                truth: truth.owners(end.ip, tt.at, &scope),
+                truth: end
+                    .nic
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.to_ascii_lowercase(),
+                            end.vm.as_ref().map(|v| v.to_ascii_lowercase()),
+                        )
+                    })
+                    .collect(),
                 vnet,
                 subscription: sub,
-                scope,
+                settle: match (
+                    ev.macs.contains(&tt.mac),
+                    tt.format == "vnet",
+                    role == tt.capture,
+                ) {
+                    (true, ..) | (false, true, false) => {
+                        Settle::In(scope_of(end.vnet.as_deref(), None))
+                    }
+                    (false, _, true) => Settle::Nobody,
+                    (false, false, false) => Settle::Open,
+                },
                 kind: format!("flow-{}-{side}", tt.kind),
-                flow: true,
+                flow: Some((tt.file.clone(), tt.record, ordinal, role == "src")),
             });
         }
     }
@@ -473,47 +462,80 @@ async fn feed(
                 stats.pages += bodies.len() as u64;
             }
             FeedItem::Activity { .. } => stats.activity_files += 1,
+            FeedItem::Topology { .. } => stats.vnet_listings += 1,
         }
         for body in bodies {
             stats.bytes += body.bytes.len() as u64;
-            post(client, base, body).await?;
+            let topology = body.path == "/v1/topology";
+            match post(client, base, body).await {
+                Err(e) if topology && e.to_string().contains(": 404") => {
+                    stats.vnet_listings_refused += 1;
+                }
+                r => {
+                    r?;
+                }
+            }
         }
     }
     stats.feed_ms = started.elapsed().as_millis() as u64;
     Ok(())
 }
 
-async fn ask(
+impl Lookup {
+    /// Did the delivered evidence point at (nic, vm)? (Never for an end the
+    /// evidence cannot place.)
+    fn pointed_at(&self, ev: &Evidence, nic: &str, vm: Option<Option<&str>>) -> bool {
+        match &self.settle {
+            Settle::In(scope) => ev.pointed_at(self.ip, self.at, scope, nic, vm),
+            Settle::Nobody | Settle::Open => false,
+        }
+    }
+}
+
+/// Probes through `POST /v1/lookups`, flow ends through `POST /v1/enrich`
+/// (one post per flow-log file); answers in the order of `lookups`.
+async fn ask_all(
     client: &reqwest::Client,
     base: &str,
+    dir: &Path,
     lookups: &[Lookup],
     batch: usize,
 ) -> anyhow::Result<Vec<Answer>> {
-    let mut answers = Vec::with_capacity(lookups.len());
-    for chunk in lookups.chunks(batch.clamp(1, 10_000)) {
-        let reqs: Vec<LookupReq> = chunk
-            .iter()
-            .map(|l| LookupReq {
-                ip: l.ip.to_string(),
-                at: time::fmt_us(l.at),
-                vnet: l.vnet.as_deref(),
-                subscription: l.subscription.as_deref(),
-            })
-            .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "lookups": reqs }))?;
-        let url = format!("{base}/v1/lookups");
-        let v = post_json(client, &url, body, "application/json").await?;
-        let resp: LookupResp =
-            serde_json::from_value(v).with_context(|| format!("decoding the answer of {url}"))?;
-        anyhow::ensure!(
-            resp.answers.len() == chunk.len(),
-            "{url} returned {} answers for {} lookups",
-            resp.answers.len(),
-            chunk.len()
-        );
-        answers.extend(resp.answers);
+    let probes: Vec<Ask> = lookups
+        .iter()
+        .filter(|l| l.flow.is_none())
+        .map(|l| Ask {
+            ip: l.ip,
+            at: l.at,
+            vnet: l.vnet.as_deref(),
+            subscription: l.subscription.as_deref(),
+        })
+        .collect();
+    let mut probe_answers = ask_lookups(client, base, &probes, batch).await?.into_iter();
+    let mut files: BTreeMap<&str, Enriched> = BTreeMap::new();
+    for l in lookups {
+        if let Some((file, ..)) = &l.flow
+            && !files.contains_key(file.as_str())
+        {
+            files.insert(file, ask_enrich(client, base, dir, file).await?);
+        }
     }
-    Ok(answers)
+    lookups
+        .iter()
+        .map(|l| match &l.flow {
+            None => probe_answers
+                .next()
+                .context("fewer lookup answers than probes"),
+            Some((file, record, tuple, src)) => {
+                let (s, d) = files[file.as_str()]
+                    .get(&(*record, *tuple))
+                    .with_context(|| {
+                        format!("{file}: no enriched line for record {record} tuple {tuple}")
+                    })?;
+                Ok(if *src { s.clone() } else { d.clone() })
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -564,8 +586,8 @@ pub async fn run_accuracy_with(
 ) -> anyhow::Result<AccuracyReport> {
     let manifest = read_manifest(dir)?;
     let truth = Truth::load(dir)?;
-    let lookups = build_lookups(dir, &truth)?;
     let evidence = Evidence::load(dir, &manifest)?;
+    let lookups = build_lookups(dir, &truth, &evidence)?;
     let client = reqwest::Client::builder().timeout(opts.timeout).build()?;
     let base = opts.base_url.trim_end_matches('/');
 
@@ -579,7 +601,7 @@ pub async fn run_accuracy_with(
         feed(&client, base, dir, &manifest.feed, &mut report.feed).await?;
     }
     let started = Instant::now();
-    let answers = ask(&client, base, &lookups, opts.batch).await?;
+    let answers = ask_all(&client, base, dir, &lookups, opts.batch).await?;
     report.feed.lookups = lookups.len() as u64;
     report.feed.lookup_ms = started.elapsed().as_millis() as u64;
 
@@ -606,7 +628,7 @@ pub async fn run_accuracy_with(
         ..Default::default()
     });
     for (i, (l, a)) in lookups.iter().zip(&answers).enumerate() {
-        let section = if l.flow {
+        let section = if l.flow.is_some() {
             &mut report.flow_ends
         } else {
             &mut report.probes
@@ -639,14 +661,13 @@ pub async fn run_accuracy_with(
                             && !l.truth.iter().any(|t| t.1 == vm)
                         {
                             row.wrong_vm_only += 1;
-                            if !evidence.pointed_at(l.ip, l.at, &l.scope, &o.0, vm.as_deref()) {
+                            if !l.pointed_at(&evidence, &o.0, Some(vm.as_deref())) {
                                 report.targets.wrong_vm_firm += 1;
                             }
                         }
                     } else {
                         row.wrong += 1;
-                        let misled =
-                            evidence.pointed_at(l.ip, l.at, &l.scope, &o.0, o.1.as_deref());
+                        let misled = l.pointed_at(&evidence, &o.0, None);
                         if misled {
                             row.wrong_misled += 1;
                         }
@@ -698,20 +719,22 @@ pub async fn run_accuracy_with(
         }
 
         // Settled lookups.
-        let settled = evidence.settled(l.ip, l.at, &l.scope);
+        let settled = match &l.settle {
+            Settle::In(scope) => evidence.settled(l.ip, l.at, scope),
+            Settle::Nobody => Settled::Unknown,
+            Settle::Open => Settled::Open,
+        };
         let mut why: Option<&str> = None;
         if firm
             && let Some(o) = &a.owner
             && !owner_right(&named(o), &l.truth)
         {
             let o = named(o);
-            why = Some(
-                if evidence.pointed_at(l.ip, l.at, &l.scope, &o.0, o.1.as_deref()) {
-                    "misled"
-                } else {
-                    "wrong"
-                },
-            );
+            why = Some(if l.pointed_at(&evidence, &o.0, None) {
+                "misled"
+            } else {
+                "wrong"
+            });
         }
         let srow = match settled {
             Settled::Confirmed { .. } => Some((&mut report.settled.confirmed, "confirmed")),
@@ -722,7 +745,11 @@ pub async fn run_accuracy_with(
         if let Some((sr, expect)) = srow {
             sr.n += 1;
             *sr.by_status.entry(status.clone()).or_default() += 1;
-            if status != expect {
+            // A capturing end whose NIC (by MAC) held no claim there says so.
+            let capture = l.kind.ends_with("-capture");
+            let settled_answer =
+                status == expect || (capture && expect == "unknown" && status == "mac_mismatch");
+            if !settled_answer {
                 sr.hedged += 1;
                 if !matches!(settled, Settled::Contested { .. }) {
                     why = why.or(Some(if expect == "confirmed" {
@@ -741,6 +768,25 @@ pub async fn run_accuracy_with(
                 if !right_owner {
                     sr.wrong += 1;
                     why = why.or(Some("settled-confirmed-wrong"));
+                } else if let Settled::Confirmed { vm: Some(vm), .. } = &settled {
+                    let vr = &mut report.settled.vm;
+                    vr.n += 1;
+                    let (vstatus, named_vm) = match &a.vm {
+                        Some(v) => (
+                            v.status.to_ascii_lowercase(),
+                            v.vm.as_ref().map(|x| x.id.to_ascii_lowercase()),
+                        ),
+                        None => (status.clone(), a.owner.as_ref().and_then(|o| named(o).1)),
+                    };
+                    *vr.by_status.entry(vstatus.clone()).or_default() += 1;
+                    let want = vm.map(|v| evidence.vms.name(v).to_string());
+                    if vstatus != "confirmed" {
+                        vr.hedged += 1;
+                        why = why.or(Some("settled-vm-hedged"));
+                    } else if named_vm != want {
+                        vr.wrong += 1;
+                        why = why.or(Some("settled-vm-wrong"));
+                    }
                 }
             }
         }
@@ -748,16 +794,16 @@ pub async fn run_accuracy_with(
             && report.notable.len() < MAX_NOTABLE
         {
             let settled_s = match &settled {
-                Settled::Confirmed { nic, vm } | Settled::Contested { nic, vm } => format!(
-                    "{} {} {}",
-                    if matches!(settled, Settled::Confirmed { .. }) {
-                        "confirmed"
-                    } else {
-                        "contested"
-                    },
+                Settled::Confirmed { nic, vm } => format!(
+                    "confirmed {} {}",
                     evidence.nics.name(*nic),
-                    vm.map_or("-", |v| evidence.vms.name(v))
+                    match vm {
+                        Some(Some(v)) => evidence.vms.name(*v),
+                        Some(None) => "no-vm",
+                        None => "vm-open",
+                    }
                 ),
+                Settled::Contested { nic } => format!("contested {}", evidence.nics.name(*nic)),
                 Settled::Unknown => "unknown".into(),
                 Settled::Open => "open".into(),
             };
@@ -776,7 +822,7 @@ pub async fn run_accuracy_with(
         }
 
         if let (Some(n), Some(nr)) = (&naive, naive_rep.as_mut()) {
-            let (vi, vv) = if l.flow {
+            let (vi, vv) = if l.flow.is_some() {
                 (&mut nr.by_ip.flow_ends, &mut nr.by_vnet.flow_ends)
             } else {
                 (&mut nr.by_ip.probes, &mut nr.by_vnet.probes)
@@ -795,7 +841,8 @@ pub async fn run_accuracy_with(
     }
     report.naive = naive_rep;
     report.by_kind = kinds.into_values().collect();
-    report.targets.settled_hedged = report.settled.confirmed.hedged + report.settled.unknown.hedged;
+    report.targets.settled_hedged =
+        report.settled.confirmed.hedged + report.settled.vm.hedged + report.settled.unknown.hedged;
     report.targets.met = report.targets.wrong_confirmed == 0
         && report.targets.wrong_vm_firm == 0
         && report.targets.wrong_probable == 0
@@ -806,7 +853,44 @@ pub async fn run_accuracy_with(
 // ---------------------------------------------------------------------------
 // Rendering
 
-const STATUSES: &[&str] = &["confirmed", "probable", "possible", "ambiguous", "unknown"];
+const STATUSES: &[&str] = &[
+    "confirmed",
+    "probable",
+    "possible",
+    "ambiguous",
+    "unknown",
+    "mac_mismatch",
+];
+
+/// A section's answers counted the way the naive approach's are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Correct {
+    /// `confirmed`/`probable` on the right NIC, or `unknown` when nobody held it.
+    pub firm: u64,
+    /// Any status naming the right NIC, or `unknown` when nobody held it.
+    pub named: u64,
+    /// `confirmed`/`probable` naming a wrong NIC (misled included).
+    pub firm_wrong: u64,
+    pub firm_misled: u64,
+}
+
+impl Section {
+    pub fn correct(&self) -> Correct {
+        let row = |s: &str| self.by_status.get(s).cloned().unwrap_or_default();
+        let (c, p, q, u) = (
+            row("confirmed"),
+            row("probable"),
+            row("possible"),
+            row("unknown"),
+        );
+        Correct {
+            firm: c.right + p.right + u.truth_none,
+            named: c.right + p.right + q.right + u.truth_none,
+            firm_wrong: c.wrong + p.wrong,
+            firm_misled: c.wrong_misled + p.wrong_misled,
+        }
+    }
+}
 
 fn section_table(out: &mut String, title: &str, s: &Section) {
     let _ = writeln!(out, "{title}: {} lookups", s.lookups);
@@ -900,7 +984,8 @@ impl AccuracyReport {
             out,
             "Settled by the delivered evidence (probes and flow ends):"
         );
-        settled_line(&mut out, "one owner -> confirmed", &self.settled.confirmed);
+        settled_line(&mut out, "one NIC -> confirmed", &self.settled.confirmed);
+        settled_line(&mut out, "  and its VM -> confirmed", &self.settled.vm);
         settled_line(&mut out, "nobody -> unknown", &self.settled.unknown);
         settled_line(
             &mut out,
@@ -924,6 +1009,34 @@ impl AccuracyReport {
             naive_line(&mut out, "by ip: flow ends", &n.by_ip.flow_ends);
             naive_line(&mut out, "by (vnet, ip): probes", &n.by_vnet.probes);
             naive_line(&mut out, "by (vnet, ip): flow ends", &n.by_vnet.flow_ends);
+            out.push('\n');
+            let _ = writeln!(
+                out,
+                "Correct answers: the right NIC named (ipwho: firm = confirmed/probable, named = any status), or none when nobody held it:"
+            );
+            for (name, sec, ip, vnet) in [
+                ("probes", &self.probes, &n.by_ip.probes, &n.by_vnet.probes),
+                (
+                    "flow ends",
+                    &self.flow_ends,
+                    &n.by_ip.flow_ends,
+                    &n.by_vnet.flow_ends,
+                ),
+            ] {
+                let c = sec.correct();
+                let _ = writeln!(
+                    out,
+                    "  {name:<10} ipwho firm {:>6} named {:>6} firm-wrong {:>5} (misled {:>4})   naive by ip {:>6} wrong {:>5}   by (vnet, ip) {:>6} wrong {:>5}",
+                    c.firm,
+                    c.named,
+                    c.firm_wrong,
+                    c.firm_misled,
+                    ip.right + ip.no_answer_truth_none,
+                    ip.wrong,
+                    vnet.right + vnet.no_answer_truth_none,
+                    vnet.wrong,
+                );
+            }
         }
         out.push('\n');
         let _ = writeln!(

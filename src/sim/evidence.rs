@@ -16,9 +16,10 @@
 //! the last holding one that shows it gone.
 //!
 //! [`Evidence::settled`] says what the evidence settles for a lookup: one
-//! owner beyond doubt (T between two observations of one NIC holding the IP
-//! on the same VM, and inside no other claim's possible window), or nobody
-//! (T inside no claim's possible window).
+//! NIC beyond doubt (T between two observations of one NIC holding the IP,
+//! in no other claim's certain window: exclusivity rules the others out),
+//! its VM too when both observations show the same one (the NIC and its VM
+//! are two answers), or nobody (T inside no claim's possible window).
 //!
 //! [`Evidence::sightings`] are the rows of the naive approach: every
 //! delivered observation, one row per (time, IP).
@@ -68,6 +69,14 @@ pub fn vnet_of_subnet(subnet: &str) -> Option<String> {
     let rest = &l[i + "/virtualnetworks/".len()..];
     let name = rest.split('/').next()?;
     Some(format!("{}{}", &l[..i + "/virtualnetworks/".len()], name))
+}
+
+/// A MAC as 12 upper-case hex digits, whatever its separators.
+pub fn normal_mac(m: &str) -> String {
+    m.chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
 }
 
 /// The subscription (lower case) of an ARM id.
@@ -157,11 +166,11 @@ pub enum Scope {
 /// What the evidence settles for one lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settled {
-    /// One owner beyond doubt (NIC, VM), inside no other claim's possible window.
-    Confirmed { nic: u32, vm: Option<u32> },
-    /// Inside one claim's certain window, but also inside another claim's
-    /// possible window.
-    Contested { nic: u32, vm: Option<u32> },
+    /// One NIC beyond doubt (exclusivity rules out every other claim), and
+    /// its VM when that is beyond doubt too (`Some(None)`: no VM).
+    Confirmed { nic: u32, vm: Option<Option<u32>> },
+    /// Inside the certain windows of two claims: contradictory evidence.
+    Contested { nic: u32 },
     /// No claim can cover T.
     Unknown,
     /// Nothing settled.
@@ -190,6 +199,8 @@ pub struct Evidence {
     pub claims: HashMap<(u32, IpAddr), Vec<Claim>>,
     by_ip: HashMap<IpAddr, Vec<u32>>,
     pub sightings: Vec<Sighting>,
+    /// Every MAC a delivered observation showed (12 hex digits, upper case).
+    pub macs: HashSet<String>,
     pub snapshots: usize,
     pub complete_snapshots: usize,
     pub success_records: usize,
@@ -209,6 +220,8 @@ struct PNicProps {
     ip_configurations: Vec<PIpConfig>,
     #[serde(default)]
     virtual_machine: Option<PId>,
+    #[serde(default)]
+    mac_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +303,9 @@ impl Evidence {
                         ev.activity_record(&rec, &mut items, &mut nic_sub);
                     }
                 }
+                // Routing, not ownership: the scorer takes each flow end's
+                // VNet from the flow truth.
+                FeedItem::Topology { .. } => {}
             }
         }
         for v in complete.values_mut() {
@@ -399,6 +415,9 @@ impl Evidence {
         nic_sub: &mut Vec<u32>,
     ) -> (u32, ItemKind) {
         let n = self.nic_index(&nic.id, items, nic_sub);
+        if let Some(m) = &nic.properties.mac_address {
+            self.macs.insert(normal_mac(m));
+        }
         let mut ips = Vec::new();
         for c in &nic.properties.ip_configurations {
             let (Some(ip), Some(sn)) = (&c.properties.private_ip_address, &c.properties.subnet)
@@ -512,71 +531,88 @@ impl Evidence {
 
     /// Claims on `ip` within `scope`.
     pub fn claims_for(&self, ip: IpAddr, scope: &Scope) -> Vec<&Claim> {
+        self.claims_in(ip, scope)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    /// Claims on `ip` within `scope`, with their VNets.
+    fn claims_in(&self, ip: IpAddr, scope: &Scope) -> Vec<(u32, &Claim)> {
         let Some(vs) = self.by_ip.get(&ip) else {
             return Vec::new();
         };
         vs.iter()
             .filter(|&&v| self.vnet_in_scope(v, scope))
-            .flat_map(|&v| self.claims.get(&(v, ip)).into_iter().flatten())
+            .flat_map(|&v| {
+                self.claims
+                    .get(&(v, ip))
+                    .into_iter()
+                    .flatten()
+                    .map(move |c| (v, c))
+            })
             .collect()
     }
 
     /// What the evidence settles for (ip, t, scope).
     pub fn settled(&self, ip: IpAddr, t: Micros, scope: &Scope) -> Settled {
-        let claims = self.claims_for(ip, scope);
+        let claims = self.claims_in(ip, scope);
         // Strictly between two holding observations: an exact end (a delete
         // event) does not say the state held up to it when a record in
         // between was lost.
-        let certain: Vec<&&Claim> = claims
+        let certain: Vec<&(u32, &Claim)> = claims
             .iter()
-            .filter(|c| c.first() <= t && t <= c.last())
+            .filter(|(_, c)| c.first() <= t && t <= c.last())
             .collect();
-        if certain.len() == 1 {
-            let c = certain[0];
-            let (before, after) = c.vm_around(t);
-            let vm_settled = match (before, after) {
-                (Some(b), Some(a)) => (a == b).then_some(b),
-                (Some(b), None) => Some(b),
-                _ => None,
-            };
-            if let Some(vm) = vm_settled {
-                let contested = claims
-                    .iter()
-                    .any(|o| !std::ptr::eq(*o, *c) && o.possible(t));
-                return if contested {
-                    Settled::Contested { nic: c.nic, vm }
-                } else {
-                    Settled::Confirmed { nic: c.nic, vm }
+        match certain.as_slice() {
+            [] => {}
+            [(v, c)] => {
+                // Exclusivity rules out the other claims of its VNet only.
+                if claims.iter().any(|(w, o)| w != v && o.possible(t)) {
+                    return Settled::Open;
+                }
+                let (before, after) = c.vm_around(t);
+                let vm = match (before, after) {
+                    (Some(b), Some(a)) => (a == b).then_some(b),
+                    (Some(b), None) => Some(b),
+                    _ => None,
                 };
+                return Settled::Confirmed { nic: c.nic, vm };
             }
-            return Settled::Open;
+            [(v, c), rest @ ..] if rest.iter().all(|(w, _)| w == v) => {
+                return Settled::Contested { nic: c.nic };
+            }
+            // Owners in several VNets (an unscoped lookup): nothing single.
+            _ => return Settled::Open,
         }
-        if claims.iter().all(|c| !c.possible(t)) {
+        if claims.iter().all(|(_, c)| !c.possible(t)) {
             Settled::Unknown
         } else {
             Settled::Open
         }
     }
 
-    /// Did the delivered evidence point at (nic, vm) for (ip, t, scope)?
-    /// True when t lies in that NIC's certain window, or after its last
-    /// observation with nothing ending it, and the VM seen around t is `vm`.
+    /// Did the delivered evidence point at `nic` (and, when `vm` is given,
+    /// at that VM: `Some(None)` for none) for (ip, t, scope)? True when t
+    /// lies in that NIC's certain window, or after its last observation
+    /// with nothing ending it, and the VM seen around t is the one asked.
     pub fn pointed_at(
         &self,
         ip: IpAddr,
         t: Micros,
         scope: &Scope,
         nic: &str,
-        vm: Option<&str>,
+        vm: Option<Option<&str>>,
     ) -> bool {
         let Some(n) = self.nics.get(nic) else {
             return false;
         };
         let vm = match vm {
-            Some(v) => match self.vms.get(v) {
-                Some(v) => Some(v),
+            Some(Some(v)) => match self.vms.get(v) {
+                Some(v) => Some(Some(v)),
                 None => return false,
             },
+            Some(None) => Some(None),
             None => None,
         };
         self.claims_for(ip, scope).iter().any(|c| {
@@ -585,7 +621,7 @@ impl Evidence {
             }
             let covered = c.certain(t) || (t > c.last() && c.pe.is_none());
             let (before, after) = c.vm_around(t);
-            covered && before == Some(vm) && after.is_none_or(|a| a == vm)
+            covered && vm.is_none_or(|vm| before == Some(vm) && after.is_none_or(|a| a == vm))
         })
     }
 }

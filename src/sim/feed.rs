@@ -77,6 +77,14 @@ pub fn item_bodies(dir: &Path, item: &FeedItem) -> anyhow::Result<Vec<Body>> {
     match item {
         FeedItem::Snapshot { dir: rel, .. } => snapshot_bodies(&dir.join(rel), None),
         FeedItem::Activity { file, .. } => Ok(vec![activity_body(dir, file)?]),
+        FeedItem::Topology { file, .. } => {
+            let bytes = fs::read(dir.join(file)).with_context(|| format!("reading {file}"))?;
+            Ok(vec![Body {
+                path: "/v1/topology",
+                content_type: "application/json",
+                bytes,
+            }])
+        }
     }
 }
 

@@ -6,8 +6,17 @@
 //! an IP owned in the same VNet at that time (`owned`), an IP around the end
 //! of an owner interval (`gap`: just before or after a handover or a delete),
 //! a private IP of the VNet nobody ever owned (`unowned`), a public IP
-//! (`public`). Some tuples are placed within 90 s of the capturing NIC's own
-//! start or end of ownership (`edge`).
+//! (`public`), an IP owned in a VNet peered with the capturing one
+//! (`peered`), or, in a legacy VNet, an address of its own 10.0.0.0/24 that
+//! nobody holds there but a NIC of the other legacy VNet holds (`shadowed`:
+//! the packet never left its VNet, so that NIC is not its far end). Some
+//! tuples are placed within 90 s of the capturing NIC's own start or end of
+//! ownership (`edge`).
+//!
+//! A share of the legacy VNets' tuples (`unseen`) are captured by
+//! short-lived scale-set NICs no snapshot or event ever showed: a MAC ipwho
+//! cannot know, on an address the other legacy VNet's NIC holds at that
+//! moment. Their capturing end's true owner is that unseen NIC.
 //!
 //! Files: `flowlogs/nsg-<hour>.json` (NSG flow log v2: `{"records":[...]}`,
 //! 13-field tuples, epoch seconds, empty counters on `B` tuples and denied
@@ -17,8 +26,9 @@
 //! [`super::SimConfig::flow_single_blob`] is set. `flowlogs/truth.jsonl` has
 //! one line per tuple: where it is (file, record, flow, group, tuple index),
 //! its time, the scope the record gives (VNet for VNet logs, subscription
-//! for NSG logs), the capturing MAC, and the true owner (NIC, VM) of each
-//! end, or null.
+//! for NSG logs), the capturing MAC, and per end the true owner (NIC, VM),
+//! or null, and the VNet routing puts the address in (the capturing VNet, a
+//! peered one, or null outside the estate).
 
 use std::fs;
 use std::io::{BufWriter, Write as _};
@@ -51,6 +61,9 @@ pub struct EndTruth {
     pub ip: IpAddr,
     pub nic: Option<String>,
     pub vm: Option<String>,
+    /// The VNet the address is in, by routing from the capturing VNet.
+    #[serde(default)]
+    pub vnet: Option<String>,
 }
 
 /// The scope a flow record gives: its VNet (VNet flow logs, from
@@ -91,6 +104,9 @@ enum Scenario {
     Unowned,
     Public,
     Edge,
+    Peered,
+    Shadowed,
+    Unseen,
 }
 
 impl Scenario {
@@ -101,6 +117,9 @@ impl Scenario {
             Scenario::Unowned => "unowned",
             Scenario::Public => "public",
             Scenario::Edge => "edge",
+            Scenario::Peered => "peered",
+            Scenario::Shadowed => "shadowed",
+            Scenario::Unseen => "unseen",
         }
     }
 }
@@ -120,14 +139,28 @@ struct Gen {
     truth: Option<Box<GenTruth>>,
 }
 
+/// Who held one end's address: a known NIC (and its VM), an unseen
+/// scale-set NIC (by MAC), or nobody.
+#[derive(Clone, Copy)]
+enum Holder {
+    Nobody,
+    Nic(u32, Option<u32>),
+    Unseen(u64),
+}
+
 struct GenTruth {
     kind: Scenario,
     vnet: u32,
     mac: u64,
     capture_src: bool,
-    src: (IpAddr, Option<(u32, Option<u32>)>),
-    dst: (IpAddr, Option<(u32, Option<u32>)>),
+    /// Address, holder, VNet by routing.
+    src: (IpAddr, Holder, Option<u32>),
+    dst: (IpAddr, Holder, Option<u32>),
 }
+
+/// Scale-set NICs no evidence shows get MACs under this prefix (no
+/// simulated NIC's MAC has it).
+const UNSEEN_MAC_PREFIX: u64 = 0x7C_1E_52 << 24;
 
 const RULES: &[&str] = &[
     "DefaultRule_AllowInternetOutBound",
@@ -191,6 +224,39 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
         by_vnet_all[iv.vnet as usize].push(i as u32);
     }
 
+    let legacy: Vec<u32> = (0..world.vnets.len() as u32)
+        .filter(|&v| world.vnets[v as usize].legacy)
+        .collect();
+    // The VNet routing puts `ip` in, from VNet `vn` (None: outside).
+    let routed = |vn: u32, ip: IpAddr| -> Option<u32> {
+        if is_public(ip) {
+            return None;
+        }
+        let v = &world.vnets[vn as usize];
+        let inside = |w: &super::truth::Vnet| match ip {
+            IpAddr::V4(a) => w.v4.contains(&a),
+            IpAddr::V6(a) => w.v6.is_some_and(|n| n.contains(&a)),
+        };
+        if inside(v) {
+            return Some(vn);
+        }
+        v.peers
+            .iter()
+            .copied()
+            .find(|&p| inside(&world.vnets[p as usize]))
+    };
+    // An IPv4 address held at `t` in VNet `from` and by nobody in `vn`.
+    let shadowed = |rng: &mut ChaCha8Rng, from: u32, vn: u32, t: Micros| -> Option<IpAddr> {
+        let pool = &by_vnet_all[from as usize];
+        for _ in 0..40 {
+            let iv = &ivs[pool[rng.random_range(0..pool.len())] as usize];
+            if iv.covers(t) && iv.ip.is_ipv4() && truth.owner_at(vn, iv.ip, t).is_none() {
+                return Some(iv.ip);
+            }
+        }
+        None
+    };
+
     let mut gens: Vec<Gen> = Vec::with_capacity(cfg.flow_tuples as usize);
     let mut seq = 0u32;
     let mut attempts = 0u64;
@@ -198,19 +264,54 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
     {
         attempts += 1;
         let r: f64 = rng.random();
-        let mut scen = if r < 0.30 {
+        let mut scen = if r < 0.05 && legacy.len() == 2 && cfg.flow_capture_nics.is_none() {
+            Scenario::Unseen
+        } else if r < 0.30 {
             Scenario::Owned
-        } else if r < 0.60 {
+        } else if r < 0.55 {
             Scenario::Public
-        } else if r < 0.75 {
+        } else if r < 0.67 {
             Scenario::Gap
-        } else if r < 0.85 {
+        } else if r < 0.75 {
             Scenario::Unowned
+        } else if r < 0.83 {
+            Scenario::Peered
+        } else if r < 0.88 {
+            Scenario::Shadowed
         } else {
             Scenario::Edge
         };
-        // Pick the capturing interval and the time.
-        let (cap_i, t, gap_peer) = if scen == Scenario::Gap && !ends.is_empty() {
+        // The capturing end: (VNet, subnet, MAC, IP, holder, time).
+        let (vn, subnet, mac, cap_ip, cap_holder, t, gap_peer) = if scen == Scenario::Unseen {
+            let k = rng.random_range(0..2usize);
+            let (vn, other) = (legacy[k], legacy[1 - k]);
+            let pool = &by_vnet_all[other as usize];
+            let mut found = None;
+            for _ in 0..40 {
+                if pool.is_empty() {
+                    break;
+                }
+                let iv = &ivs[pool[rng.random_range(0..pool.len())] as usize];
+                let (a, b) = clip(iv);
+                if b - a < 2 * SEC {
+                    continue;
+                }
+                let t = rng.random_range(a..b);
+                // Nobody in `vn` has that address within 10 minutes of `t`.
+                let free = truth
+                    .history(vn, iv.ip)
+                    .iter()
+                    .all(|o| o.from > t + 10 * MIN || o.to.is_some_and(|e| e + 10 * MIN < t));
+                if free {
+                    found = Some((iv, t));
+                    break;
+                }
+            }
+            let Some((iv, t)) = found else { continue };
+            let mac = UNSEEN_MAC_PREFIX | (rng.random::<u64>() & 0xFF_FFFF);
+            let subnet = world.vnets[vn as usize].subnets[0];
+            (vn, subnet, mac, iv.ip, Holder::Unseen(mac), t, None)
+        } else if scen == Scenario::Gap && !ends.is_empty() {
             let j = ends[rng.random_range(0..ends.len())];
             let e = ivs[j as usize].to.expect("ends have an end");
             let t = (e + rng.random_range(-3 * MIN..5 * MIN)).clamp(t0, t_end - 1);
@@ -231,16 +332,41 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
                     break;
                 }
             }
-            match found {
-                Some(c) => (c, t, Some(ivs[j as usize].ip)),
-                None => continue,
-            }
+            let Some(c) = found else { continue };
+            let civ = &ivs[c as usize];
+            let nic = &world.nics[civ.nic as usize];
+            (
+                civ.vnet,
+                nic.subnet,
+                nic.mac,
+                civ.ip,
+                Holder::Nic(civ.nic, civ.vm),
+                t,
+                Some(ivs[j as usize].ip),
+            )
         } else {
             if scen == Scenario::Gap {
                 scen = Scenario::Owned;
             }
-            let c = capture[rng.random_range(0..capture.len())];
-            let (a, b) = clip(&ivs[c as usize]);
+            let pool: &[u32] = match scen {
+                Scenario::Shadowed => {
+                    let k = rng.random_range(0..legacy.len().max(1));
+                    match legacy.get(k) {
+                        Some(&l) => &capture_by_vnet[l as usize],
+                        None => &[],
+                    }
+                }
+                _ => &capture,
+            };
+            if pool.is_empty() {
+                continue;
+            }
+            let c = pool[rng.random_range(0..pool.len())];
+            let civ = &ivs[c as usize];
+            if scen == Scenario::Peered && world.vnets[civ.vnet as usize].peers.is_empty() {
+                continue;
+            }
+            let (a, b) = clip(civ);
             let t = if scen == Scenario::Edge {
                 let w = (90 * SEC).min((b - a) / 2).max(1);
                 if rng.random_bool(0.5) {
@@ -251,10 +377,17 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
             } else {
                 rng.random_range(a..b)
             };
-            (c, t, None)
+            let nic = &world.nics[civ.nic as usize];
+            (
+                civ.vnet,
+                nic.subnet,
+                nic.mac,
+                civ.ip,
+                Holder::Nic(civ.nic, civ.vm),
+                t,
+                None,
+            )
         };
-        let civ = ivs[cap_i as usize];
-        let vn = civ.vnet;
         let vnet = &world.vnets[vn as usize];
         let fmt = vnet.flow;
         // Timestamps are truncated to the log's resolution; the capturing NIC
@@ -263,36 +396,66 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
             FlowLogKind::Nsg => t.div_euclid(SEC) * SEC,
             FlowLogKind::Vnet => t.div_euclid(MS) * MS,
         };
-        if !civ.covers(t) {
+        if let Holder::Nic(n, _) = cap_holder
+            && truth.owner_at(vn, cap_ip, t).is_none_or(|o| o.nic != n)
+        {
             continue;
         }
-        let v4 = civ.ip.is_ipv4();
+        let v4 = cap_ip.is_ipv4();
+        let other_legacy = legacy.iter().copied().find(|&l| l != vn);
+        // An address owned in VNet `w` at `t`, other than the capturing one.
+        let owned_in = |rng: &mut ChaCha8Rng, w: u32| -> Option<IpAddr> {
+            let pool = &by_vnet_all[w as usize];
+            for _ in 0..30 {
+                if pool.is_empty() {
+                    break;
+                }
+                let iv = &ivs[pool[rng.random_range(0..pool.len())] as usize];
+                if iv.covers(t) && iv.ip != cap_ip && iv.ip.is_ipv4() == v4 {
+                    return Some(iv.ip);
+                }
+            }
+            None
+        };
         // The other end.
         let peer: IpAddr = match scen {
             Scenario::Gap => gap_peer.expect("gap peer"),
-            Scenario::Owned | Scenario::Edge => {
-                let pool = &by_vnet_all[vn as usize];
-                let mut p = None;
-                for _ in 0..30 {
-                    let k = pool[rng.random_range(0..pool.len())];
-                    let iv = &ivs[k as usize];
-                    if iv.covers(t) && iv.ip != civ.ip && iv.ip.is_ipv4() == v4 {
-                        p = Some(iv.ip);
-                        break;
-                    }
-                }
+            Scenario::Unseen => {
+                let r: f64 = rng.random();
+                let p = if r < 0.4 {
+                    Some(public_ip(&mut rng, true))
+                } else if r < 0.7 {
+                    owned_in(&mut rng, vn)
+                } else {
+                    other_legacy.and_then(|o| shadowed(&mut rng, o, vn, t))
+                };
                 match p {
-                    Some(ip) => ip,
-                    None if scen == Scenario::Edge => public_ip(&mut rng, v4),
-                    None => {
-                        scen = Scenario::Unowned;
-                        match unowned_ip(world, truth, vn, v4, &mut rng) {
-                            Some(ip) => ip,
-                            None => continue,
-                        }
-                    }
+                    Some(ip) if ip != cap_ip => ip,
+                    _ => public_ip(&mut rng, true),
                 }
             }
+            Scenario::Shadowed => match other_legacy.and_then(|o| shadowed(&mut rng, o, vn, t)) {
+                Some(ip) if ip != cap_ip && vnet.legacy => ip,
+                _ => continue,
+            },
+            Scenario::Peered => {
+                let w = vnet.peers[rng.random_range(0..vnet.peers.len())];
+                match owned_in(&mut rng, w) {
+                    Some(ip) => ip,
+                    None => continue,
+                }
+            }
+            Scenario::Owned | Scenario::Edge => match owned_in(&mut rng, vn) {
+                Some(ip) => ip,
+                None if scen == Scenario::Edge => public_ip(&mut rng, v4),
+                None => {
+                    scen = Scenario::Unowned;
+                    match unowned_ip(world, truth, vn, v4, &mut rng) {
+                        Some(ip) => ip,
+                        None => continue,
+                    }
+                }
+            },
             Scenario::Unowned => match unowned_ip(world, truth, vn, v4, &mut rng) {
                 Some(ip) => ip,
                 None => continue,
@@ -314,9 +477,9 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
             (false, true, _) => 3,
         };
         let (src, dst) = if capture_src {
-            (civ.ip, peer)
+            (cap_ip, peer)
         } else {
-            (peer, civ.ip)
+            (peer, cap_ip)
         };
         let eph: u16 = rng.random_range(32768..61000);
         let svc = SERVICE_PORTS[rng.random_range(0..SERVICE_PORTS.len())];
@@ -339,7 +502,6 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
                 p2 * rng.random_range(60..1400)
             )
         };
-        let nic = &world.nics[civ.nic as usize];
         let (file_fmt, text, rec, flow, group) = match fmt {
             FlowLogKind::Nsg => {
                 let (st, decision, cnt) = match state {
@@ -353,13 +515,7 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
                     if tcp { 'T' } else { 'U' },
                     if capture_src { 'O' } else { 'I' },
                 );
-                (
-                    0u8,
-                    text,
-                    (nic.subnet, 0u64, t.div_euclid(MIN)),
-                    rule,
-                    nic.mac,
-                )
+                (0u8, text, (subnet, 0u64, t.div_euclid(MIN)), rule, mac)
             }
             FlowLogKind::Vnet => {
                 let cnt = match state {
@@ -375,8 +531,8 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
                 (
                     1u8,
                     text,
-                    (vn, nic.mac, t.div_euclid(MIN)),
-                    nic.subnet,
+                    (vn, mac, t.div_euclid(MIN)),
+                    subnet,
                     u64::from(rule),
                 )
             }
@@ -387,20 +543,23 @@ pub fn write_flow_logs(world: &World, truth: &TruthIndex, out: &Path) -> anyhow:
             t.div_euclid(time::HOUR)
         };
         let gt = cfg.flow_truth.then(|| {
-            let own = |ip: IpAddr| -> Option<(u32, Option<u32>)> {
-                if is_public(ip) {
-                    None
-                } else {
-                    truth.owner_at(vn, ip, t).map(|iv| (iv.nic, iv.vm))
+            let end = |ip: IpAddr| -> (IpAddr, Holder, Option<u32>) {
+                if ip == cap_ip && matches!(cap_holder, Holder::Unseen(_)) {
+                    return (ip, cap_holder, Some(vn));
                 }
+                let w = routed(vn, ip);
+                let holder = w
+                    .and_then(|w| truth.owner_at(w, ip, t))
+                    .map_or(Holder::Nobody, |iv| Holder::Nic(iv.nic, iv.vm));
+                (ip, holder, w)
             };
             Box::new(GenTruth {
                 kind: scen,
                 vnet: vn,
-                mac: nic.mac,
+                mac,
                 capture_src,
-                src: (src, own(src)),
-                dst: (dst, own(dst)),
+                src: end(src),
+                dst: end(dst),
             })
         });
         seq += 1;
@@ -716,12 +875,21 @@ fn write_file(
             for (g, (fi, gi, ti)) in rec.iter().zip(tuple_pos) {
                 let Some(gt) = &g.truth else { continue };
                 let vnet = &world.vnets[gt.vnet as usize];
-                let end = |e: &(IpAddr, Option<(u32, Option<u32>)>)| EndTruth {
-                    ip: e.0,
-                    nic: e.1.map(|(n, _)| world.nics[n as usize].id.clone()),
-                    vm: e
-                        .1
-                        .and_then(|(_, v)| v.map(|v| world.vms[v as usize].clone())),
+                let end = |e: &(IpAddr, Holder, Option<u32>)| {
+                    let (nic, vm) = match e.1 {
+                        Holder::Nobody => (None, None),
+                        Holder::Nic(n, v) => (
+                            Some(world.nics[n as usize].id.clone()),
+                            v.map(|v| world.vms[v as usize].clone()),
+                        ),
+                        Holder::Unseen(mac) => (Some(unseen_nic_id(world, gt.vnet, mac)), None),
+                    };
+                    EndTruth {
+                        ip: e.0,
+                        nic,
+                        vm,
+                        vnet: e.2.map(|w| world.vnets[w as usize].id.clone()),
+                    }
                 };
                 let line = TupleTruth {
                     file: format!("flowlogs/{name}"),
@@ -754,6 +922,18 @@ fn write_file(
     bytes += 2;
     w.flush()?;
     Ok(bytes)
+}
+
+/// The id of an unseen scale-set instance's NIC (MAC `mac`, VNet `vn`).
+fn unseen_nic_id(world: &World, vn: u32, mac: u64) -> String {
+    let v = &world.vnets[vn as usize];
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/vmss-unseen/virtualMachines/{}/networkInterfaces/nic-{:06x}",
+        world.subs[v.sub as usize].id,
+        v.rg,
+        mac & 0xFF_FFFF,
+        mac & 0xFF_FFFF
+    )
 }
 
 /// Reads `flowlogs/truth.jsonl` (empty when absent).

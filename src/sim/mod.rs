@@ -7,7 +7,7 @@
 //! NICs, IPv6 configurations and unattached NICs. It then writes what a
 //! collector would have seen ([`write`]: ARM list pages per subscription
 //! snapshot, Activity Log exports with loss, delay, duplicates and disorder),
-//! flow-log blobs ([`flowlogs`]), the truth (every owner interval of every
+//! VNet listings ([`vnets`]), flow-log blobs ([`flowlogs`]), the truth (every owner interval of every
 //! (VNet, IP)) and probes weighted toward transitions ([`probes`]).
 //!
 //! [`run_accuracy`] feeds such a directory to a running ipwho over HTTP, asks
@@ -20,6 +20,7 @@
 //! configuration writes the same bytes.
 
 pub mod accuracy;
+pub mod ask;
 pub mod evidence;
 pub mod feed;
 pub mod flowlogs;
@@ -27,6 +28,7 @@ pub mod naive;
 pub mod probes;
 pub mod time;
 pub mod truth;
+pub mod vnets;
 pub mod write;
 
 use std::fs;
@@ -125,9 +127,8 @@ pub struct SimConfig {
     pub activity_file_max_records: u32,
     /// Write `truth.jsonl`.
     pub write_truth: bool,
-    /// Minutes at the end of the window in which nothing changes, so that the
-    /// final snapshots settle every claim. `None`: two snapshot intervals
-    /// plus 30 minutes.
+    /// Minutes at the end of the window in which nothing changes (`None`:
+    /// none; changes go on to the end of the evidence).
     #[serde(default)]
     pub quiet_minutes: Option<u32>,
 }
@@ -172,6 +173,7 @@ impl Default for SimConfig {
 /// Names accepted by [`SimConfig::profile`].
 pub const PROFILES: &[&str] = &[
     "default",
+    "sparse",
     "tiny",
     "small",
     "large",
@@ -183,6 +185,8 @@ pub const PROFILES: &[&str] = &[
 impl SimConfig {
     /// A named starting point; flags override its fields.
     ///
+    /// - `sparse`: the default estate seen poorly: complete snapshots every
+    ///   two hours, 30% of Activity Log records lost, 25% of snapshots missed.
     /// - `tiny`: the smallest estate that still has every pattern (unit and
     ///   integration tests).
     /// - `small`: a few seconds end to end, for CI.
@@ -201,6 +205,12 @@ impl SimConfig {
         };
         Ok(match name {
             "default" => base,
+            "sparse" => Self {
+                snapshot_minutes: 120,
+                event_loss: 0.30,
+                snapshot_miss: 0.25,
+                ..base
+            },
             "tiny" => Self {
                 nics: 90,
                 days: 0.75,
@@ -295,7 +305,7 @@ impl SimConfig {
     pub fn quiet(&self) -> Micros {
         match self.quiet_minutes {
             Some(m) => i64::from(m) * time::MIN,
-            None => 2 * i64::from(self.snapshot_minutes) * time::MIN + 30 * time::MIN,
+            None => 0,
         }
     }
 
@@ -379,7 +389,8 @@ pub struct ManifestVnet {
     pub flow_log: String,
 }
 
-/// One delivery: a snapshot directory or an Activity Log file.
+/// One delivery: a snapshot directory, an Activity Log file or a VNet
+/// listing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeedItem {
@@ -391,6 +402,12 @@ pub enum FeedItem {
     },
     Activity {
         /// File relative to the estate root.
+        file: String,
+        #[serde(with = "time::serde_us")]
+        deliver_at: Micros,
+    },
+    /// A `POST /v1/topology` body (services without that route ignore it).
+    Topology {
         file: String,
         #[serde(with = "time::serde_us")]
         deliver_at: Micros,
@@ -414,7 +431,10 @@ pub fn generate(cfg: &SimConfig, out: &Path) -> anyhow::Result<Summary> {
     let simulate_ms = t_start.elapsed().as_millis() as u64;
 
     let t_write = Instant::now();
-    let written = write::write_collector_view(&world, out)?;
+    let mut written = write::write_collector_view(&world, out)?;
+    let mut feed = vnets::write_vnet_listings(&world, out)?;
+    feed.append(&mut written.feed);
+    written.feed = feed;
     let truth_index = world.truth_index();
     let flow = flowlogs::write_flow_logs(&world, &truth_index, out)?;
     let probes = probes::write_probes(&world, &truth_index, &written.lost, out)?;

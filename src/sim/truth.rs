@@ -13,6 +13,7 @@
 //! - VM NICs are created unattached, attached to a VM seconds later (MAC and
 //!   VM appear), sometimes moved to another VM, re-addressed (static IP),
 //!   touched (tag changes), detached when their VM is deleted, then deleted.
+//!   Attaching and detaching are VM operations: no NIC record.
 //!   A deleted NIC is replaced after seconds, hours or days, so its IP is
 //!   reused at once or stays free for hours.
 //! - Some NICs are never attached (no MAC, no VM).
@@ -25,9 +26,12 @@
 //! therefore cannot exist, and two observations of the same state prove the
 //! state in between.
 //!
-//! Nothing changes during the quiet tail at the end of the window (by default
-//! the last two snapshot intervals plus 30 minutes), so the final snapshots
-//! settle every claim.
+//! Regular VNets are peered in pairs (`vnet-00` with `vnet-01`, ...); the
+//! legacy VNets with nothing (they overlap).
+//!
+//! Changes go on to the end of the window unless a quiet tail is configured
+//! ([`super::SimConfig::quiet_minutes`]): the last answers are about claims
+//! no later snapshot has closed, where a playbook asks "who has it now?".
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -93,6 +97,9 @@ pub struct Vnet {
     pub subnets: Vec<u32>,
     /// One of the two VNets sharing 10.0.0.0/24.
     pub legacy: bool,
+    /// VNets peered with this one (`Connected`; regular VNets in pairs,
+    /// never the legacy ones).
+    pub peers: Vec<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -536,6 +543,7 @@ fn layout(cfg: &SimConfig) -> (Vec<Sub>, Vec<Vnet>, Vec<Subnet>) {
             flow: flow_for(k),
             subnets: Vec::new(),
             legacy: false,
+            peers: Vec::new(),
         };
         let vm_k = share(vm_total, k, n_vnets);
         let vmss_k = share(vmss_total, k, n_vnets);
@@ -618,7 +626,12 @@ fn layout(cfg: &SimConfig) -> (Vec<Sub>, Vec<Vnet>, Vec<Subnet>) {
             flow,
             subnets: vec![subnets.len() as u32 - 1],
             legacy: true,
+            peers: Vec::new(),
         });
+    }
+    for k in (0..n_vnets.saturating_sub(1)).step_by(2) {
+        vnets[k as usize].peers.push(k + 1);
+        vnets[k as usize + 1].peers.push(k);
     }
     (subs, vnets, subnets)
 }
@@ -856,7 +869,9 @@ impl<'a> SubnetSim<'a> {
             s
         });
         l.cur = state;
-        let event = !l.nic.vmss && t >= self.t0;
+        // Attaching a NIC to a VM and detaching it are VM operations: Azure
+        // writes no NIC record for them.
+        let event = !l.nic.vmss && t >= self.t0 && !matches!(op, Op::Attach | Op::Detach);
         l.nic.changes.push(Change {
             t,
             op,

@@ -825,6 +825,7 @@ pub fn write_collector_view(world: &World, out: &Path) -> anyhow::Result<Written
     feed.sort_by_key(|f| match f {
         FeedItem::Snapshot { deliver_at, .. } => (*deliver_at, 0),
         FeedItem::Activity { deliver_at, .. } => (*deliver_at, 1),
+        FeedItem::Topology { deliver_at, .. } => (*deliver_at, 0),
     });
     Ok(Written {
         feed,
