@@ -4,6 +4,8 @@
 //! Nothing here does I/O. Parsers in `azure/` produce these values; the engine
 //! consumes them.
 
+pub mod hash;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -54,6 +54,10 @@ fn openapi_prints_the_committed_document() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn a_directory_stands_for_every_file_below_it() {
     // As a storage export lays blobs out: nested folders of PT1H.json, one
     // of them gzip.

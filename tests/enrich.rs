@@ -218,6 +218,10 @@ async fn gzip_in_and_out(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 async fn every_flow_log_sample_enriches(pool: PgPool) {
     let app = TestApp::start(pool).await;
     for f in [

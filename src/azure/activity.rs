@@ -560,6 +560,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn every_activity_sample_parses_with_no_record_lost() {
         let files = [
             "elastic-integrations__azure_activitylogs__test-acitivitylogs-responsebody.log",
@@ -577,6 +581,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn elastic_public_ip_write_is_another_operation() {
         // The record's operationName is "Sign-in activity" (the envelope was
         // spliced from a sign-in log); its properties describe a
@@ -588,6 +596,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn elastic_raw_start_event_and_health_events_are_other_operations() {
         // Line 1 is a Start event, but of an Event Hubs listKeys action: the
         // operation rules it out before its phase is looked at. Lines 2-3 are
@@ -606,6 +618,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn elastic_raw_start_event_as_a_nic_write_is_not_succeeded() {
         // The same Start record with its operation swapped for a NIC write.
         let bytes = sample("elastic-integrations__azure_activitylogs__test-activitylogs-raw.log");
@@ -618,6 +634,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn time_corner_case_records_have_no_operation_and_are_rejected() {
         let out = parse_activity(&sample(
             "elastic-integrations__azure_activitylogs__test-time-formats-corner-cases.log",
@@ -636,6 +656,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn documented_export_example_is_another_operation() {
         let out = parse_activity(&sample(
             "MicrosoftDocs-azure-monitor-docs__platform__activity-log-schema__storage_eventhub_example.json",

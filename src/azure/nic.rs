@@ -324,6 +324,10 @@ mod tests {
     const SUB0: &str = "/subscriptions/00000000-0000-0000-0000-000000000000";
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn spec_example_get_has_an_address_and_a_slash_28_prefix() {
         let nic = parse_nic(&body(
             "azure-rest-api-specs__network__2025-07-01__NetworkInterfaceGet.json",
@@ -370,6 +374,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn spec_example_list_all_has_an_unattached_nic_without_mac_or_vm() {
         let page = body("azure-rest-api-specs__network__2025-07-01__NetworkInterfaceListAll.json");
         let nics: Vec<NicState> = parse_nic_page(&page)
@@ -405,6 +413,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn spec_example_list_takes_identity_from_the_nic_not_ipconfig_ids() {
         // The second NIC's ipconfig2 id points under test-nic (a spec bug):
         // identity comes from the NIC's own id, the config name from `name`.
@@ -458,6 +470,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn resource_changes_sample_is_a_change_record_not_a_nic_state() {
         // The Resource Graph `resourcechanges` sample describes a change (MAC
         // and VM inserted) of a NIC; it carries no full NIC state, so it is not
@@ -814,6 +830,10 @@ mod tests {
     /// Every NIC of every sample file (in list pages, GET bodies and Activity
     /// Log response bodies) reads the same from text as from a parsed value.
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn text_and_value_parse_every_sample_nic_alike() {
         let dir = format!("{}/../shared/samples/azure", env!("CARGO_MANIFEST_DIR"));
         let mut compared = 0;

@@ -453,6 +453,10 @@ mod tests {
     corner_line!(corner_iso_plus_two_hours, 10);
 
     #[test]
+    #[cfg_attr(
+        not(feature = "samples"),
+        ignore = "reads ../shared/samples: --features samples"
+    )]
     fn every_line_of_the_corner_case_file_is_in_the_table_and_parses() {
         let text = std::fs::read_to_string(CORNER_CASES).unwrap();
         let mut seen = 0;

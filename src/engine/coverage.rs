@@ -16,6 +16,9 @@
 //! complete snapshots of the subscription arrive: a factor of the median
 //! interval between its latest ones ([`Freshness::bound_for`]).
 
+/// Each subscription's coverage, by subscription id.
+pub type CoverageMap = std::collections::HashMap<String, Coverage>;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

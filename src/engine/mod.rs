@@ -19,7 +19,9 @@ pub use answer::{
     candidate_order, continuity, lone_status, owner_status, vm_answer,
 };
 pub use claims::{Attachment, Claim, ClaimKey, derive_claims, find_conflicts};
-pub use coverage::{BoundSource, Complete, Coverage, Freshness, Stale, Watching, human};
+pub use coverage::{
+    BoundSource, Complete, Coverage, CoverageMap, Freshness, Stale, Watching, human,
+};
 pub use exclusive::{Bounded, exclusive};
 
 use ipnet::IpNet;

@@ -125,7 +125,6 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ArmId, Mac};
 
 pub use map::MapAttributor;
-pub(crate) use map::{FastMap, FastSet};
 pub use pipeline::{enrich_reader, enrich_readers};
 pub use record::{
     DEFAULT_MAX_RECORD_BYTES, DecodeStats, Decoded, Decoder, ErrorItem, FLAT_KEYS, FlatExtras,

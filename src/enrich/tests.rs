@@ -129,6 +129,10 @@ fn run(input: &[u8]) -> (Vec<Value>, Vec<Value>, Value) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn nsg_v2_sample() {
     let (t, e, s) = run(&sample(NSG_V2));
     assert!(e.is_empty(), "{e:?}");
@@ -204,6 +208,10 @@ fn nsg_v2_sample() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn nsg_v1_sample_with_empty_rules() {
     let (t, e, s) = run(&sample(NSG_V1));
     assert!(e.is_empty(), "{e:?}");
@@ -223,6 +231,10 @@ fn nsg_v1_sample_with_empty_rules() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn vnet_blob_sample() {
     let (t, e, s) = run(&sample(VNET_BLOB));
     assert!(e.is_empty(), "{e:?}");
@@ -272,6 +284,10 @@ fn vnet_blob_sample() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn vnet_bare_record_with_mixed_case_mac() {
     let (t, e, _) = run(&sample(VNET_BARE));
     assert!(e.is_empty(), "{e:?}");
@@ -285,6 +301,10 @@ fn vnet_bare_record_with_mixed_case_mac() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn vnet_docs_pretty_record() {
     let (t, e, s) = run(&sample(VNET_DOCS));
     assert!(e.is_empty(), "{e:?}");
@@ -299,6 +319,10 @@ fn vnet_docs_pretty_record() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn floor_mode_writes_the_same_tuples_without_lookups() {
     let input = sample(NSG_V2);
     let (t, _, s) = run_with(&input, EnrichOptions::floor(), Arc::new(NoIndex));
@@ -315,6 +339,10 @@ fn floor_mode_writes_the_same_tuples_without_lookups() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn one_garbage_tuple_is_reported_and_the_rest_enriched() {
     let blob = String::from_utf8(sample(NSG_V2)).unwrap().replacen(
         "\"1542110424,176.119.4.10,10.5.16.4,56509,59336,T,I,D,B,,,,\"",
@@ -353,6 +381,10 @@ fn one_garbage_tuple_is_reported_and_the_rest_enriched() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn gzip_input_gives_the_same_output() {
     let input = sample(VNET_BLOB);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -370,6 +402,10 @@ fn gzip_input_gives_the_same_output() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn json_lines_of_records() {
     let mut lines = String::new();
     for name in [NSG_V2, VNET_BLOB] {
@@ -562,6 +598,10 @@ fn scope_decides_between_vnets_and_ambiguity_is_reported() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn forced_format_rejects_other_records() {
     let opts = EnrichOptions {
         format: Some(Format::Vnet),
@@ -576,6 +616,10 @@ fn forced_format_rejects_other_records() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn several_inputs_continue_record_indices() {
     let mut out = Vec::new();
     let s = enrich_readers(
@@ -634,11 +678,19 @@ async fn streams_before_input_ends(opts: EnrichOptions) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 async fn streaming_output_starts_before_input_ends() {
     streams_before_input_ends(EnrichOptions::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 async fn streaming_gzip_and_input_errors() {
     use futures::StreamExt;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -743,6 +795,7 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(not(feature = "samples"), ignore = "reads ../shared/samples: --features samples")]
     fn mutated_samples_never_panic(
         which in 0usize..5,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..12),
@@ -838,6 +891,10 @@ fn palette() -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn workers_write_the_same_bytes_in_input_order() {
     let p = palette();
     // Every kind after every kind, as JSON Lines and as one envelope.
@@ -907,6 +964,10 @@ fn workers_keep_order_over_many_batches() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 fn workers_report_an_unreadable_input_after_what_came_before() {
     struct Failing<'a>(&'a [u8]);
     impl std::io::Read for Failing<'_> {
@@ -943,6 +1004,10 @@ fn workers_report_an_unreadable_input_after_what_came_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "samples"),
+    ignore = "reads ../shared/samples: --features samples"
+)]
 async fn streaming_with_workers_starts_before_input_ends() {
     streams_before_input_ends(EnrichOptions {
         workers: 3,
@@ -956,6 +1021,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
+    #[cfg_attr(not(feature = "samples"), ignore = "reads ../shared/samples: --features samples")]
     fn workers_match_one_worker(
         picks in proptest::collection::vec(0usize..64, 1..60),
         workers in 2usize..5,

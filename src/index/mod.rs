@@ -11,7 +11,7 @@
 
 mod enrich;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,11 +21,12 @@ use ipnet::IpNet;
 use crate::engine::{
     self, Answer, Claim, Complete, Coverage, EvidenceKind, Freshness, Micros, Watching, Window,
 };
-use crate::enrich::{FastMap, FastSet, NicInfo, VmInfo};
+use crate::enrich::{NicInfo, VmInfo};
+use crate::model::hash::{FastMap, FastSet};
 use crate::model::{ArmId, Mac};
 
 /// What watched each subscription, by subscription id (lower case).
-pub type CoverageMap = HashMap<String, Coverage>;
+pub use crate::engine::CoverageMap;
 
 /// A claim as the index holds it, with the NIC and its VMs as enrichment
 /// shows them built once (so an enriched tuple costs no allocation).

@@ -4,7 +4,7 @@
 
 // Maps and sets of NIC keys (150 characters), fingerprints and claim
 // identities: hashed with the index's hasher, not SipHash.
-use crate::enrich::{FastMap as HashMap, FastSet as HashSet};
+use crate::model::hash::{FastMap as HashMap, FastSet as HashSet};
 
 use std::sync::Arc;
 

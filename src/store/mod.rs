@@ -58,7 +58,7 @@ pub(crate) use of_nics;
 /// Keeps the rows whose NIC (`key`) is one of `nics`: what a query by
 /// [`of_nics`] returned, without another NIC's that shares a hash with one.
 pub(crate) fn of_wanted<T>(rows: &mut Vec<T>, nics: &[String], key: impl Fn(&T) -> &str) {
-    let wanted: crate::enrich::FastSet<&str> = nics.iter().map(String::as_str).collect();
+    let wanted: crate::model::hash::FastSet<&str> = nics.iter().map(String::as_str).collect();
     rows.retain(|r| wanted.contains(key(r)));
 }
 
@@ -233,7 +233,7 @@ pub async fn claims_of_ip(pool: &PgPool, ip: std::net::IpAddr) -> anyhow::Result
 pub async fn load_coverage(
     pool: &PgPool,
     policy: &crate::engine::Freshness,
-) -> anyhow::Result<crate::index::CoverageMap> {
+) -> anyhow::Result<crate::engine::CoverageMap> {
     use crate::engine::{Complete, Coverage};
     let rows: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
         "SELECT sub, taken_at, id FROM snapshots, unnest(subscriptions) AS s(sub)
@@ -256,7 +256,7 @@ pub async fn load_coverage(
         .into_iter()
         .map(|(s, a, b)| (s, (micros(a), micros(b))))
         .collect();
-    let mut out: crate::index::CoverageMap = completes
+    let mut out: crate::engine::CoverageMap = completes
         .into_iter()
         .map(|(sub, c)| {
             let activity = reach.remove(&sub);

@@ -20,8 +20,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::enrich::FastMap;
 use crate::model::NicState;
+use crate::model::hash::FastMap;
 
 /// States a generation holds (a state is about 1 to 2 KB in memory).
 pub(super) const GENERATION: usize = 32_768;
