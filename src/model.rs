@@ -376,6 +376,44 @@ pub fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
 
+/// A peering of a VNet with another, as the VNet's listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peering {
+    /// The remote VNet.
+    pub remote: ArmId,
+    /// `peeringState` is `Connected`: traffic flows (`Initiated` and
+    /// `Disconnected` peerings carry none).
+    pub connected: bool,
+    /// The remote VNet's address space as the peering shows it
+    /// (`remoteAddressSpace`, else `remoteVirtualNetworkAddressSpace`).
+    pub remote_address_space: Vec<IpNet>,
+}
+
+/// One subnet of a VNet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetState {
+    pub id: ArmId,
+    /// `addressPrefix` and `addressPrefixes`.
+    pub prefixes: Vec<IpNet>,
+}
+
+/// What routing needs to know about a VNet at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnetState {
+    pub id: ArmId,
+    /// `addressSpace.addressPrefixes`.
+    pub address_space: Vec<IpNet>,
+    pub subnets: Vec<SubnetState>,
+    pub peerings: Vec<Peering>,
+}
+
+impl VnetState {
+    /// Whether `ip` lies inside the VNet's address space.
+    pub fn holds(&self, ip: IpAddr) -> bool {
+        self.address_space.iter().any(|n| n.contains(&ip))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

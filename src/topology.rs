@@ -14,49 +14,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
 use crate::engine::Micros;
-use crate::model::ArmId;
 
-/// A peering of a VNet with another, as the VNet's listing shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peering {
-    /// The remote VNet.
-    pub remote: ArmId,
-    /// `peeringState` is `Connected`: traffic flows (`Initiated` and
-    /// `Disconnected` peerings carry none).
-    pub connected: bool,
-    /// The remote VNet's address space as the peering shows it
-    /// (`remoteAddressSpace`, else `remoteVirtualNetworkAddressSpace`).
-    pub remote_address_space: Vec<IpNet>,
-}
-
-/// One subnet of a VNet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetState {
-    pub id: ArmId,
-    /// `addressPrefix` and `addressPrefixes`.
-    pub prefixes: Vec<IpNet>,
-}
-
-/// What routing needs to know about a VNet at one instant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VnetState {
-    pub id: ArmId,
-    /// `addressSpace.addressPrefixes`.
-    pub address_space: Vec<IpNet>,
-    pub subnets: Vec<SubnetState>,
-    pub peerings: Vec<Peering>,
-}
-
-impl VnetState {
-    /// Whether `ip` lies inside the VNet's address space.
-    pub fn holds(&self, ip: IpAddr) -> bool {
-        self.address_space.iter().any(|n| n.contains(&ip))
-    }
-}
+pub use crate::model::{Peering, SubnetState, VnetState};
 
 /// Where routing can have taken a packet to `ip` from a VNet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +101,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ArmId;
 
     const SUB: &str = "/subscriptions/00000000-0000-0000-0000-00000000000a/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks";
 

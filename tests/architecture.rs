@@ -72,8 +72,6 @@ const KNOWN: &[(&str, &str)] = &[
     // The ingest use case returns the API's error type: it gets its own.
     ("service", "api"),
     ("topology_ingest", "api"),
-    // The VNet parser builds the routing model's values directly.
-    ("azure", "topology"),
     // The enrichment adapter lives in `index/enrich.rs`: it moves to `enrich/`.
     ("index", "enrich"),
 ];

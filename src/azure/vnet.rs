@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use super::nic::nic_array;
 use super::{copy_fields, field, has_field, kind, reference};
 use crate::model::ArmId;
-use crate::topology::{Peering, SubnetState, VnetState};
+use crate::model::{Peering, SubnetState, VnetState};
 
 /// Why a JSON value is not a usable VNet: the JSON path of the offending
 /// field, e.g. `properties.addressSpace.addressPrefixes[1]` (empty when the
