@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 
 use ipwho::api::{AppState, Limits};
 use ipwho::index::Index;
-use ipwho::sim::FeedItem;
-use ipwho::sim::feed::{self, Body};
+use ipwho_sim::FeedItem;
+use ipwho_sim::feed::{self, Body};
 use sqlx::PgPool;
 
 /// The database of the history and lookups phases: `ipwho_bench`, or
@@ -58,7 +58,7 @@ fn bench_db() -> String {
 /// The estate of `profile` and `seed` under `root`, generated if missing.
 fn estate(root: &Path, profile: &str, seed: u64) -> anyhow::Result<PathBuf> {
     let t = Instant::now();
-    let (dir, generated) = ipwho::sim::cached_estate(root, profile, seed)?;
+    let (dir, generated) = ipwho_sim::cached_estate(root, profile, seed)?;
     if let Some(s) = generated {
         println!(
             "generated {} ({:.1} s): {} NIC lives, {} owner intervals, {} snapshots, {} Activity Log Success records, {} flow tuples",
@@ -194,7 +194,7 @@ fn report(what: &str, d: Duration, extra: &str) {
 
 /// The directory of an estate's first snapshot.
 fn first_snapshot(dir: &Path) -> anyhow::Result<PathBuf> {
-    let m = ipwho::sim::read_manifest(dir)?;
+    let m = ipwho_sim::read_manifest(dir)?;
     match m.feed.iter().find_map(|i| match i {
         FeedItem::Snapshot { dir: rel, .. } => Some(rel),
         FeedItem::Activity { .. } | FeedItem::Topology { .. } => None,
@@ -206,7 +206,7 @@ fn first_snapshot(dir: &Path) -> anyhow::Result<PathBuf> {
 
 async fn snapshot_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
     let sdir = first_snapshot(dir)?;
-    let meta: ipwho::sim::write::SnapshotMeta =
+    let meta: ipwho_sim::write::SnapshotMeta =
         serde_json::from_slice(&std::fs::read(sdir.join("meta.json"))?)?;
     let later =
         chrono::DateTime::parse_from_rfc3339(&meta.taken_at)? + chrono::Duration::minutes(15);
@@ -260,7 +260,7 @@ async fn feed_estate(
     dir: &Path,
     in_flight: usize,
 ) -> anyhow::Result<[(Duration, u64); 2]> {
-    let m = ipwho::sim::read_manifest(dir)?;
+    let m = ipwho_sim::read_manifest(dir)?;
     let mut out = [(Duration::ZERO, 0), (Duration::ZERO, 0)];
     let mut pending: Vec<Body> = Vec::new();
     for item in &m.feed {
@@ -318,7 +318,7 @@ async fn claim_updates(pool: &PgPool) -> anyhow::Result<String> {
 
 async fn history_phase(client: &reqwest::Client, admin: &str, dir: &Path) -> anyhow::Result<()> {
     let s = server(admin, &bench_db(), true).await?;
-    let m = ipwho::sim::read_manifest(dir)?;
+    let m = ipwho_sim::read_manifest(dir)?;
     println!(
         "\n## history: {} ({} deliveries), database {}",
         dir.display(),
@@ -361,7 +361,7 @@ fn parse_phase(snapshot: &Path, activity: &Path) -> anyhow::Result<()> {
         pages.push(nics.iter().map(|n| n.to_string()).collect());
     }
     let mut files = Vec::new();
-    for item in &ipwho::sim::read_manifest(activity)?.feed {
+    for item in &ipwho_sim::read_manifest(activity)?.feed {
         if matches!(item, FeedItem::Activity { .. }) {
             files.extend(feed::item_bodies(activity, item)?);
         }
@@ -441,13 +441,13 @@ async fn main() -> anyhow::Result<()> {
     println!("claims in memory: {}", index.len());
 
     // The estate's probes, as request paths, read by wrk's script.
-    let probes = ipwho::sim::probes::read_probes(&history)?;
+    let probes = ipwho_sim::probes::read_probes(&history)?;
     let mut paths = String::new();
     for p in &probes {
         paths.push_str(&format!(
             "/v1/ips/{}/owner?at={}",
             p.ip,
-            ipwho::sim::time::fmt_us(p.at)
+            ipwho_sim::time::fmt_us(p.at)
         ));
         if let Some(v) = &p.vnet {
             paths.push_str(&format!("&vnet={v}"));

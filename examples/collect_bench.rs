@@ -129,13 +129,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let base = format!("http://{addr}");
-    let (dir, _) = ipwho::sim::cached_estate(&estates, "bench-snapshot", seed)?;
-    let manifest = ipwho::sim::read_manifest(&dir)?;
-    let Some(ipwho::sim::FeedItem::Snapshot { dir: rel, .. }) = manifest.feed.first() else {
+    let (dir, _) = ipwho_sim::cached_estate(&estates, "bench-snapshot", seed)?;
+    let manifest = ipwho_sim::read_manifest(&dir)?;
+    let Some(ipwho_sim::FeedItem::Snapshot { dir: rel, .. }) = manifest.feed.first() else {
         anyhow::bail!("{}: the first delivery is not a snapshot", dir.display());
     };
     let sdir = dir.join(rel);
-    let meta: ipwho::sim::write::SnapshotMeta =
+    let meta: ipwho_sim::write::SnapshotMeta =
         serde_json::from_slice(&std::fs::read(sdir.join("meta.json"))?)?;
     let sub = meta.subscriptions[0].clone();
     let fake = Fake {

@@ -524,7 +524,7 @@ fn args() -> Args {
 /// missing): its directory and its flow-log blob.
 fn estate(root: &std::path::Path, seed: u64) -> anyhow::Result<(std::path::PathBuf, Vec<u8>)> {
     let t = Instant::now();
-    let (dir, generated) = ipwho::sim::cached_estate(root, "bench-history", seed)?;
+    let (dir, generated) = ipwho_sim::cached_estate(root, "bench-history", seed)?;
     if generated.is_some() {
         println!(
             "generated {} in {:.1} s",
@@ -601,7 +601,7 @@ fn main() -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
     let (dir, input) = estate(&a.estates, a.seed)?;
-    let summary: ipwho::sim::Summary =
+    let summary: ipwho_sim::Summary =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json"))?)?;
     let tuples = summary.flow.tuples;
     println!(

@@ -15,7 +15,6 @@ pub mod index;
 pub mod model;
 pub mod par;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod topology;

@@ -13,11 +13,11 @@ async fn no_wrong_confirmed_or_probable_and_nothing_settled_is_hedged(pool: PgPo
     let app = TestApp::start(pool).await;
     let dir = std::env::temp_dir().join(format!("ipwho-accuracy-{}", app.addr.port()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = ipwho::sim::SimConfig::profile("tiny", 7).unwrap();
-    ipwho::sim::generate(&cfg, &dir).unwrap();
+    let cfg = ipwho_sim::SimConfig::profile("tiny", 7).unwrap();
+    ipwho_sim::generate(&cfg, &dir).unwrap();
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let report = ipwho::sim::run_accuracy(&dir, &format!("http://{}", app.addr), &admin)
+    let report = ipwho_sim::run_accuracy(&dir, &format!("http://{}", app.addr), &admin)
         .await
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);

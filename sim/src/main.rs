@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ipwho::sim::{self, AccuracyOptions, DualStack, FlowKinds, SimConfig};
+use ipwho_sim::{self as sim, AccuracyOptions, DualStack, FlowKinds, SimConfig};
 
 #[derive(Parser)]
 #[command(
