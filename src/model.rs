@@ -5,6 +5,9 @@
 //! consumes them.
 
 pub mod hash;
+mod named;
+
+pub use named::{NicInfo, VmInfo};
 
 use std::fmt;
 use std::net::IpAddr;

@@ -236,6 +236,83 @@ pub fn answer_where<'a>(
     answer_bounded(claims, &bounds, t, watch, admit)
 }
 
+/// A claim whose (bounded) possible window holds the time asked about, as
+/// its caller holds it: a claim of a slice with its bounds, or a slot of
+/// the claims index. [`verdict`] decides among them.
+pub trait Alive<'a>: Copy {
+    fn claim(self) -> &'a Claim;
+    /// Its possible window as exclusivity bounds it.
+    fn possible(self) -> Window;
+    /// Its certain window (a holder may keep a copy beside the window).
+    fn certain(self) -> Window {
+        self.claim().certain
+    }
+}
+
+/// What the claims alive at a time answer.
+#[derive(Clone, Debug)]
+pub enum Verdict<'a, T> {
+    /// None is alive: `unknown`.
+    Unknown,
+    /// One is: its status (stale is not probable) and its VM's.
+    Lone {
+        owner: T,
+        status: Status,
+        stale: Option<Stale>,
+        vm: VmAnswer<'a>,
+    },
+    /// Several are: `ambiguous`, the candidates in [`candidate_order`].
+    Ambiguous(Vec<T>),
+}
+
+/// The answer rule, the one every answer follows (a lookup, a batch item,
+/// an enriched flow end): among the claims `alive` at `t` (those in scope
+/// whose bounded possible window holds `t`), none is `unknown`, one answers
+/// by [`owner_status`] with its VM by [`vm_answer`], several are
+/// `ambiguous`.
+pub fn verdict<'a, T: Alive<'a>>(
+    mut alive: impl Iterator<Item = T>,
+    t: Micros,
+    watch: &dyn Watching,
+) -> Verdict<'a, T> {
+    let Some(first) = alive.next() else {
+        return Verdict::Unknown;
+    };
+    let Some(second) = alive.next() else {
+        let (c, possible) = (first.claim(), first.possible());
+        let (status, stale) = owner_status(first.certain(), possible, t, c.subscription(), watch);
+        return Verdict::Lone {
+            owner: first,
+            status,
+            stale,
+            vm: vm_answer(c, possible, t, status),
+        };
+    };
+    let mut all = vec![first, second];
+    all.extend(alive);
+    all.sort_by(|a, b| {
+        candidate_order(a.possible().start, a.claim(), b.possible().start, b.claim())
+    });
+    Verdict::Ambiguous(all)
+}
+
+/// A claim of a slice, with its bounds.
+#[derive(Clone, Copy)]
+struct Of<'a> {
+    i: usize,
+    claim: &'a Claim,
+    possible: Window,
+}
+
+impl<'a> Alive<'a> for Of<'a> {
+    fn claim(self) -> &'a Claim {
+        self.claim
+    }
+    fn possible(self) -> Window {
+        self.possible
+    }
+}
+
 /// [`answer_where`] with the claims' bounds already worked out.
 pub fn answer_bounded<'a>(
     claims: &[&'a Claim],
@@ -244,46 +321,43 @@ pub fn answer_bounded<'a>(
     watch: &dyn Watching,
     admit: impl Fn(&Claim) -> bool,
 ) -> Answer<'a> {
-    let hits: Vec<usize> = (0..claims.len())
+    let alive = (0..claims.len())
         .filter(|&i| bounds[i].possible.contains(t) && admit(claims[i]))
-        .collect();
-    match hits.len() {
-        0 => Answer {
+        .map(|i| Of {
+            i,
+            claim: claims[i],
+            possible: bounds[i].possible,
+        });
+    match verdict(alive, t, watch) {
+        Verdict::Unknown => Answer {
             status: Status::Unknown,
             owner: None,
             vm: None,
             candidates: Vec::new(),
             stale: None,
         },
-        1 => {
-            let i = hits[0];
-            let c = claims[i];
-            let b = &bounds[i];
-            let (status, stale) = owner_status(c.certain, b.possible, t, c.subscription(), watch);
-            Answer {
-                status,
-                vm: Some(vm_answer(c, b.possible, t, status)),
-                owner: Some(Owned::new(claims, b, i)),
-                candidates: Vec::new(),
-                stale,
-            }
-        }
-        _ => {
-            let mut candidates: Vec<Owned<'a>> = hits
+        Verdict::Lone {
+            owner,
+            status,
+            stale,
+            vm,
+        } => Answer {
+            status,
+            vm: Some(vm),
+            owner: Some(Owned::new(claims, &bounds[owner.i], owner.i)),
+            candidates: Vec::new(),
+            stale,
+        },
+        Verdict::Ambiguous(all) => Answer {
+            status: Status::Ambiguous,
+            owner: None,
+            vm: None,
+            candidates: all
                 .into_iter()
-                .map(|i| Owned::new(claims, &bounds[i], i))
-                .collect();
-            candidates.sort_by(|a, b| {
-                candidate_order(a.possible.start, a.claim, b.possible.start, b.claim)
-            });
-            Answer {
-                status: Status::Ambiguous,
-                owner: None,
-                vm: None,
-                candidates,
-                stale: None,
-            }
-        }
+                .map(|o| Owned::new(claims, &bounds[o.i], o.i))
+                .collect(),
+            stale: None,
+        },
     }
 }
 

@@ -15,8 +15,8 @@ mod coverage;
 mod exclusive;
 
 pub use answer::{
-    Answer, Continuity, Held, Owned, Status, VmAnswer, answer, answer_bounded, answer_where,
-    candidate_order, continuity, lone_status, owner_status, vm_answer,
+    Alive, Answer, Continuity, Held, Owned, Status, Verdict, VmAnswer, answer, answer_bounded,
+    answer_where, candidate_order, continuity, lone_status, owner_status, verdict, vm_answer,
 };
 pub use claims::{Attachment, Claim, ClaimKey, derive_claims, find_conflicts};
 pub use coverage::{

@@ -115,7 +115,8 @@ impl Lookups for MapAttributor {
         let mut a = Self::answer(e, Via::Mac, Scoped::Mac);
         a.ip_held = Some(held);
         if !held {
-            a.status = Status::MacMismatch;
+            // The NIC with the MAC, which did not hold the IP.
+            a.status = Status::Unknown;
         }
         a
     }

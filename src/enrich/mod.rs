@@ -122,7 +122,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ArmId, Mac};
+use crate::model::Mac;
+
+/// How sure an end's answer is: the engine's, the same as a lookup's.
+pub use crate::engine::Status;
+pub use crate::model::{NicInfo, VmInfo};
 
 pub use map::MapAttributor;
 pub use pipeline::{enrich_reader, enrich_readers};
@@ -136,46 +140,6 @@ pub use tuple::{
     Counters, Decision, Direction, FlowState, FlowTuple, Protocol, TupleError, epoch_to_micros,
     parse_ip, parse_nsg_tuple, parse_vnet_tuple, rfc3339,
 };
-
-/// How sure an attribution is (see the attribution model), plus
-/// `mac_mismatch`: the NIC that logged the flow (by MAC) did not hold the
-/// tuple's IP at that time by the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Confirmed,
-    Probable,
-    Possible,
-    Ambiguous,
-    Unknown,
-    MacMismatch,
-}
-
-impl From<crate::engine::Status> for Status {
-    fn from(s: crate::engine::Status) -> Self {
-        use crate::engine::Status as E;
-        match s {
-            E::Confirmed => Status::Confirmed,
-            E::Probable => Status::Probable,
-            E::Possible => Status::Possible,
-            E::Ambiguous => Status::Ambiguous,
-            E::Unknown => Status::Unknown,
-        }
-    }
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Confirmed => "confirmed",
-            Status::Probable => "probable",
-            Status::Possible => "possible",
-            Status::Ambiguous => "ambiguous",
-            Status::Unknown => "unknown",
-            Status::MacMismatch => "mac_mismatch",
-        }
-    }
-}
 
 /// How an end was resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -254,107 +218,12 @@ impl Scoped {
     }
 }
 
-/// A NIC as enrichment shows it, in one VNet. Ids keep their display
-/// casing. An index keeps one `Arc<NicInfo>` per NIC and VNet and hands out
-/// clones, so an answer costs no allocation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicInfo {
-    /// The NIC's ARM id.
-    pub id: String,
-    pub name: String,
-    /// The VNet of the NIC's ip configurations (ARM id).
-    pub vnet: Option<String>,
-    /// Its key (lower case): the capturing VNet, for routing the far end.
-    #[serde(skip)]
-    pub vnet_key: Option<Arc<str>>,
-    /// The NIC's subscription (lower case).
-    #[serde(skip)]
-    pub subscription: String,
-    /// The NIC as an ambiguous answer's candidate, rendered by the first
-    /// line that needs it.
-    #[serde(skip)]
-    pub(crate) as_candidate: RenderedOnce,
-    /// The NIC as an answer names it, rendered likewise.
-    #[serde(skip)]
-    pub(crate) as_named: RenderedOnce,
-}
-
-/// A VM as enrichment shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmInfo {
-    pub id: String,
-    pub name: String,
-    pub resource_group: Option<String>,
-    pub subscription: String,
-    #[serde(skip)]
-    pub(crate) rendered: RenderedOnce,
-}
-
-impl VmInfo {
-    pub fn new(vm: &ArmId) -> Self {
-        VmInfo {
-            id: vm.as_str().to_string(),
-            name: vm.name().to_string(),
-            resource_group: vm.resource_group().map(str::to_string),
-            subscription: vm.subscription(),
-            rendered: RenderedOnce::default(),
-        }
-    }
-}
-
-/// Bytes rendered once and then shared; not part of what they render
-/// (equal to any other, empty when cloned). An index's NICs keep what
-/// enrichment has rendered of them (a few hundred bytes a NIC, for the NICs
-/// that answers have named) until their claims are replaced.
-#[derive(Default)]
-pub(crate) struct RenderedOnce(std::sync::OnceLock<Box<[u8]>>);
-
-impl RenderedOnce {
-    pub(crate) fn get_or_init(&self, f: impl FnOnce() -> Box<[u8]>) -> &[u8] {
-        self.0.get_or_init(f)
-    }
-}
-
-impl Clone for RenderedOnce {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for RenderedOnce {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for RenderedOnce {}
-
-impl std::fmt::Debug for RenderedOnce {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("..")
-    }
-}
-
-impl NicInfo {
-    /// Fills the name from the id.
-    pub fn new(nic: &ArmId, vnet: Option<&ArmId>) -> Self {
-        NicInfo {
-            id: nic.as_str().to_string(),
-            name: nic.name().to_string(),
-            vnet: vnet.map(|v| v.as_str().to_string()),
-            vnet_key: vnet.map(|v| v.shared_key()),
-            subscription: nic.subscription(),
-            as_candidate: RenderedOnce::default(),
-            as_named: RenderedOnce::default(),
-        }
-    }
-}
-
 /// The attribution of one end of a tuple.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EndAttribution {
-    /// Of the NIC holding the IP (for `mac_mismatch`: of the NIC with the
-    /// MAC, which did not).
+    /// Of the NIC holding the IP: `unknown` for a MAC mismatch (the NIC
+    /// with the record's MAC did not hold it, `ip_held: Some(false)`),
+    /// which the output calls `mac_mismatch` ([`Self::status_word`]).
     pub status: Status,
     pub via: Via,
     pub scoped: Scoped,
@@ -401,6 +270,30 @@ impl EndAttribution {
             watched: None,
             searched: None,
             candidates: Vec::new(),
+        }
+    }
+
+    /// The capturing end: the NIC with the record's MAC, which did not hold
+    /// the tuple's IP at its time, named.
+    pub fn mac_mismatch(scoped: Scoped, nic: Arc<NicInfo>) -> Self {
+        EndAttribution {
+            ip_held: Some(false),
+            ..Self::nic(Status::Unknown, Via::Mac, scoped, nic)
+        }
+    }
+
+    /// The NIC with the record's MAC did not hold the tuple's IP.
+    pub fn is_mac_mismatch(&self) -> bool {
+        self.ip_held == Some(false)
+    }
+
+    /// The answer's status as the output writes it: the status, or
+    /// `mac_mismatch`.
+    pub fn status_word(&self) -> &'static str {
+        if self.is_mac_mismatch() {
+            "mac_mismatch"
+        } else {
+            self.status.as_str()
         }
     }
 
@@ -635,12 +528,12 @@ pub struct StatusCounts {
 impl StatusCounts {
     pub(crate) fn add(&mut self, a: &EndAttribution) {
         match a.status {
+            _ if a.is_mac_mismatch() => self.mac_mismatch += 1,
             Status::Confirmed => self.confirmed += 1,
             Status::Probable => self.probable += 1,
             Status::Possible => self.possible += 1,
             Status::Ambiguous => self.ambiguous += 1,
             Status::Unknown => self.unknown += 1,
-            Status::MacMismatch => self.mac_mismatch += 1,
         }
         if a.via == Via::NotLookedUp {
             self.not_looked_up += 1;

@@ -2,17 +2,19 @@
 //! [`super`], written by hand into a reused buffer (itoa for numbers, a
 //! lookup table for string escapes, the timestamp's date part cached per
 //! second, each flow group's shared `azure.flowlog` fields rendered once, and
-//! each NIC's part of an answer rendered once into its [`NicInfo`]).
+//! each NIC and VM an answer names rendered once per writer ([`Rendered`]).
 //! Error and summary lines are rare and go through serde.
 
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
 use super::record::{ErrorItem, FlowContext};
 use super::tuple::{self, FlowTuple};
-use super::{EndAttribution, NicInfo, Status, Summary, VmInfo};
+use super::{EndAttribution, NicInfo, Summary, VmInfo};
+use crate::model::hash::FastMap;
 
 /// Escape table: 0 = as is; otherwise the character after the backslash
 /// (`u` = `\u00XX`).
@@ -222,6 +224,34 @@ pub(crate) struct LineWriter {
     group_id: u64,
     group_valid: bool,
     group_tail: Vec<u8>,
+    rendered: Rendered,
+}
+
+/// What a writer has rendered of the NICs and VMs its answers named, by the
+/// address of the one copy the index shares of each. An entry holds its
+/// `Arc`, so no other value takes that address while it is cached; the
+/// cache starts over when it reaches [`Rendered::MAX`] entries.
+#[derive(Default)]
+struct Rendered {
+    named: FastMap<usize, (Arc<NicInfo>, Box<[u8]>)>,
+    candidates: FastMap<usize, (Arc<NicInfo>, Box<[u8]>)>,
+    vms: FastMap<usize, (Arc<VmInfo>, Box<[u8]>)>,
+}
+
+impl Rendered {
+    const MAX: usize = 1 << 16;
+
+    fn get<'c, T>(
+        map: &'c mut FastMap<usize, (Arc<T>, Box<[u8]>)>,
+        v: &Arc<T>,
+        render: impl FnOnce(&T) -> Box<[u8]>,
+    ) -> &'c [u8] {
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        let at = Arc::as_ptr(v) as *const () as usize;
+        &map.entry(at).or_insert_with(|| (v.clone(), render(v))).1
+    }
 }
 
 impl LineWriter {
@@ -344,6 +374,7 @@ impl LineWriter {
             c.packets_src_to_dst,
             c.bytes_src_to_dst,
             ends.map(|e| e.0),
+            &mut self.rendered,
         );
         out.extend_from_slice(b",\"destination\":");
         end(
@@ -353,6 +384,7 @@ impl LineWriter {
             c.packets_dst_to_src,
             c.bytes_dst_to_src,
             ends.map(|e| e.1),
+            &mut self.rendered,
         );
         // azure.flowlog
         out.extend_from_slice(b",\"azure\":{\"flowlog\":{");
@@ -432,6 +464,7 @@ fn end(
     packets: Option<u64>,
     bytes: Option<u64>,
     a: Option<&EndAttribution>,
+    rendered: &mut Rendered,
 ) {
     out.extend_from_slice(b"{\"ip\":");
     write_ip(out, ip);
@@ -449,7 +482,7 @@ fn end(
     }
     if let Some(a) = a {
         out.extend_from_slice(b",\"ipwho\":");
-        ipwho(out, a);
+        ipwho(out, a, rendered);
     }
     out.push(b'}');
 }
@@ -522,14 +555,14 @@ fn render_candidate(n: &NicInfo) -> Box<[u8]> {
     out.into()
 }
 
-fn status_field(out: &mut Vec<u8>, k: &[u8], s: Status) {
+fn status_field(out: &mut Vec<u8>, k: &[u8], s: &str) {
     out.extend_from_slice(k);
-    out.extend_from_slice(s.as_str().as_bytes());
+    out.extend_from_slice(s.as_bytes());
     out.push(b'"');
 }
 
-fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
-    status_field(out, b"{\"status\":\"", a.status);
+fn ipwho(out: &mut Vec<u8>, a: &EndAttribution, rendered: &mut Rendered) {
+    status_field(out, b"{\"status\":\"", a.status_word());
     out.extend_from_slice(b",\"via\":\"");
     out.extend_from_slice(a.via.as_str().as_bytes());
     out.extend_from_slice(b"\",\"scoped\":\"");
@@ -543,17 +576,17 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
         });
     }
     if let Some(n) = &a.nic {
-        out.extend_from_slice(n.as_named.get_or_init(|| {
+        out.extend_from_slice(Rendered::get(&mut rendered.named, n, |n| {
             let mut v = Vec::new();
             render_nic(&mut v, n);
             v.into()
         }));
     }
     if let Some(s) = a.vm_status {
-        status_field(out, b",\"vm_status\":\"", s);
+        status_field(out, b",\"vm_status\":\"", s.as_str());
     }
     if let Some(v) = &a.vm {
-        out.extend_from_slice(v.rendered.get_or_init(|| render_vm(v)));
+        out.extend_from_slice(Rendered::get(&mut rendered.vms, v, render_vm));
     }
     if a.stale {
         out.extend_from_slice(b",\"stale\":true");
@@ -576,7 +609,7 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(c.as_candidate.get_or_init(|| render_candidate(c)));
+            out.extend_from_slice(Rendered::get(&mut rendered.candidates, c, render_candidate));
         }
         out.push(b']');
     }

@@ -1307,9 +1307,7 @@ mod index_attributor {
         }
         match existed {
             Some(c) => {
-                let mut a =
-                    EndAttribution::nic(Status::MacMismatch, Via::Mac, Scoped::Mac, c.info.clone());
-                a.ip_held = Some(false);
+                let mut a = EndAttribution::mac_mismatch(Scoped::Mac, c.info.clone());
                 a.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
                 a
             }

@@ -11,10 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Index, Inner, Slot, ip_key};
-use crate::engine::{self, Coverage, Freshness, Micros, Watching};
-use crate::enrich::{
-    Attributor, EndAttribution, Lookups, ScopeHint, Scoped, Status as EStatus, Via, Within,
-};
+use crate::engine::{self, Coverage, Freshness, Micros, Status, Verdict, Watching};
+use crate::enrich::{Attributor, EndAttribution, Lookups, ScopeHint, Scoped, Via, Within};
 use crate::model::Mac;
 use crate::topology::{Route, Topology};
 
@@ -95,45 +93,37 @@ impl Watching for Pinned<'_> {
 }
 
 impl Pinned<'_> {
-    /// [`engine::answer`] over the claims `alive` yields (those in scope
-    /// whose bounded window holds `t`, chosen on [`Slot`]s), as an
-    /// enrichment end: the same statuses and candidate order, without
-    /// collecting the claims first. `via` and `scoped` are the caller's.
-    fn answer_end<'s, I>(&self, alive: I, t: Micros) -> EndAttribution
-    where
-        I: Iterator<Item = &'s Slot> + Clone,
-    {
-        let mut hits = alive.clone();
+    /// The answer rule ([`engine::verdict`]) over the claims `alive` yields
+    /// (those in scope whose bounded window holds `t`, chosen on [`Slot`]s),
+    /// as an enrichment end, without collecting the claims first. `via` and
+    /// `scoped` are the caller's.
+    fn answer_end<'s>(&self, alive: impl Iterator<Item = &'s Slot>, t: Micros) -> EndAttribution {
         let mut a = EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet);
-        let Some(owner) = hits.next() else {
-            return a;
-        };
-        if hits.next().is_none() {
-            let claim = &owner.entry.claim;
-            let possible = owner.possible();
-            let (status, stale) =
-                engine::owner_status(owner.certain, possible, t, claim.subscription(), self);
-            let vm = engine::vm_answer(claim, possible, t, status);
-            a.status = status.into();
-            a.stale = stale.is_some();
-            a.vm_status = Some(vm.status.into());
-            a.vm = vm
-                .attachment
-                .and_then(|x| claim.vms.iter().position(|y| std::ptr::eq(x, y)))
-                .and_then(|i| owner.entry.vms[i].clone());
-            a.nic = Some(owner.info.clone());
-            a.evidence = Some(Cow::Borrowed(owner.last.as_str()));
-            a.window = Some((bound(owner.from), bound(owner.until)));
-            return a;
+        match engine::verdict(alive, t, self) {
+            Verdict::Unknown => {}
+            Verdict::Lone {
+                owner,
+                status,
+                stale,
+                vm,
+            } => {
+                let claim = &owner.entry.claim;
+                a.status = status;
+                a.stale = stale.is_some();
+                a.vm_status = Some(vm.status);
+                a.vm = vm
+                    .attachment
+                    .and_then(|x| claim.vms.iter().position(|y| std::ptr::eq(x, y)))
+                    .and_then(|i| owner.entry.vms[i].clone());
+                a.nic = Some(owner.info.clone());
+                a.evidence = Some(Cow::Borrowed(owner.last.as_str()));
+                a.window = Some((bound(owner.from), bound(owner.until)));
+            }
+            Verdict::Ambiguous(all) => {
+                a.status = Status::Ambiguous;
+                a.candidates = all.iter().map(|s| s.info.clone()).collect();
+            }
         }
-        // Ambiguous, as `engine::answer` says it: every claim alive at `t`, in
-        // its order (the bounded possible window's start, then the key).
-        let mut hits: Vec<&Slot> = alive.collect();
-        hits.sort_by(|x, y| {
-            engine::candidate_order(x.from, &x.entry.claim, y.from, &y.entry.claim)
-        });
-        a.status = EStatus::Ambiguous;
-        a.candidates = hits.iter().map(|s| s.info.clone()).collect();
         a
     }
 }
@@ -222,13 +212,7 @@ impl Lookups for Pinned<'_> {
         // A NIC with the MAC existed then but did not hold the IP: named.
         match known {
             Some(c) => {
-                let mut a = EndAttribution::nic(
-                    EStatus::MacMismatch,
-                    Via::Mac,
-                    Scoped::Mac,
-                    c.info.clone(),
-                );
-                a.ip_held = Some(false);
+                let mut a = EndAttribution::mac_mismatch(Scoped::Mac, c.info.clone());
                 a.evidence = Some(Cow::Borrowed(c.last.kind.as_str()));
                 a
             }

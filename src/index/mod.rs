@@ -21,9 +21,9 @@ use ipnet::IpNet;
 use crate::engine::{
     self, Answer, Claim, Complete, Coverage, EvidenceKind, Freshness, Micros, Watching, Window,
 };
-use crate::enrich::{NicInfo, VmInfo};
+
 use crate::model::hash::{FastMap, FastSet};
-use crate::model::{ArmId, Mac};
+use crate::model::{ArmId, Mac, NicInfo, VmInfo};
 
 /// What watched each subscription, by subscription id (lower case).
 pub use crate::engine::CoverageMap;
@@ -114,6 +114,18 @@ impl Slot {
             start: self.from,
             end: self.until,
         }
+    }
+}
+
+impl<'a> engine::Alive<'a> for &'a Slot {
+    fn claim(self) -> &'a Claim {
+        &self.entry.claim
+    }
+    fn possible(self) -> Window {
+        Slot::possible(self)
+    }
+    fn certain(self) -> Window {
+        self.certain
     }
 }
 
