@@ -72,8 +72,6 @@ const KNOWN: &[(&str, &str)] = &[
     // The ingest use case returns the API's error type: it gets its own.
     ("service", "api"),
     ("topology_ingest", "api"),
-    // The enrichment adapter lives in `index/enrich.rs`: it moves to `enrich/`.
-    ("index", "enrich"),
 ];
 
 /// Files outside `store/` that still run SQL, to be moved into it.

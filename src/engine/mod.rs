@@ -35,6 +35,20 @@ pub type Micros = i64;
 pub const NEG_INF: Micros = i64::MIN;
 /// An unbounded end.
 pub const POS_INF: Micros = i64::MAX;
+
+/// Microseconds → timestamp (`None` for the infinities).
+pub fn to_ts(m: Micros) -> Option<chrono::DateTime<chrono::Utc>> {
+    if m == NEG_INF || m == POS_INF {
+        None
+    } else {
+        chrono::DateTime::from_timestamp_micros(m)
+    }
+}
+
+/// Timestamp → microseconds.
+pub fn micros(t: chrono::DateTime<chrono::Utc>) -> Micros {
+    t.timestamp_micros()
+}
 /// A minute in microseconds.
 pub const MINUTE: Micros = 60_000_000;
 

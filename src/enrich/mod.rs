@@ -104,6 +104,7 @@
 //! the first errors, whether the input was read to its end, and the index's
 //! freshness ([`Attributor::freshness`]).
 
+mod adapter;
 mod frame;
 mod map;
 mod output;

@@ -7,9 +7,11 @@
 //! /128), so a NIC that holds a prefix answers for every address in it.
 //! Each claim's possible window is held as exclusivity bounds it
 //! ([`engine::exclusive`]), recomputed for the claims of an IP whenever one
-//! of them changes, so that enrichment reads it inline ([`enrich`]).
+//! of them changes, so that a batch of lookups reads it inline ([`View`]).
 
-mod enrich;
+mod view;
+
+pub use view::{OfIp, View};
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -75,7 +77,7 @@ impl Scope {
 /// claim itself is read only for its VM or to order the candidates of a
 /// tie. Its scope and subscription are interned ([`Inner::names`]) for the
 /// same reason. One cache line.
-pub(crate) struct Slot {
+pub struct Slot {
     pub(crate) from: Micros,
     pub(crate) until: Micros,
     pub(crate) certain: Window,

@@ -269,19 +269,7 @@ pub async fn load_coverage(
     Ok(out)
 }
 
-/// Microseconds → timestamp (None for the infinities).
-pub fn to_ts(m: Micros) -> Option<DateTime<Utc>> {
-    if m == crate::engine::NEG_INF || m == crate::engine::POS_INF {
-        None
-    } else {
-        DateTime::from_timestamp_micros(m)
-    }
-}
-
-/// Timestamp → microseconds.
-pub fn micros(t: DateTime<Utc>) -> Micros {
-    t.timestamp_micros()
-}
+pub use crate::engine::{micros, to_ts};
 
 /// Counts for `/v1/status`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -2,97 +2,25 @@
 //! the claims index. They run once or twice per tuple, so they borrow from
 //! the index under one read of its lock (a worker's batch) and allocate
 //! nothing but the candidate list of an ambiguous answer. The answers are
-//! the engine's ([`engine::owner_status`], [`engine::vm_answer`]) over the
-//! windows the index holds bounded by exclusivity: the same as a lookup
-//! through the API gives (a property test in `enrich/tests.rs` checks it).
+//! the engine's rule ([`engine::verdict`]) over the windows the index holds
+//! bounded by exclusivity: the same as a lookup through the API gives (a
+//! property test in `enrich/tests.rs` checks it).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Index, Inner, Slot, ip_key};
-use crate::engine::{self, Coverage, Freshness, Micros, Status, Verdict, Watching};
-use crate::enrich::{Attributor, EndAttribution, Lookups, ScopeHint, Scoped, Via, Within};
+use super::{Attributor, EndAttribution, Lookups, ScopeHint, Scoped, Via, Within};
+use crate::engine::{self, Micros, Status, Verdict};
+use crate::index::{Entry, Index, Slot, View};
 use crate::model::Mac;
-use crate::topology::{Route, Topology};
+use crate::topology::Route;
 
 fn bound(m: Micros) -> Option<i64> {
     (m != engine::NEG_INF && m != engine::POS_INF).then_some(m)
 }
 
-/// The claims on an IP (including prefixes that contain it), looked up once
-/// and borrowed, in the order of [`Inner::claims_of_ip`]: one slice per
-/// prefix length present (almost always one), four inline.
-#[derive(Clone, Default)]
-struct OfIp<'a> {
-    inline: [&'a [Slot]; 4],
-    n: usize,
-    spill: Vec<&'a [Slot]>,
-}
-
-impl<'a> OfIp<'a> {
-    fn push(&mut self, s: &'a [Slot]) {
-        if self.n < self.inline.len() {
-            self.inline[self.n] = s;
-            self.n += 1;
-        } else {
-            self.spill.push(s);
-        }
-    }
-
-    /// The claims whose (bounded) possible window holds `t`.
-    fn at(&self, t: Micros) -> impl Iterator<Item = &'a Slot> + Clone + '_ {
-        self.inline[..self.n]
-            .iter()
-            .chain(self.spill.iter())
-            .flat_map(|s| s.iter())
-            .filter(move |s| s.holds(t))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.inline[..self.n]
-            .iter()
-            .chain(self.spill.iter())
-            .all(|s| s.is_empty())
-    }
-}
-
-impl Inner {
-    fn of_ip(&self, ip: IpAddr) -> OfIp<'_> {
-        let mut out = OfIp::default();
-        let v4 = ip.is_ipv4();
-        for &(family, len) in &self.prefix_lens {
-            if family != v4 {
-                continue;
-            }
-            let Ok(net) = ipnet::IpNet::new(ip, len) else {
-                continue;
-            };
-            if let Some(v) = self.by_ip.get(&ip_key(&net)) {
-                out.push(v);
-            }
-        }
-        out
-    }
-}
-
-/// The index under one read of its lock: a worker's batch of lookups.
-struct Pinned<'a> {
-    r: &'a Inner,
-    topology: &'a Topology,
-    freshness: Freshness,
-}
-
-impl Watching for Pinned<'_> {
-    fn coverage(&self, subscription: &str) -> Option<&Coverage> {
-        self.r.coverage.get(subscription)
-    }
-    fn fallback_bound(&self) -> Micros {
-        self.freshness.fallback
-    }
-}
-
-impl Pinned<'_> {
+impl View<'_> {
     /// The answer rule ([`engine::verdict`]) over the claims `alive` yields
     /// (those in scope whose bounded window holds `t`, chosen on [`Slot`]s),
     /// as an enrichment end, without collecting the claims first. `via` and
@@ -138,26 +66,21 @@ fn searched(scope: &ScopeHint) -> Option<Arc<str>> {
         .map(Arc::from)
 }
 
-impl Lookups for Pinned<'_> {
+impl Lookups for View<'_> {
     fn by_mac(&self, mac: &Mac, ip: IpAddr, at: i64, scope: &ScopeHint) -> EndAttribution {
-        let r = self.r;
         let unknown = |scoped| {
             let mut a = EndAttribution::unknown(Via::Mac, scoped);
             a.searched = searched(scope);
             a
         };
-        let Some(nics) = r.by_mac.get(mac) else {
+        let Some(nics) = self.of_mac(mac) else {
             return unknown(Scoped::MacUnknown);
         };
         // Within the scope the record names: the NIC it targets, else its
         // VNet, else its subscription.
-        let in_scope = |e: &&Arc<super::Entry>| match (&scope.nic, &scope.vnet, &scope.subscription)
-        {
+        let in_scope = |e: &&Arc<Entry>| match (&scope.nic, &scope.vnet, &scope.subscription) {
             (Some(n), _, _) => *e.key.nic == **n,
-            (None, Some(v), _) => r
-                .by_nic
-                .get(&e.key.nic)
-                .is_some_and(|cs| cs.iter().any(|c| *c.key.scope == **v)),
+            (None, Some(v), _) => self.of_nic(&e.key.nic).iter().any(|c| *c.key.scope == **v),
             (None, None, Some(s)) => e.subscription() == s,
             (None, None, None) => true,
         };
@@ -165,7 +88,7 @@ impl Lookups for Pinned<'_> {
         if mine.peek().is_none() {
             return unknown(Scoped::MacOutOfScope);
         }
-        let of_ip = r.of_ip(ip);
+        let of_ip = self.of_ip(ip);
         let all = of_ip.at(at);
         // The record names the NIC that captured the tuple: a NIC with the
         // MAC that may have held the IP at `at` is the capturing end,
@@ -174,14 +97,11 @@ impl Lookups for Pinned<'_> {
         // (a MAC reused) make the answer ambiguous between them. A NIC with
         // several live claims on the IP counts its first in its own order.
         let mut held: Vec<&Slot> = Vec::new();
-        let mut known: Option<&Arc<super::Entry>> = None;
+        let mut known: Option<&Arc<Entry>> = None;
         for n in mine {
             let nic = &n.key.nic;
             if known.is_none() {
-                known = r
-                    .by_nic
-                    .get(nic)
-                    .and_then(|cs| cs.iter().find(|c| c.possible.contains(at)));
+                known = self.of_nic(nic).iter().find(|c| c.possible.contains(at));
             }
             let mut own = all.clone().filter(|s| s.entry.key.nic == *nic);
             let Some(s) = own.next() else {
@@ -191,8 +111,8 @@ impl Lookups for Pinned<'_> {
                 held.push(s);
                 continue;
             }
-            let claims = r.by_nic.get(nic).map(Vec::as_slice).unwrap_or_default();
-            let first = claims
+            let first = self
+                .of_nic(nic)
                 .iter()
                 .find(|c| c.key.ip.contains(&ip) && all.clone().any(|s| Arc::ptr_eq(&s.entry, c)))
                 .expect("a live claim of the NIC on the IP is among the NIC's claims");
@@ -222,13 +142,13 @@ impl Lookups for Pinned<'_> {
     }
 
     fn by_ip(&self, ip: IpAddr, at: i64, within: Within<'_>) -> EndAttribution {
-        let of_ip = self.r.of_ip(ip);
+        let of_ip = self.of_ip(ip);
         if of_ip.is_empty() {
             return EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet);
         }
         let all = of_ip.at(at);
         // A scope the index has never seen holds none of its claims.
-        let name = |n: &str| self.r.names.get(n).copied();
+        let name = |n: &str| self.name(n);
         match within {
             Within::Vnet(v) => match name(v) {
                 Some(v) => self.answer_end(all.filter(|s| s.scope == v), at),
@@ -243,45 +163,26 @@ impl Lookups for Pinned<'_> {
     }
 
     fn route(&self, vnet: &str, ip: IpAddr, at: i64) -> Route {
-        self.topology.route(vnet, ip, at)
+        self.topology().route(vnet, ip, at)
     }
 
     fn watched(&self, subscription: &str, at: i64) -> Option<bool> {
-        Some(
-            self.r
-                .coverage
-                .get(subscription)
-                .is_some_and(|c| c.watched_at(at)),
-        )
+        Some(engine::Watching::coverage(self, subscription).is_some_and(|c| c.watched_at(at)))
     }
 
     fn may_hold(&self, ip: IpAddr) -> bool {
-        self.r.space.holds(ip)
-    }
-}
-
-impl Index {
-    fn pinned<T>(&self, f: impl FnOnce(&Pinned<'_>) -> T) -> T {
-        let topology = self.topology();
-        let freshness = self.freshness;
-        self.read(|r| {
-            f(&Pinned {
-                r,
-                topology: &topology,
-                freshness,
-            })
-        })
+        self.in_space(ip)
     }
 }
 
 /// One lookup at a time, each under its own read of the lock.
 impl Lookups for Index {
     fn by_mac(&self, mac: &Mac, ip: IpAddr, at: i64, scope: &ScopeHint) -> EndAttribution {
-        self.pinned(|p| p.by_mac(mac, ip, at, scope))
+        self.view(|p| p.by_mac(mac, ip, at, scope))
     }
 
     fn by_ip(&self, ip: IpAddr, at: i64, within: Within<'_>) -> EndAttribution {
-        self.pinned(|p| p.by_ip(ip, at, within))
+        self.view(|p| p.by_ip(ip, at, within))
     }
 
     fn route(&self, vnet: &str, ip: IpAddr, at: i64) -> Route {
@@ -289,11 +190,11 @@ impl Lookups for Index {
     }
 
     fn watched(&self, subscription: &str, at: i64) -> Option<bool> {
-        self.pinned(|p| p.watched(subscription, at))
+        self.view(|p| p.watched(subscription, at))
     }
 
     fn may_hold(&self, ip: IpAddr) -> bool {
-        self.read(|r| r.space.holds(ip))
+        self.view(|v| v.in_space(ip))
     }
 }
 
@@ -301,14 +202,14 @@ impl Attributor for Index {
     /// Holds the read lock for all of `f` (a worker's batch: milliseconds of
     /// work, never waiting on output).
     fn with_lookups(&self, f: &mut dyn FnMut(&dyn Lookups)) {
-        self.pinned(|p| f(p))
+        self.view(|p| f(p))
     }
 
     fn freshness(&self) -> serde_json::Value {
         let (seq, at) = self.freshness();
         serde_json::json!({
             "sequence": seq,
-            "updated_at": crate::store::to_ts(at),
+            "updated_at": engine::to_ts(at),
             "claims": self.len(),
         })
     }
