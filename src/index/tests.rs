@@ -1,6 +1,7 @@
 //! The index's own bookkeeping: where claims lie, shared display values,
 //! and exclusivity held on its slots.
 
+use super::inner::Space;
 use super::*;
 use crate::engine::{Attachment, ClaimKey, EvidenceKind, EvidenceRef, Window};
 use crate::model::ArmId;
