@@ -106,6 +106,7 @@
 
 mod adapter;
 mod frame;
+mod json;
 mod map;
 mod output;
 mod pipeline;
