@@ -172,9 +172,7 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
     ];
     let body = json!({ "records": records }).to_string();
     let r = ingest::ingest_activity(pool, index, body.as_bytes()).await?;
-    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims")
-        .fetch_one(pool)
-        .await?;
+    let claims = crate::store::claim_count(pool).await?;
     Ok(format!(
         "demo estate loaded: {snapshots} snapshots, {} activity events ({} new), {} claims in all.\n\
          Try:\n  \

@@ -58,13 +58,7 @@ const KNOWN: &[(&str, &str)] = &[
 ];
 
 /// Files outside `store/` that still run SQL, to be moved into it.
-const SQL_OUTSIDE_STORE: &[&str] = &[
-    "api/ops.rs",
-    "collector/collect.rs",
-    "demo.rs",
-    "ingest/snapshot.rs",
-    "sync.rs",
-];
+const SQL_OUTSIDE_STORE: &[&str] = &[];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

@@ -276,11 +276,7 @@ pub async fn finish_snapshot(
         .await?
         .ok_or_else(|| IngestError::NotFound(format!("no snapshot with id {id:?}")))?;
     index.apply(changes).await;
-    let (taken_at, subscriptions): (DateTime<Utc>, Vec<String>) =
-        sqlx::query_as("SELECT taken_at, subscriptions FROM snapshots WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?;
+    let (taken_at, subscriptions) = store::snapshot_scope(pool, id).await?;
     Ok(snapshot_response(
         report,
         taken_at,
