@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::index::Index;
-use crate::service::{self, SnapshotParams};
+use crate::ingest::{self, SnapshotParams};
 
 pub const PROD: &str = "11111111-1111-1111-1111-111111111111";
 pub const DEV: &str = "22222222-2222-2222-2222-222222222222";
@@ -145,9 +145,7 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
             complete: Some(true),
             last_page: Some(true),
         };
-        service::ingest_snapshot(pool, index, body.to_string().as_bytes(), params)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.detail))?;
+        ingest::ingest_snapshot(pool, index, body.to_string().as_bytes(), params).await?;
         let dev = json!({ "value": [nic_json(&test)] });
         let params = SnapshotParams {
             snapshot_id: Some(format!("demo-dev-{h:02}00")),
@@ -156,9 +154,7 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
             complete: Some(true),
             last_page: Some(true),
         };
-        service::ingest_snapshot(pool, index, dev.to_string().as_bytes(), params)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.detail))?;
+        ingest::ingest_snapshot(pool, index, dev.to_string().as_bytes(), params).await?;
         snapshots += 2;
     }
     let records = vec![
@@ -175,12 +171,8 @@ pub async fn load(pool: &PgPool, index: &Index) -> anyhow::Result<String> {
         event("WRITE", at(12, 30), &api, true, Some(&nic_json(&api))),
     ];
     let body = json!({ "records": records }).to_string();
-    let r = service::ingest_activity(pool, index, body.as_bytes())
-        .await
-        .map_err(|e| anyhow::anyhow!(e.detail))?;
-    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM claims")
-        .fetch_one(pool)
-        .await?;
+    let r = ingest::ingest_activity(pool, index, body.as_bytes()).await?;
+    let claims = crate::store::claim_count(pool).await?;
     Ok(format!(
         "demo estate loaded: {snapshots} snapshots, {} activity events ({} new), {} claims in all.\n\
          Try:\n  \

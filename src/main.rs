@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ipwho::api::lookup::{self, ScopeParams};
 use ipwho::api::{self, ApiError, AppState, Limits};
-use ipwho::service::{self, SnapshotParams};
+use ipwho::ingest::{self, IngestError, SnapshotParams, TopologyParams};
 use ipwho::{collector, demo, store, sync};
 
 #[derive(Parser)]
@@ -459,8 +459,7 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
             let n = files.len();
             for (i, f) in files.iter().enumerate() {
                 let body = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-                let body = service::decompressed(&body, None)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                let body = ingest::decompressed(&body, None).map_err(|e| flagged(f, e))?;
                 let params = SnapshotParams {
                     snapshot_id: snapshot_id.clone(),
                     taken_at: taken_at.clone(),
@@ -468,7 +467,7 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
                     complete: Some(complete),
                     last_page: snapshot_id.as_ref().map(|_| i + 1 == n),
                 };
-                let r = service::ingest_snapshot(&pool, &index, &body, params)
+                let r = ingest::ingest_snapshot(&pool, &index, &body, params)
                     .await
                     .map_err(|e| flagged(f, e))?;
                 println!("{}: {}", f.display(), serde_json::to_string(&r)?);
@@ -481,13 +480,12 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
         } => {
             for f in expand_dirs(files)? {
                 let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-                let body = service::decompressed(&body, None)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
-                let params = ipwho::topology_ingest::TopologyParams {
+                let body = ingest::decompressed(&body, None).map_err(|e| flagged(&f, e))?;
+                let params = TopologyParams {
                     taken_at: taken_at.clone(),
                     subscriptions: (!subscription.is_empty()).then(|| subscription.clone()),
                 };
-                let r = ipwho::topology_ingest::ingest_topology(&pool, &index, &body, params)
+                let r = ingest::ingest_topology(&pool, &index, &body, params)
                     .await
                     .map_err(|e| flagged(&f, e))?;
                 println!("{}: {}", f.display(), serde_json::to_string(&r)?);
@@ -496,11 +494,10 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
         IngestCommand::Activity { files } => {
             for f in expand_dirs(files)? {
                 let body = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-                let body = service::decompressed(&body, None)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
-                let r = service::ingest_activity(&pool, &index, &body)
+                let body = ingest::decompressed(&body, None).map_err(|e| flagged(&f, e))?;
+                let r = ingest::ingest_activity(&pool, &index, &body)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.detail))?;
+                    .map_err(|e| flagged(&f, e))?;
                 println!("{}: {}", f.display(), serde_json::to_string(&r)?);
             }
         }
@@ -509,13 +506,15 @@ async fn ingest(url: &str, cmd: IngestCommand) -> anyhow::Result<()> {
 }
 
 /// An ingest error of file `f`, with the flag that gives the metadata a
-/// listing lacks.
-fn flagged(f: &std::path::Path, e: ApiError) -> anyhow::Error {
-    let flag = match e.parameter.as_deref() {
+/// listing lacks. Worded as the API words it (a failure of the database is
+/// logged, and named in general terms).
+fn flagged(f: &std::path::Path, e: IngestError) -> anyhow::Error {
+    let flag = match e.field() {
         Some("taken_at") => " (--taken-at)",
         Some("subscriptions") => " (--subscription)",
         _ => "",
     };
+    let e = ApiError::from(e);
     anyhow::anyhow!("{}: {}{flag}", f.display(), e.detail)
 }
 

@@ -5,13 +5,12 @@
 //! A moved horizon or a new topology listing is an entry naming no NIC
 //! (`""`): the follower reloads the horizons and the topology.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use crate::engine::{Claim, Freshness};
+use crate::engine::Freshness;
 use crate::index::Index;
 
 /// Loads every claim into a new index, positioned at the current end of the change feed.
@@ -42,9 +41,7 @@ pub async fn load_into(pool: &PgPool, index: &Index) -> anyhow::Result<()> {
     crate::store::rebuild_claims_if_lost(pool).await?;
     // Read the feed position first: changes committed while loading are
     // replayed by the next catch-up (replaying is harmless).
-    let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM claim_changes")
-        .fetch_one(pool)
-        .await?;
+    let seq = crate::store::feed_end(pool).await?;
     let fresh = build(pool, index.freshness_policy()).await?;
     let topology = crate::store::topology::load_topology(pool).await?;
     let mut applied = index.applied_seq.lock().await;
@@ -106,11 +103,7 @@ async fn build(pool: &PgPool, freshness: Freshness) -> anyhow::Result<Index> {
 /// many NICs were reloaded.
 pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
     let mut applied = index.applied_seq.lock().await;
-    let (mut min, mut max, intact): (Option<i64>, Option<i64>, bool) = sqlx::query_as(
-        "SELECT min(seq), max(seq), EXISTS (SELECT FROM claims_intact) FROM claim_changes",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (mut min, mut max, intact) = crate::store::feed_state(pool).await?;
     let lost = !intact;
     if lost {
         // Postgres lost the claims (a crash; they are unlogged): this index
@@ -118,9 +111,7 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
         // them must be recomputed first, and is reloaded whole after.
         tracing::warn!("the claims in the database were lost; recomputing and reloading them");
         crate::store::rebuild_claims_if_lost(pool).await?;
-        (min, max) = sqlx::query_as("SELECT min(seq), max(seq) FROM claim_changes")
-            .fetch_one(pool)
-            .await?;
+        (min, max) = crate::store::feed_span(pool).await?;
     }
     let Some(max) = max else { return Ok(0) };
     if max == *applied && !lost {
@@ -149,32 +140,14 @@ pub async fn catch_up(pool: &PgPool, index: &Index) -> anyhow::Result<usize> {
         *applied = max;
         return Ok(n);
     }
-    let all: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT unnest(nic_keys) FROM claim_changes WHERE seq > $1 AND seq <= $2",
-    )
-    .bind(*applied)
-    .bind(max)
-    .fetch_all(pool)
-    .await?;
+    let all = crate::store::changed_nics(pool, *applied, max).await?;
     // "" marks a moved horizon or a topology listing, not a NIC (the
     // coverage is reloaded below).
     if all.iter().any(String::is_empty) {
         reload_topology(pool, index).await?;
     }
     let nics: Vec<String> = all.into_iter().filter(|n| !n.is_empty()).collect();
-    let mut rows: Vec<(String, crate::store::Doc<Claim>)> = sqlx::query_as(concat!(
-        "SELECT nic_key, detail FROM claims WHERE ",
-        crate::store::of_nics!()
-    ))
-    .bind(&nics)
-    .fetch_all(pool)
-    .await?;
-    crate::store::of_wanted(&mut rows, &nics, |r| &r.0);
-    let mut by_nic: HashMap<String, Vec<Claim>> =
-        nics.iter().map(|n| (n.clone(), Vec::new())).collect();
-    for (n, c) in rows {
-        by_nic.entry(n).or_default().push(c.0);
-    }
+    let by_nic = crate::store::claims_by_nic(pool, &nics).await?;
     let n = by_nic.len();
     index.replace(by_nic);
     index.set_coverage(crate::store::load_coverage(pool, &index.freshness_policy()).await?);
@@ -232,14 +205,5 @@ pub async fn follow(
 /// follower whose position is older than every entry left knows that it
 /// missed some and reloads everything (with no entry left, it could not tell).
 pub async fn prune(pool: &PgPool, keep: Duration) -> anyhow::Result<u64> {
-    let secs = keep.as_secs_f64();
-    let r = sqlx::query(
-        "DELETE FROM claim_changes
-         WHERE changed_at < now() - make_interval(secs => $1)
-           AND seq < (SELECT max(seq) FROM claim_changes)",
-    )
-    .bind(secs)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
+    Ok(crate::store::prune_feed(pool, keep).await?)
 }

@@ -1164,7 +1164,7 @@ async fn while_the_claims_load_only_health_is_served(pool: PgPool) {
         true,
         vec![nic(SUB1, "v", "n", &["10.1.0.1"], None)],
     );
-    ipwho::service::ingest_snapshot(
+    ipwho::ingest::ingest_snapshot(
         &pool,
         &writer,
         body.to_string().as_bytes(),
@@ -1256,7 +1256,7 @@ async fn replicas_follow_each_other_through_the_change_feed(pool: PgPool) {
                 .map(|&(name, ip)| nic(SUB1, "v", name, &[ip], None))
                 .collect();
             let body = snapshot(at, &[SUB1], true, nics);
-            ipwho::service::ingest_snapshot(
+            ipwho::ingest::ingest_snapshot(
                 pool,
                 other,
                 body.to_string().as_bytes(),

@@ -602,7 +602,7 @@ async fn replicas_pick_up_topology_through_the_change_feed(pool: PgPool) {
     // Another process stores a listing.
     let other = ipwho::index::Index::new();
     let body = listing(T0, &[SUB1], estate("Connected")).to_string();
-    ipwho::topology_ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
+    ipwho::ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
         .await
         .unwrap();
     assert_eq!(other.topology().len(), 2, "the writer reloads its own");
@@ -622,11 +622,11 @@ async fn replicas_pick_up_topology_through_the_change_feed(pool: PgPool) {
     );
     // A change elsewhere, then a repeat (no feed entry): both followed.
     let body = listing(T1, &[SUB1], estate("Disconnected")).to_string();
-    ipwho::topology_ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
+    ipwho::ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
         .await
         .unwrap();
     let entries = app.count("claim_changes").await;
-    ipwho::topology_ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
+    ipwho::ingest::ingest_topology(&pool, &other, body.as_bytes(), Default::default())
         .await
         .unwrap();
     assert_eq!(

@@ -117,13 +117,35 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        use crate::ingest::{IngestError, Input};
         match e {
-            crate::store::StoreError::SnapshotMismatch { .. } => {
-                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
+            IngestError::Invalid {
+                input,
+                field,
+                message,
+            } => {
+                let code = match input {
+                    Input::Body => ErrorCode::InvalidBody,
+                    Input::Time => ErrorCode::InvalidTime,
+                    Input::Parameter => ErrorCode::InvalidParameter,
+                };
+                ApiError::bad(code, field, message)
             }
-            crate::store::StoreError::Db(d) => d.into(),
+            IngestError::NotFound(detail) => ApiError::not_found(detail),
+            IngestError::TooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the gzip body decompresses to more than the configured limit of {limit} bytes (--max-body-bytes / IPWHO_MAX_BODY_BYTES); post smaller pages"
+                ),
+            ),
+            IngestError::Conflict(detail) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, detail)
+            }
+            IngestError::Storage(d) => d.into(),
+            IngestError::Index(e) => e.into(),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, Request, State};
 
 use super::error::{ApiError, Problem};
 use super::{AppState, QueryParams, body_bytes};
-use crate::service::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
+use crate::ingest::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 
 /// Post a NIC snapshot, or one page of it.
 ///
@@ -43,9 +43,9 @@ pub async fn snapshots(
     req: Request,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
-    let body = service::decompressed(&body, Some(state.limits.max_body_bytes))?;
+    let body = ingest::decompressed(&body, Some(state.limits.max_body_bytes))?;
     Ok(Json(
-        service::ingest_snapshot(&state.pool, &state.index, &body, q).await?,
+        ingest::ingest_snapshot(&state.pool, &state.index, &body, q).await?,
     ))
 }
 
@@ -65,7 +65,7 @@ pub async fn snapshot_done(
     Path(id): Path<String>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     Ok(Json(
-        service::finish_snapshot(&state.pool, &state.index, &id).await?,
+        ingest::finish_snapshot(&state.pool, &state.index, &id).await?,
     ))
 }
 
@@ -93,8 +93,8 @@ pub async fn activity(
     req: Request,
 ) -> Result<Json<ActivityResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
-    let body = service::decompressed(&body, Some(state.limits.max_body_bytes))?;
+    let body = ingest::decompressed(&body, Some(state.limits.max_body_bytes))?;
     Ok(Json(
-        service::ingest_activity(&state.pool, &state.index, &body).await?,
+        ingest::ingest_activity(&state.pool, &state.index, &body).await?,
     ))
 }

@@ -301,8 +301,8 @@ mod tests {
             refused::<lookup::VmParams>(),
             refused::<enrich::EnrichParams>(),
             refused::<ops::ConflictParams>(),
-            refused::<crate::service::SnapshotParams>(),
-            refused::<crate::topology_ingest::TopologyParams>(),
+            refused::<crate::ingest::SnapshotParams>(),
+            refused::<crate::ingest::TopologyParams>(),
             refused::<topology::TopologyQuery>(),
         ] {
             assert_eq!(parameter, "zz_unknown");

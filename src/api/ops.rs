@@ -46,7 +46,7 @@ pub struct Readiness {
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let database = store::ping(&state.pool).await.is_ok();
     let migrations = database
         && store::migrations_applied(&state.pool)
             .await

@@ -10,8 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
 use super::{AppState, QueryParams, body_bytes};
-use crate::service;
-use crate::topology_ingest::{self, TopologyParams, TopologyResponse};
+use crate::ingest::{self, TopologyParams, TopologyResponse};
 
 /// Post a listing of VNets (or one page of it).
 ///
@@ -47,9 +46,9 @@ pub async fn post_topology(
     req: Request,
 ) -> Result<Json<TopologyResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;
-    let body = service::decompressed(&body, Some(state.limits.max_body_bytes))?;
+    let body = ingest::decompressed(&body, Some(state.limits.max_body_bytes))?;
     Ok(Json(
-        topology_ingest::ingest_topology(&state.pool, &state.index, &body, q).await?,
+        ingest::ingest_topology(&state.pool, &state.index, &body, q).await?,
     ))
 }
 

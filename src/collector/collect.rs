@@ -105,20 +105,14 @@ async fn collect_locked(
     // lock on a connection of its own, released when that connection closes
     // (also when this future is dropped).
     let mut lock_conn = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(lock_key(sub))
-        .fetch_one(&mut lock_conn)
-        .await?;
+    let locked = store::try_lock(&mut lock_conn, lock_key(sub)).await?;
     if !locked {
         report.skipped = Some("another collector is collecting this subscription".into());
         let _ = lock_conn.close().await;
         return Ok(());
     }
     let r = collect_inner(pool, index, arm, cfg, sub, stats, report).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key(sub))
-        .execute(&mut lock_conn)
-        .await;
+    let _ = store::unlock(&mut lock_conn, lock_key(sub)).await;
     let _ = lock_conn.close().await;
     r
 }
@@ -126,16 +120,7 @@ async fn collect_locked(
 /// Closes, as partial, snapshots of this subscription a collector began and
 /// never finished (it crashed or was stopped).
 async fn close_abandoned(pool: &PgPool, index: &Index, sub: &str) -> anyhow::Result<usize> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "UPDATE snapshots SET complete = false,
-                partial_reason = coalesce(partial_reason, 'the collector stopped before finishing this snapshot')
-         WHERE starts_with(id, $1) AND NOT finished AND $2 = ANY(subscriptions)
-         RETURNING id",
-    )
-    .bind(SNAPSHOT_PREFIX)
-    .bind(sub)
-    .fetch_all(pool)
-    .await?;
+    let ids = store::abandon_unfinished(pool, SNAPSHOT_PREFIX, sub).await?;
     for id in &ids {
         if let Some((_, changes)) = store::finish_snapshot(pool, id).await? {
             index.apply(changes).await;
@@ -207,17 +192,12 @@ async fn collect_inner(
         }
         Some(format!("not every list came back: {text}"))
     };
-    sqlx::query(
-        "UPDATE snapshots SET pages = $2,
-                complete = complete AND $3::text IS NULL,
-                partial_reason = CASE WHEN $3::text IS NULL THEN partial_reason
-                                      ELSE concat_ws('; ', $3::text, partial_reason) END
-         WHERE id = $1 AND NOT finished",
+    store::note_listing(
+        pool,
+        &meta.id,
+        i32::try_from(pages).unwrap_or(i32::MAX),
+        reason.as_deref(),
     )
-    .bind(&meta.id)
-    .bind(i32::try_from(pages).unwrap_or(i32::MAX))
-    .bind(&reason)
-    .execute(pool)
     .await?;
     let (fin, changes) = store::finish_snapshot(pool, &meta.id)
         .await?

@@ -2,11 +2,20 @@
 //! through one transaction per ingest call, under an advisory lock, so two
 //! ingests never interleave their reads and writes of the same NIC.
 
+mod changes;
 mod ingest;
+mod locks;
+mod probe;
 mod recompute;
 pub mod runs;
+mod snapshots;
 mod states;
 pub mod topology;
+
+pub use changes::{changed_nics, claims_by_nic, feed_end, feed_span, feed_state, prune_feed};
+pub use locks::{try_lock, unlock};
+pub use probe::{claim_count, ping};
+pub use snapshots::{abandon_unfinished, note_listing, snapshot_scope};
 
 pub use ingest::{
     ActivityReport, PageReport, SnapshotMeta, SnapshotPage, StoreError, finish_snapshot,

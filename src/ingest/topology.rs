@@ -8,10 +8,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiError, ErrorCode};
+use super::body::list_body;
+use super::{IngestError, Input, RejectedView, comma_list, listing_time};
 use crate::azure::vnet::parse_vnet;
 use crate::index::Index;
-use crate::service::{RejectedView, comma_list, list_body, listing_time};
 use crate::store::topology::{TopologyListing, ingest_listing};
 use crate::topology::VnetState;
 
@@ -58,7 +58,7 @@ pub async fn ingest_topology(
     index: &Index,
     body: &[u8],
     query: TopologyParams,
-) -> Result<TopologyResponse, ApiError> {
+) -> Result<TopologyResponse, IngestError> {
     let body = list_body(
         body,
         &["value", "data"],
@@ -66,23 +66,17 @@ pub async fn ingest_topology(
         |id| id.to_ascii_lowercase().contains("/virtualnetworks/"),
     )
     .map_err(|e| {
-        ApiError::bad(
-            ErrorCode::InvalidBody,
+        IngestError::invalid(
+            Input::Body,
             "body",
             format!("topology body is not JSON: {e}"),
         )
     })?;
-    let from_body: TopologyParams =
-        serde_json::from_value(Value::Object(body.meta)).map_err(|e| {
-            ApiError::bad(
-                ErrorCode::InvalidBody,
-                "body",
-                format!("listing metadata: {e}"),
-            )
-        })?;
+    let from_body: TopologyParams = serde_json::from_value(Value::Object(body.meta))
+        .map_err(|e| IngestError::invalid(Input::Body, "body", format!("listing metadata: {e}")))?;
     let records = body.records.ok_or_else(|| {
-        ApiError::bad(
-            ErrorCode::InvalidBody,
+        IngestError::invalid(
+            Input::Body,
             "value",
             "no VNet array: expected an ARM list page {\"value\": [...]}, a Resource Graph {\"data\": [...]}, a JSON array, or one VNet",
         )
@@ -148,8 +142,8 @@ pub async fn ingest_topology(
                 r.reason
             ),
         };
-        return Err(ApiError::bad(
-            ErrorCode::InvalidBody,
+        return Err(IngestError::invalid(
+            Input::Body,
             "value",
             format!("no VNet to store: {why}"),
         ));
@@ -161,7 +155,9 @@ pub async fn ingest_topology(
         partial_reason: None,
     };
     let report = ingest_listing(pool, &listing).await?;
-    crate::sync::topology_written(pool, index, report.seq).await?;
+    crate::sync::topology_written(pool, index, report.seq)
+        .await
+        .map_err(IngestError::Index)?;
     Ok(TopologyResponse {
         taken_at,
         subscriptions,
