@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use serde_json::value::RawValue;
 
-use super::record::{ErrorItem, FlowContext};
-use super::tuple::{self, FlowTuple};
 use super::{EndAttribution, NicInfo, Status, Summary, VmInfo};
+use crate::azure::flowlog::tuple::{self, FlowTuple};
+use crate::azure::flowlog::{ErrorItem, FlowContext};
 
 /// Escape table: 0 = as is; otherwise the character after the backslash
 /// (`u` = `\u00XX`).
