@@ -393,9 +393,9 @@ async fn naive(db: &str, input: &[u8]) -> anyhow::Result<Naive> {
         let mut pending: Vec<Vec<u8>> = Vec::new();
         {
             use std::io::Write;
-            let mut d = ipwho::enrich::Decoder::new(None);
-            let mut f = |item: ipwho::enrich::Decoded<'_>| {
-                if let ipwho::enrich::Decoded::Tuple(ctx, t) = item {
+            let mut d = ipwho::azure::flowlog::Decoder::new(None);
+            let mut f = |item: ipwho::azure::flowlog::Decoded<'_>| {
+                if let ipwho::azure::flowlog::Decoded::Tuple(ctx, t) = item {
                     let _ = writeln!(
                         rows,
                         "{},{},{},{},{},{},{},{},{},{}",

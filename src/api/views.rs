@@ -21,7 +21,7 @@ mod ts {
 
     fn text(t: &DateTime<Utc>) -> String {
         let mut out = Vec::with_capacity(27);
-        crate::enrich::write_rfc3339(&mut out, t.timestamp_micros());
+        crate::azure::flowlog::tuple::write_rfc3339(&mut out, t.timestamp_micros());
         String::from_utf8(out).expect("RFC 3339 is ASCII")
     }
 

@@ -2,6 +2,7 @@
 //! values ([`crate::model`]) and per-record errors out.
 
 pub mod activity;
+pub mod flowlog;
 pub mod nic;
 pub mod time;
 pub mod vnet;

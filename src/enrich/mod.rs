@@ -3,9 +3,11 @@
 //!
 //! # Pipeline
 //!
-//! bytes ─▶ gzip? ─▶ [`frame`](self) (one record at a time) ─▶ [`Decoder`]
-//! (serde per record, tuple by tuple) ─▶ attribution through an
-//! [`Attributor`] ─▶ hand-rolled NDJSON writer ─▶ output chunks.
+//! bytes ─▶ gzip? ─▶ [`frame`](crate::azure::flowlog::frame) (one record at
+//! a time) ─▶ [`Decoder`](crate::azure::flowlog::Decoder) (serde per record,
+//! tuple by tuple) ─▶ attribution through an [`Attributor`] ─▶ hand-rolled
+//! NDJSON writer ─▶ output chunks. The parsers are
+//! [`crate::azure::flowlog`]'s; this module attributes and writes.
 //!
 //! Memory stays bounded: input is read in chunks and only the record being
 //! framed is kept; output leaves in chunks of [`EnrichOptions::chunk_bytes`]
@@ -105,15 +107,12 @@
 //! freshness ([`Attributor::freshness`]).
 
 mod adapter;
-mod frame;
 mod json;
 mod map;
 mod output;
 mod pipeline;
 mod policy;
-mod record;
 mod stream;
-mod tuple;
 
 #[cfg(test)]
 mod tests;
@@ -130,18 +129,11 @@ use crate::model::Mac;
 pub use crate::engine::Status;
 pub use crate::model::{NicInfo, VmInfo};
 
+use crate::azure::flowlog::DEFAULT_MAX_RECORD_BYTES;
+pub use crate::azure::flowlog::{ErrorItem, Format, ScopeHint};
 pub use map::MapAttributor;
 pub use pipeline::{enrich_reader, enrich_readers};
-pub use record::{
-    DEFAULT_MAX_RECORD_BYTES, DecodeStats, Decoded, Decoder, ErrorItem, FLAT_KEYS, FlatExtras,
-    FlowContext, Format,
-};
 pub use stream::{enrich_stream, enrich_stream_with_summary};
-pub(crate) use tuple::write_rfc3339;
-pub use tuple::{
-    Counters, Decision, Direction, FlowState, FlowTuple, Protocol, TupleError, epoch_to_micros,
-    parse_ip, parse_nsg_tuple, parse_vnet_tuple, rfc3339,
-};
 
 /// How an end was resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -321,23 +313,6 @@ impl EndAttribution {
             cap(v);
         }
     }
-}
-
-/// The scope a record implies. All ids lower-case.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ScopeHint {
-    /// VNet id: the VNet (or subnet's VNet) a VNet flow log targets, else
-    /// the flat input's `vnet`.
-    pub vnet: Option<String>,
-    /// Subscription GUID: of the target, the NSG or the flow log, or the flat
-    /// input's `subscription`.
-    pub subscription: Option<String>,
-    /// VNet flow logs: `targetResourceID` (a VNet, subnet or NIC id).
-    pub target: Option<String>,
-    /// The NIC a VNet flow log targets, when it targets one.
-    pub nic: Option<String>,
-    /// NSG flow logs: the NSG id.
-    pub nsg: Option<String>,
 }
 
 /// Where a lookup by IP searches.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::json::{key, opt_str, write_ip, write_plain, write_str, write_u64};
-use super::record::{ErrorItem, FlowContext};
-use super::tuple::{self, FlowTuple};
 use super::{EndAttribution, NicInfo, Summary, VmInfo};
+use crate::azure::flowlog::tuple::{self, FlowTuple};
+use crate::azure::flowlog::{ErrorItem, FlowContext};
 use crate::model::hash::FastMap;
 
 /// The top-level keys a tuple line uses; flat input keys that collide go

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::LineWriter;
-use super::record::{DecodeStats, Decoded, Decoder, ErrorItem};
 use super::{Attributor, EnrichOptions, Lookups, Summary};
+use crate::azure::flowlog::{DecodeStats, Decoded, Decoder, ErrorItem};
 
 /// Output buffers written out and handed back for reuse (a few, at most
 /// `max`: fresh memory for every chunk costs page faults).
@@ -297,10 +297,12 @@ mod parallel {
     use std::sync::{Mutex, mpsc};
     use std::time::{Duration, Instant};
 
-    use super::super::frame::{Frame, Framer};
-    use super::super::record::{BatchDependence, DecodeStats, Decoded, ErrorItem, RecordDecoder};
-    use super::super::{Attributor, EnrichOptions, Format, StatusCounts, Summary};
+    use super::super::{Attributor, EnrichOptions, StatusCounts, Summary};
     use super::{Enricher, Input, Pool, Sink, Src, finish_summary, input_error};
+    use crate::azure::flowlog::frame::{Frame, Framer};
+    use crate::azure::flowlog::{
+        BatchDependence, DecodeStats, Decoded, ErrorItem, Format, RecordDecoder,
+    };
 
     /// A framed unit, by its place in the batch's bytes.
     enum Item {

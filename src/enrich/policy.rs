@@ -30,9 +30,9 @@
 
 use std::net::IpAddr;
 
-use super::record::FlowContext;
-use super::tuple::{Direction, FlowTuple};
-use super::{EndAttribution, Lookups, ScopeHint, Scoped, Status, Via, Within};
+use super::{EndAttribution, Lookups, Scoped, Status, Via, Within};
+use crate::azure::flowlog::tuple::Direction;
+use crate::azure::flowlog::{FlowContext, FlowTuple, ScopeHint};
 use crate::model::{ArmId, Mac};
 use crate::topology::Route;
 

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
+use crate::azure::flowlog::tuple::{parse_nsg_tuple, parse_vnet_tuple};
 use crate::model::{ArmId, Mac};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/azure");

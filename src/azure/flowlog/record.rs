@@ -1,364 +1,16 @@
-//! Records to tuples: NSG flow-log records (v1/v2), VNet flow-log records
-//! (v4) and flat JSON objects, each parsed once with serde (borrowing from the
-//! record's bytes) and walked tuple by tuple.
-//!
-//! The [`Decoder`] joins this to the framing of [`super::frame`]: bytes in,
-//! [`Decoded`] items out through a callback, with the same code path for the
-//! enrichment pipeline, its floor mode and anyone who only wants the tuples.
-//! A bad tuple is an [`ErrorItem`] and the rest of its record goes on; a bad
-//! record is an [`ErrorItem`] and the rest of the input goes on.
+//! Records to tuples: the [`Decoder`] joins the framing of [`super::frame`]
+//! to decoding, and NSG and VNet flow-log records are walked group by group
+//! and tuple by tuple (flat objects: [`super::flat`]). Format detection,
+//! the scope a record implies and the batch bookkeeping of the parallel
+//! pipeline live here too.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::io::{self, Read};
-use std::marker::PhantomData;
-use std::str::FromStr;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-
-use super::ScopeHint;
 use super::frame::{Frame, Framer};
-use super::tuple::{self, Direction, FlowTuple, Protocol};
+use super::shapes::{FlatMap, RawRecord, Str, TupleItem};
+use super::tuple::{self, FlowTuple};
+use super::{DecodeStats, Decoded, ErrorItem, FlowContext, Format, ScopeHint};
 use crate::model::{ArmId, Mac};
-
-/// The record formats the decoder understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// NSG flow logs, `properties.flows[].flows[].flowTuples` (version 1 or 2).
-    Nsg,
-    /// VNet flow logs, `flowRecords.flows[].flowGroups[].flowTuples` (version 4).
-    Vnet,
-    /// One already-parsed tuple per object: `{time, src_ip, dst_ip, ...}`.
-    Flat,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Nsg => "nsg",
-            Format::Vnet => "vnet",
-            Format::Flat => "flat",
-        }
-    }
-}
-
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "nsg" => Ok(Format::Nsg),
-            "vnet" => Ok(Format::Vnet),
-            "flat" => Ok(Format::Flat),
-            other => Err(format!(
-                "unknown format {other:?}: expected nsg, vnet or flat"
-            )),
-        }
-    }
-}
-
-/// What the tuples of one flow group share: where they come from and how to
-/// scope their lookups.
-#[derive(Clone, Copy, Debug)]
-pub struct FlowContext<'a> {
-    pub format: Format,
-    /// `properties.Version` (NSG) or `flowLogVersion` (VNet).
-    pub version: Option<u32>,
-    /// Index of the record in the input, from 0, across envelopes and lines.
-    pub record_index: u64,
-    /// Line of the input where the record starts, from 1.
-    pub line: u64,
-    /// The record's own `time` (when Azure wrote it), as given.
-    pub record_time: Option<&'a str>,
-    /// NSG flow logs: the NSG's `resourceId`, as given (upper case).
-    pub resource_id: Option<&'a str>,
-    /// VNet flow logs: `flowLogResourceID`, as given.
-    pub flow_log_id: Option<&'a str>,
-    /// VNet flow logs: `targetResourceID` (VNet, subnet or NIC), as given.
-    pub target_id: Option<&'a str>,
-    /// VNet flow logs: `aclID` of the flow (a GUID).
-    pub acl_id: Option<&'a str>,
-    /// The rule that matched.
-    pub rule: Option<&'a str>,
-    /// The MAC of the NIC that logged the flow, normalised.
-    pub mac: Option<&'a Mac>,
-    /// Scope implied by the record (target VNet, NSG or flow-log subscription).
-    pub scope: &'a ScopeHint,
-    /// Flat input only: the fields that pass through.
-    pub flat: Option<&'a FlatExtras<'a>>,
-    /// Changes with every flow group, so writers can cache what a group shares.
-    pub group_id: u64,
-}
-
-/// Flat input: the fields of the object that ipwho does not interpret, in
-/// their original order and spelling, to be written back untouched.
-#[derive(Debug, Default)]
-pub struct FlatExtras<'a> {
-    pub passthrough: Vec<(Cow<'a, str>, &'a RawValue)>,
-}
-
-/// A malformed tuple, record or stretch of input. Serialised as the body of
-/// an `{"ipwho.error": {...}}` line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ErrorItem {
-    /// Index of the record (0-based, across the whole input); absent when the
-    /// error is outside any record (garbage between records, a truncated
-    /// envelope).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<u64>,
-    /// Index of the tuple within its record (0-based, in document order).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tuple: Option<u32>,
-    /// Input line where the record (or the problem) starts, from 1.
-    pub line: u64,
-    /// JSON path of the bad element within the record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    pub reason: String,
-    /// The offending tuple string (first 200 characters).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input: Option<String>,
-}
-
-/// One item out of the decoder.
-#[derive(Debug)]
-pub enum Decoded<'a> {
-    Tuple(&'a FlowContext<'a>, &'a FlowTuple<'a>),
-    Error(ErrorItem),
-}
-
-/// Counters of the decoder.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DecodeStats {
-    /// Records seen, good or bad.
-    pub records_in: u64,
-    pub records_rejected: u64,
-    /// Tuples seen, good or bad.
-    pub tuples_in: u64,
-    pub tuples_rejected: u64,
-    pub nsg_records: u64,
-    pub vnet_records: u64,
-    pub flat_records: u64,
-    /// Errors outside any record (garbage at top level, truncated envelope).
-    pub input_errors: u64,
-}
-
-// ---------------------------------------------------------------------------
-// serde shapes (borrowing)
-
-/// A string that borrows from the input when it has no escapes.
-#[derive(Debug)]
-pub(crate) struct Str<'a>(pub Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Str<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(PhantomData))
-    }
-}
-
-/// A tuple array element: a string, or anything else (reported, not fatal).
-enum TupleItem<'a> {
-    Str(Cow<'a, str>),
-    Other(&'static str),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for TupleItem<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = TupleItem<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a flow tuple")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(TupleItem::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(TupleItem::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(TupleItem::Str(Cow::Owned(v)))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(TupleItem::Other("a boolean"))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(TupleItem::Other("a number"))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(TupleItem::Other("a number"))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(TupleItem::Other("a number"))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(TupleItem::Other("null"))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-                while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(TupleItem::Other("an array"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(TupleItem::Other("an object"))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-/// A version number given as a number or a string; anything else is `None`.
-struct Loose(Option<u32>);
-
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = <&RawValue>::deserialize(d)?;
-        let s = v.get().trim_matches('"');
-        Ok(Loose(
-            tuple::parse_u64(s.as_bytes()).and_then(|n| u32::try_from(n).ok()),
-        ))
-    }
-}
-
-#[derive(Deserialize)]
-struct RawRecord<'a> {
-    #[serde(borrow, default)]
-    time: Option<Str<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "resourceId",
-        alias = "resourceid",
-        alias = "resourceID"
-    )]
-    resource_id: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    properties: Option<NsgProperties<'a>>,
-    #[serde(default, rename = "flowLogVersion")]
-    flow_log_version: Option<Loose>,
-    #[serde(borrow, default, rename = "macAddress")]
-    mac_address: Option<Str<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowLogResourceID",
-        alias = "flowLogResourceId"
-    )]
-    flow_log_id: Option<Str<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "targetResourceID",
-        alias = "targetResourceId"
-    )]
-    target_id: Option<Str<'a>>,
-    #[serde(borrow, default, rename = "flowRecords")]
-    flow_records: Option<VnetFlowRecords<'a>>,
-}
-
-#[derive(Deserialize)]
-struct NsgProperties<'a> {
-    #[serde(default, rename = "Version", alias = "version")]
-    version: Option<Loose>,
-    #[serde(borrow, default)]
-    flows: Option<Vec<NsgRule<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct NsgRule<'a> {
-    #[serde(borrow, default)]
-    rule: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    flows: Option<Vec<NsgFlow<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct NsgFlow<'a> {
-    #[serde(borrow, default)]
-    mac: Option<Str<'a>>,
-    #[serde(borrow, default, rename = "flowTuples")]
-    flow_tuples: Option<Vec<TupleItem<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct VnetFlowRecords<'a> {
-    #[serde(borrow, default)]
-    flows: Option<Vec<VnetFlow<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct VnetFlow<'a> {
-    #[serde(borrow, default, rename = "aclID", alias = "aclId")]
-    acl_id: Option<Str<'a>>,
-    #[serde(borrow, default, rename = "flowGroups")]
-    flow_groups: Option<Vec<VnetGroup<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct VnetGroup<'a> {
-    #[serde(borrow, default)]
-    rule: Option<Str<'a>>,
-    #[serde(borrow, default, rename = "flowTuples")]
-    flow_tuples: Option<Vec<TupleItem<'a>>>,
-}
-
-/// A flat object as its fields, in order, values unparsed.
-struct FlatMap<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for FlatMap<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = FlatMap<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::with_capacity(16);
-                while let Some((k, val)) = a.next_entry::<Str<'a>, &'a RawValue>()? {
-                    v.push((k.0, val));
-                }
-                Ok(FlatMap(v))
-            }
-        }
-        d.deserialize_map(V(PhantomData))
-    }
-}
-
-/// The keys of flat input that ipwho interprets; all others pass through.
-pub const FLAT_KEYS: &[&str] = &[
-    "time",
-    "src_ip",
-    "dst_ip",
-    "src_port",
-    "dst_port",
-    "protocol",
-    "direction",
-    "mac",
-    "vnet",
-    "subscription",
-];
-
-// ---------------------------------------------------------------------------
-// the decoder
 
 /// Bytes in, tuples and errors out. Feed it with [`Decoder::feed`] (or let
 /// [`Decoder::decode_reader`] read), then call [`Decoder::finish`].
@@ -378,15 +30,15 @@ pub(crate) struct RecordDecoder {
     format: Option<Format>,
     /// The format of the last record decoded: format detection tries flat
     /// first after a flat record, so a record's fate can depend on it.
-    last: Format,
-    stats: DecodeStats,
-    group_id: u64,
+    pub(super) last: Format,
+    pub(super) stats: DecodeStats,
+    pub(super) group_id: u64,
     scope: ScopeCache,
     mac_cache: Option<(String, Option<Mac>)>,
-    empty_scope: ScopeHint,
+    pub(super) empty_scope: ScopeHint,
     /// Batch tracking (parallel pipeline): `last` was set by a record of the
     /// current batch ...
-    settled: bool,
+    pub(super) settled: bool,
     /// ... and before that, a record was decoded whose format would have
     /// been detected differently had `last` been (or not been) flat.
     dependent: bool,
@@ -572,7 +224,7 @@ impl Decoder {
     }
 }
 
-fn clip(s: &str) -> String {
+pub(super) fn clip(s: &str) -> String {
     if s.len() <= 200 {
         return s.to_string();
     }
@@ -633,7 +285,13 @@ impl RecordDecoder {
         }))
     }
 
-    fn reject<F>(&mut self, index: u64, line: u64, reason: String, f: &mut F) -> io::Result<()>
+    pub(super) fn reject<F>(
+        &mut self,
+        index: u64,
+        line: u64,
+        reason: String,
+        f: &mut F,
+    ) -> io::Result<()>
     where
         F: FnMut(Decoded<'_>) -> io::Result<()>,
     {
@@ -754,7 +412,7 @@ impl RecordDecoder {
 
     /// Parses a MAC (cached: consecutive groups usually share it); an invalid
     /// one is reported and the group goes on without it.
-    fn mac<F>(
+    pub(super) fn mac<F>(
         &mut self,
         raw: Option<&Str>,
         index: u64,
@@ -933,252 +591,6 @@ impl RecordDecoder {
         self.scope.hint = scope;
         res
     }
-
-    fn flat<F>(&mut self, map: FlatMap<'_>, index: u64, line: u64, f: &mut F) -> io::Result<()>
-    where
-        F: FnMut(Decoded<'_>) -> io::Result<()>,
-    {
-        self.stats.flat_records += 1;
-        self.last = Format::Flat;
-        self.settled = true;
-        self.stats.tuples_in += 1;
-        let mut extras = FlatExtras {
-            passthrough: Vec::with_capacity(map.0.len()),
-        };
-        let mut time = None;
-        let (mut src, mut dst, mut sport, mut dport, mut proto, mut dir) =
-            (None, None, None, None, None, None);
-        let (mut mac_raw, mut vnet, mut sub) = (None, None, None);
-        let mut problems: Vec<String> = Vec::new();
-        fn bad(problems: &mut Vec<String>, k: &str, v: &RawValue, what: &str) {
-            problems.push(format!("{k}: invalid {what} {}", clip(v.get())));
-        }
-        // Required fields given, valid or not (an invalid one is reported as
-        // such, not also as missing).
-        let mut given = [false; 3];
-        for (k, v) in map.0 {
-            let text = scalar_text(v);
-            if let Some(i) = ["time", "src_ip", "dst_ip"].iter().position(|n| *n == k) {
-                given[i] = true;
-            }
-            match k.as_ref() {
-                "time" => match text
-                    .as_deref()
-                    .and_then(|t| parse_time(t, v.get().starts_with('"')))
-                {
-                    Some(t) => time = Some(t),
-                    None => bad(
-                        &mut problems,
-                        &k,
-                        v,
-                        "time (RFC 3339, ISO 8601 taken as UTC, or epoch seconds/ms/µs)",
-                    ),
-                },
-                // An IPv4-mapped address (as some tools log IPv4 peers) is
-                // its IPv4 address.
-                "src_ip" | "dst_ip" => match text
-                    .as_deref()
-                    .and_then(tuple::parse_ip)
-                    .map(|ip| ip.to_canonical())
-                {
-                    Some(ip) if k == "src_ip" => src = Some(ip),
-                    Some(ip) => dst = Some(ip),
-                    None => bad(&mut problems, &k, v, "IP address"),
-                },
-                "src_port" | "dst_port" => {
-                    let p = match text.as_deref() {
-                        None => None,
-                        Some(t) => match tuple::parse_u64(t.as_bytes()) {
-                            Some(n) if n <= u16::MAX as u64 => Some(n as u16),
-                            _ => {
-                                bad(&mut problems, &k, v, "port");
-                                None
-                            }
-                        },
-                    };
-                    if k == "src_port" {
-                        sport = p
-                    } else {
-                        dport = p
-                    }
-                }
-                "protocol" => {
-                    if let Some(t) = text.as_deref() {
-                        match Protocol::parse(t) {
-                            Some(p) => proto = Some(p),
-                            None => bad(&mut problems, &k, v, "protocol"),
-                        }
-                    }
-                }
-                "direction" => {
-                    if let Some(t) = text.as_deref() {
-                        match parse_direction(t) {
-                            Some(d) => dir = Some(d),
-                            None => bad(&mut problems, &k, v, "direction (inbound/outbound, I/O)"),
-                        }
-                    }
-                }
-                "mac" => mac_raw = text.map(|t| Str(Cow::Owned(t.into_owned()))),
-                "vnet" => vnet = text.map(|t| t.to_ascii_lowercase()),
-                "subscription" => sub = text.map(|t| t.to_ascii_lowercase()),
-                _ => extras.passthrough.push((k, v)),
-            }
-        }
-        let missing: Vec<&str> = ["time", "src_ip", "dst_ip"]
-            .into_iter()
-            .zip(given)
-            .filter(|(_, given)| !given)
-            .map(|(n, _)| n)
-            .collect();
-        if !problems.is_empty() || !missing.is_empty() {
-            if !missing.is_empty() {
-                problems.push(format!("missing {}", missing.join(", ")));
-            }
-            self.stats.tuples_rejected += 1;
-            return self.reject(
-                index,
-                line,
-                format!("flat record: {}", problems.join("; ")),
-                f,
-            );
-        }
-        let mac = self.mac(mac_raw.as_ref(), index, line, &|| "mac".to_string(), f)?;
-        // A hint that names no VNet or subscription is reported, as an
-        // invalid MAC is, and the tuple attributed without it.
-        let vnet_key = vnet.as_ref().and_then(|v| {
-            ArmId::parse(v)
-                .ok()
-                .and_then(|a| a.truncate_after("virtualNetworks"))
-                .map(|a| a.key().to_string())
-        });
-        let sub_key = sub.as_ref().and_then(|s| {
-            let s = match ArmId::parse(s) {
-                Ok(a) => a.subscription(),
-                Err(_) => crate::model::normalize_subscription(s),
-            };
-            (!s.is_empty() && !s.contains('/')).then_some(s)
-        });
-        for (hint, given, usable, what) in [
-            (
-                "vnet",
-                &vnet,
-                vnet_key.is_some(),
-                "a VNet (or subnet) resource id",
-            ),
-            ("subscription", &sub, sub_key.is_some(), "a subscription id"),
-        ] {
-            if let (Some(raw), false) = (given, usable) {
-                f(Decoded::Error(ErrorItem {
-                    record: Some(index),
-                    tuple: None,
-                    line,
-                    path: Some(hint.to_string()),
-                    reason: format!(
-                        "invalid {hint} hint (expected {what}); the tuple is attributed without it"
-                    ),
-                    input: Some(clip(raw)),
-                }))?;
-            }
-        }
-        let scope = ScopeHint {
-            vnet: vnet_key,
-            subscription: sub_key,
-            ..ScopeHint::default()
-        };
-        self.group_id += 1;
-        let ctx = FlowContext {
-            format: Format::Flat,
-            version: None,
-            record_index: index,
-            line,
-            record_time: None,
-            resource_id: None,
-            flow_log_id: None,
-            target_id: None,
-            acl_id: None,
-            rule: None,
-            mac: mac.as_ref(),
-            scope: if scope == ScopeHint::default() {
-                &self.empty_scope
-            } else {
-                &scope
-            },
-            flat: Some(&extras),
-            group_id: self.group_id,
-        };
-        let t = FlowTuple {
-            time_micros: time.unwrap_or_default(),
-            src_ip: src.expect("checked above"),
-            dst_ip: dst.expect("checked above"),
-            src_port: sport,
-            dst_port: dport,
-            protocol: proto,
-            direction: dir,
-            decision: None,
-            state: None,
-            encryption: None,
-            counters: Default::default(),
-            tuple_index: 0,
-        };
-        f(Decoded::Tuple(&ctx, &t))
-    }
-}
-
-/// A flat value as text: strings unescaped, numbers as written, `null` as
-/// `None`; objects and arrays as their JSON.
-fn scalar_text(v: &RawValue) -> Option<Cow<'_, str>> {
-    let raw = v.get();
-    if raw.starts_with('"') {
-        serde_json::from_str::<Str>(raw).ok().map(|s| s.0)
-    } else if raw == "null" {
-        None
-    } else {
-        Some(Cow::Borrowed(raw))
-    }
-}
-
-fn parse_direction(t: &str) -> Option<Direction> {
-    let l = t.to_ascii_lowercase();
-    match l.as_str() {
-        "i" | "in" | "inbound" | "ingress" => Some(Direction::Inbound),
-        "o" | "out" | "outbound" | "egress" => Some(Direction::Outbound),
-        _ => None,
-    }
-}
-
-/// RFC 3339 text, or an epoch number (seconds, ms, µs or ns by magnitude,
-/// fractions allowed) given as a number or a string of digits; or any other
-/// shape the service reads times in ([`crate::azure::time::parse_time`]:
-/// ISO 8601 without a zone, taken as UTC, as SIEM exports write it; the US
-/// dates of portal exports).
-fn parse_time(t: &str, quoted: bool) -> Option<i64> {
-    if let Some(n) = tuple::parse_u64(t.as_bytes()) {
-        return tuple::epoch_to_micros(n);
-    }
-    if !quoted || t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let v: f64 = t.parse().ok()?;
-        if !(v.is_finite() && v >= 0.0) {
-            return None;
-        }
-        let micros = if v < 1e11 {
-            v * 1e6
-        } else if v < 1e14 {
-            v * 1e3
-        } else if v < 1e17 {
-            v
-        } else {
-            v / 1e3
-        };
-        let m = micros.round() as i64;
-        return (m / 1_000_000 <= tuple::MAX_EPOCH_SECS).then_some(m);
-    }
-    let m = match chrono::DateTime::parse_from_rfc3339(t) {
-        Ok(dt) => dt.timestamp_micros(),
-        Err(_) => crate::azure::time::parse_time(t).ok()?.timestamp_micros(),
-    };
-    (0..=tuple::MAX_EPOCH_SECS * 1_000_000 + 999_999)
-        .contains(&m)
-        .then_some(m)
 }
 
 #[cfg(test)]
@@ -1264,35 +676,5 @@ mod tests {
         let (t, e, _) = collect(input, Some(Format::Nsg));
         assert!(t.is_empty());
         assert_eq!(e.len(), 3);
-    }
-
-    #[test]
-    fn times_in_flat_form() {
-        assert_eq!(parse_time("1700000000", false), Some(1_700_000_000_000_000));
-        assert_eq!(
-            parse_time("1700000000.5", false),
-            Some(1_700_000_000_500_000)
-        );
-        assert_eq!(
-            parse_time("2018-11-13T12:00:35.3899262Z", true),
-            Some(1_542_110_435_389_926)
-        );
-        // ISO 8601 without a zone (UTC), as SIEM exports write it, and a
-        // portal export's US date: the shapes the lookup API reads too.
-        assert_eq!(
-            parse_time("2018-11-13 12:00:35.389", true),
-            Some(1_542_110_435_389_000)
-        );
-        assert_eq!(
-            parse_time("2018-11-13T12:00:35", true),
-            Some(1_542_110_435_000_000)
-        );
-        assert_eq!(
-            parse_time("11/13/2018 12:00:35 PM", true),
-            Some(1_542_110_435_000_000)
-        );
-        assert_eq!(parse_time("yesterday", true), None);
-        assert_eq!(parse_time("13/11/2018 12:00:35", true), None);
-        assert_eq!(parse_time("-5", false), None);
     }
 }
