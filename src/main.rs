@@ -270,13 +270,13 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                print!("{}", ipwho::api::views::render_answer(&answer));
+                print!("{}", ipwho::api::words::render_answer(&answer));
             }
             Ok(())
         }
         Command::History { ip, from, to, json } => {
             let index = open_for_ip(&url, &ip, fresh).await?;
-            let h = lookup::ip_history_for(
+            let h = ipwho::api::history::ip_history_for(
                 &index,
                 &ip,
                 from.as_deref(),
@@ -287,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
-                print!("{}", ipwho::api::views::render_history(&h));
+                print!("{}", ipwho::api::words::render_history(&h));
             }
             Ok(())
         }
