@@ -102,115 +102,23 @@ pub(super) async fn finish(
     .bind(&meta.id)
     .fetch_one(&mut *conn)
     .await?;
-    let t = meta.taken_at;
-    let tm = micros(t);
+    let tm = micros(meta.taken_at);
     // The finished complete snapshots now, this one included when complete.
     let completes = load_completes(conn, &meta.subscriptions).await?;
     let horizons = horizons_of(&completes);
 
-    // NICs of the scope it did not list: runs it splits, live runs (their
-    // claims, live or not, may reach back past it), and other claims whose
-    // possible window holds it.
-    let absent: Vec<String> = if meta.complete {
-        sqlx::query_scalar(
-            "SELECT o.nic_key FROM observations o JOIN nics n USING (nic_key)
-             WHERE n.subscription = ANY($1)
-               AND ((o.first_at < $2 AND o.last_at > $2) OR o.live)
-               AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = o.nic_key)
-             UNION
-             SELECT c.nic_key FROM claims c
-             WHERE NOT c.live AND c.subscription = ANY($1)
-               AND coalesce(upper(c.possible), 'infinity'::timestamptz) > $2 AND c.possible @> $2
-               AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = c.nic_key)",
-        )
-        .bind(&meta.subscriptions)
-        .bind(t)
-        .bind(&meta.id)
-        .fetch_all(&mut *conn)
-        .await?
-    } else {
-        Vec::new()
-    };
-    // Deferred members whose run does not reach this snapshot after all
-    // (it was ended meanwhile, or the snapshot ended up partial).
-    let (h_sub, h_at): (Vec<&String>, Vec<DateTime<Utc>>) = horizons
-        .iter()
-        .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
-        .unzip();
-    let mut uncovered: Vec<Listing> = sqlx::query_as(
-        "SELECT m.nic_key, m.fingerprint FROM snapshot_members m JOIN nics n USING (nic_key)
-         LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
-         WHERE m.snapshot_id = $1 AND m.deferred AND NOT EXISTS (
-             SELECT 1 FROM observations o
-             WHERE hashtextextended(o.nic_key, 0) = hashtextextended(m.nic_key, 0)
-               AND o.nic_key = m.nic_key AND o.fingerprint = m.fingerprint AND o.first_at <= $4
-               AND (o.last_at >= $4 OR (o.live AND h.at >= $4)))",
-    )
-    .bind(&meta.id)
-    .bind(&h_sub)
-    .bind(&h_at)
-    .bind(t)
-    .fetch_all(&mut *conn)
-    .await?;
-
-    // NICs the snapshot listed with two states (updated while it was being
-    // listed, on two pages or twice on one): the state whose fingerprint
-    // sorts last stands at `taken_at`, as `Runs::observe` keeps it when
-    // both reach it, whatever the order in which the pages came.
-    let twice: Vec<Listing> = if counts.listings == i64::from(counts.nics) {
+    // The NICs whose evidence finishing it changes: those it did not list,
+    // listings to write down after all, and runs around events.
+    let absent = absent_nics(conn, meta).await?;
+    let mut uncovered = uncovered_listings(conn, meta, &horizons).await?;
+    let twice = if counts.listings == i64::from(counts.nics) {
         Vec::new()
     } else {
-        sqlx::query_as(
-        "SELECT u.nic_key, max(u.fingerprint COLLATE \"C\") AS fingerprint
-         FROM snapshot_pages p, unnest(p.nic_keys, p.fingerprints) AS u(nic_key, fingerprint)
-         WHERE p.snapshot_id = $1
-         GROUP BY u.nic_key HAVING min(u.fingerprint COLLATE \"C\") <> max(u.fingerprint COLLATE \"C\")",
-        )
-        .bind(&meta.id)
-        .fetch_all(&mut *conn)
-        .await?
+        listed_with_two_states(conn, meta).await?
     };
     let listed_twice = twice.len();
     uncovered.extend(twice);
-
-    // NICs it listed inside a run of the same state (a later snapshot had
-    // shown them so already) around an Activity Log event: the run's
-    // points nearest the event, which bound the claims the event splits,
-    // now include this snapshot. Only a snapshot taken after this one can
-    // have carried a run past it, so in time order (the common case) there
-    // is nothing to look for. A live run reaches the horizon as it was
-    // before this snapshot: only a snapshot older than that falls inside.
-    let later: bool = meta.complete
-        && sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM snapshots WHERE taken_at > $1 AND subscriptions && $2)",
-        )
-        .bind(t)
-        .bind(&meta.subscriptions)
-        .fetch_one(&mut *conn)
-        .await?;
-    let around_events: Vec<String> = if later {
-        let late: Vec<&String> = meta
-            .subscriptions
-            .iter()
-            .filter(|s| before.get(*s).is_some_and(|h| h.at > tm))
-            .collect();
-        sqlx::query_scalar(
-            "SELECT DISTINCT o.nic_key FROM observations o JOIN nics n USING (nic_key)
-             WHERE n.subscription = ANY($1) AND o.first_at < $2
-               AND (o.last_at > $2 OR (o.live AND n.subscription = ANY($3)))
-               AND EXISTS (SELECT 1 FROM activity_events e
-                           WHERE hashtextextended(e.nic_key, 0) = hashtextextended(o.nic_key, 0)
-                             AND e.nic_key = o.nic_key AND e.at > o.first_at
-                             AND (e.at < o.last_at OR o.live))",
-        )
-        .bind(&meta.subscriptions)
-        .bind(t)
-        .bind(&late)
-        .fetch_all(&mut *conn)
-        .await?
-    } else {
-        Vec::new()
-    };
+    let around_events = listed_around_events(conn, meta, &before).await?;
 
     let mut affected = 0;
     let mut touched: Vec<String> = absent.clone();
@@ -284,4 +192,125 @@ pub(super) async fn finish(
         .execute(&mut *conn)
         .await?;
     Ok((affected, listed_twice))
+}
+
+/// NICs of the scope of complete snapshot `meta` that it did not list:
+/// runs it splits, live runs (their claims, live or not, may reach back
+/// past it), and other claims whose possible window holds it. None when
+/// it is partial.
+async fn absent_nics(conn: &mut PgConnection, meta: &SnapshotMeta) -> sqlx::Result<Vec<String>> {
+    if !meta.complete {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT o.nic_key FROM observations o JOIN nics n USING (nic_key)
+         WHERE n.subscription = ANY($1)
+           AND ((o.first_at < $2 AND o.last_at > $2) OR o.live)
+           AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = o.nic_key)
+         UNION
+         SELECT c.nic_key FROM claims c
+         WHERE NOT c.live AND c.subscription = ANY($1)
+           AND coalesce(upper(c.possible), 'infinity'::timestamptz) > $2 AND c.possible @> $2
+           AND NOT EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = $3 AND m.nic_key = c.nic_key)",
+    )
+    .bind(&meta.subscriptions)
+    .bind(meta.taken_at)
+    .bind(&meta.id)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Members of `meta` deferred to their live run whose run does not reach
+/// it after all (it was ended meanwhile, or the snapshot ended up
+/// partial). `horizons` are every subscription's now.
+async fn uncovered_listings(
+    conn: &mut PgConnection,
+    meta: &SnapshotMeta,
+    horizons: &HashMap<String, CompleteSnapshot>,
+) -> sqlx::Result<Vec<Listing>> {
+    let (h_sub, h_at): (Vec<&String>, Vec<DateTime<Utc>>) = horizons
+        .iter()
+        .filter_map(|(s, c)| to_ts(c.at).map(|at| (s, at)))
+        .unzip();
+    sqlx::query_as(
+        "SELECT m.nic_key, m.fingerprint FROM snapshot_members m JOIN nics n USING (nic_key)
+         LEFT JOIN unnest($2::text[], $3::timestamptz[]) AS h(sub, at) ON h.sub = n.subscription
+         WHERE m.snapshot_id = $1 AND m.deferred AND NOT EXISTS (
+             SELECT 1 FROM observations o
+             WHERE hashtextextended(o.nic_key, 0) = hashtextextended(m.nic_key, 0)
+               AND o.nic_key = m.nic_key AND o.fingerprint = m.fingerprint AND o.first_at <= $4
+               AND (o.last_at >= $4 OR (o.live AND h.at >= $4)))",
+    )
+    .bind(&meta.id)
+    .bind(&h_sub)
+    .bind(&h_at)
+    .bind(meta.taken_at)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// NICs `meta` listed with two states (updated while it was being listed,
+/// on two pages or twice on one), each with the state whose fingerprint
+/// sorts last: that one stands at `taken_at`, as `Runs::observe` keeps it
+/// when both reach it, whatever the order in which the pages came.
+async fn listed_with_two_states(
+    conn: &mut PgConnection,
+    meta: &SnapshotMeta,
+) -> sqlx::Result<Vec<Listing>> {
+    sqlx::query_as(
+        "SELECT u.nic_key, max(u.fingerprint COLLATE \"C\") AS fingerprint
+         FROM snapshot_pages p, unnest(p.nic_keys, p.fingerprints) AS u(nic_key, fingerprint)
+         WHERE p.snapshot_id = $1
+         GROUP BY u.nic_key HAVING min(u.fingerprint COLLATE \"C\") <> max(u.fingerprint COLLATE \"C\")",
+    )
+    .bind(&meta.id)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// NICs complete snapshot `meta` listed inside a run of the same state (a
+/// later snapshot had shown them so already) around an Activity Log
+/// event: the run's points nearest the event, which bound the claims the
+/// event splits, now include this snapshot. Only a snapshot taken after
+/// this one can have carried a run past it, so in time order (the common
+/// case) there is nothing to look for. A live run reaches the horizon as
+/// it was `before` this snapshot: only a snapshot older than that falls
+/// inside.
+async fn listed_around_events(
+    conn: &mut PgConnection,
+    meta: &SnapshotMeta,
+    before: &HashMap<String, CompleteSnapshot>,
+) -> sqlx::Result<Vec<String>> {
+    let t = meta.taken_at;
+    let later: bool = meta.complete
+        && sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM snapshots WHERE taken_at > $1 AND subscriptions && $2)",
+        )
+        .bind(t)
+        .bind(&meta.subscriptions)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !later {
+        return Ok(Vec::new());
+    }
+    let tm = micros(t);
+    let late: Vec<&String> = meta
+        .subscriptions
+        .iter()
+        .filter(|s| before.get(*s).is_some_and(|h| h.at > tm))
+        .collect();
+    sqlx::query_scalar(
+        "SELECT DISTINCT o.nic_key FROM observations o JOIN nics n USING (nic_key)
+         WHERE n.subscription = ANY($1) AND o.first_at < $2
+           AND (o.last_at > $2 OR (o.live AND n.subscription = ANY($3)))
+           AND EXISTS (SELECT 1 FROM activity_events e
+                       WHERE hashtextextended(e.nic_key, 0) = hashtextextended(o.nic_key, 0)
+                         AND e.nic_key = o.nic_key AND e.at > o.first_at
+                         AND (e.at < o.last_at OR o.live))",
+    )
+    .bind(&meta.subscriptions)
+    .bind(t)
+    .bind(&late)
+    .fetch_all(&mut *conn)
+    .await
 }

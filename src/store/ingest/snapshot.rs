@@ -14,12 +14,13 @@ use utoipa::ToSchema;
 
 use super::finish::finish;
 use super::{StoreError, begin, fingerprints, insert_nics, new_states};
+use crate::engine::Micros;
 use crate::model::NicState;
 use crate::store::micros;
 use crate::store::recompute::{
     Batch, ClaimChanges, horizons_of, last_events, load_completes, load_runs, recompute, save_runs,
 };
-use crate::store::runs::Runs;
+use crate::store::runs::{CompleteSnapshot, Run, Runs};
 
 /// What a snapshot is: an instant, the subscriptions it covers, and whether
 /// it lists every NIC of them.
@@ -174,61 +175,19 @@ pub async fn ingest_snapshot_page(
         subs.dedup();
         let completes = load_completes(&mut tx, &subs).await?;
         let horizons = horizons_of(&completes);
-        let mut loaded = load_runs(&mut tx, &keys).await?;
+        let loaded = load_runs(&mut tx, &keys).await?;
         let last_event = last_events(&mut tx, &keys).await?;
-        let t = micros(meta.taken_at);
-        let mut changed: Vec<(String, Runs)> = Vec::new();
-        let mut index_of: HashMap<String, usize> = HashMap::default();
-        // Per listing, in page order.
-        let mut deferred = vec![false; page.nics.len()];
-        // NICs of a page posted after its snapshot was finished (the page
-        // declared the last came first) that the snapshot had not listed
-        // yet: its count of NICs, set when it finished, grows by them.
-        let mut late_listed = 0;
-        for (i, (nic, fp)) in page.nics.iter().zip(&fps).enumerate() {
-            let key = nic.id.key().to_string();
-            let sub = nic.id.subscription();
-            let slot = match index_of.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let mut runs = Runs::new(loaded.remove(&key).unwrap_or_default());
-                    runs.materialize(horizons.get(&sub));
-                    // Every NIC a snapshot lists has a run through its
-                    // instant, and a finished complete one has ended there
-                    // the run of every NIC of its scope it did not list: a
-                    // NIC without one is new to it (exactly so when it is
-                    // complete; of a partial one, a NIC whose run from other
-                    // snapshots spans its instant is not counted again).
-                    if finished && !runs.covers(t) {
-                        late_listed += 1;
-                    }
-                    changed.push((key.clone(), runs));
-                    index_of.insert(key.clone(), changed.len() - 1);
-                    changed.len() - 1
-                }
-            };
-            let runs = &mut changed[slot].1;
-            // Listed unchanged after the end of its live run by a snapshot
-            // that is to be complete: once finished, the snapshot is the
-            // run's new end without a write. Checked again at finish.
-            let defer = still_complete
-                && !finished
-                && runs
-                    .live()
-                    .is_some_and(|r| r.fingerprint == *fp && r.last_at < t)
-                && !runs.is_dirty();
-            deferred[i] = defer;
-            if defer {
-                continue;
-            }
-            let c = completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]);
-            runs.observe(t, &meta.id, fp, c);
-            runs.settle(
-                horizons.get(&sub).map(|h| h.at),
-                last_event.get(&key).copied(),
-            );
-        }
-        changed.retain(|(_, r)| r.is_dirty());
+        let known = Known {
+            completes,
+            horizons,
+            runs: loaded,
+            last_event,
+        };
+        let Observed {
+            changed,
+            deferred,
+            late_listed,
+        } = observe(page, &fps, known, finished, still_complete);
         report.changed = changed.len();
         if late_listed > 0 {
             sqlx::query("UPDATE snapshots SET nics = nics + $2 WHERE id = $1")
@@ -283,6 +242,95 @@ pub async fn ingest_snapshot_page(
     report.claims_updated = changes.updated;
     report.claims_deleted = changes.deleted;
     Ok((report, changes))
+}
+
+/// What is stored of the evidence of a page's NICs (and their
+/// subscriptions) before the page.
+struct Known {
+    completes: HashMap<String, Vec<CompleteSnapshot>>,
+    horizons: HashMap<String, CompleteSnapshot>,
+    runs: HashMap<String, Vec<Run>>,
+    last_event: HashMap<String, Micros>,
+}
+
+/// How a page's listings change its NICs' runs.
+struct Observed {
+    /// The NICs whose runs changed, in the order the page first lists them.
+    changed: Vec<(String, Runs)>,
+    /// Per listing, in page order: left to the NIC's live run (see
+    /// [`observe`]).
+    deferred: Vec<bool>,
+    /// NICs of a page posted after its snapshot was finished (the page
+    /// declared the last came first) that the snapshot had not listed
+    /// yet: its count of NICs, set when it finished, grows by them.
+    late_listed: i32,
+}
+
+/// Records each listing of `page` (states `fps`) in its NIC's runs. Pure:
+/// `known` is what is stored, `finished` whether the snapshot was finished
+/// before this page, `still_complete` whether it still counts as complete.
+fn observe(
+    page: &SnapshotPage,
+    fps: &[String],
+    mut known: Known,
+    finished: bool,
+    still_complete: bool,
+) -> Observed {
+    let meta = &page.meta;
+    let t = micros(meta.taken_at);
+    let mut changed: Vec<(String, Runs)> = Vec::new();
+    let mut index_of: HashMap<String, usize> = HashMap::default();
+    let mut deferred = vec![false; page.nics.len()];
+    let mut late_listed = 0;
+    for (i, (nic, fp)) in page.nics.iter().zip(fps).enumerate() {
+        let key = nic.id.key().to_string();
+        let sub = nic.id.subscription();
+        let slot = match index_of.get(&key) {
+            Some(&i) => i,
+            None => {
+                let mut runs = Runs::new(known.runs.remove(&key).unwrap_or_default());
+                runs.materialize(known.horizons.get(&sub));
+                // Every NIC a snapshot lists has a run through its
+                // instant, and a finished complete one has ended there
+                // the run of every NIC of its scope it did not list: a
+                // NIC without one is new to it (exactly so when it is
+                // complete; of a partial one, a NIC whose run from other
+                // snapshots spans its instant is not counted again).
+                if finished && !runs.covers(t) {
+                    late_listed += 1;
+                }
+                changed.push((key.clone(), runs));
+                index_of.insert(key.clone(), changed.len() - 1);
+                changed.len() - 1
+            }
+        };
+        let runs = &mut changed[slot].1;
+        // Listed unchanged after the end of its live run by a snapshot
+        // that is to be complete: once finished, the snapshot is the
+        // run's new end without a write. Checked again at finish.
+        let defer = still_complete
+            && !finished
+            && runs
+                .live()
+                .is_some_and(|r| r.fingerprint == *fp && r.last_at < t)
+            && !runs.is_dirty();
+        deferred[i] = defer;
+        if defer {
+            continue;
+        }
+        let c = known.completes.get(&sub).map(Vec::as_slice).unwrap_or(&[]);
+        runs.observe(t, &meta.id, fp, c);
+        runs.settle(
+            known.horizons.get(&sub).map(|h| h.at),
+            known.last_event.get(&key).copied(),
+        );
+    }
+    changed.retain(|(_, r)| r.is_dirty());
+    Observed {
+        changed,
+        deferred,
+        late_listed,
+    }
 }
 
 /// A snapshot as first posted.
@@ -361,4 +409,107 @@ pub(super) async fn effective_meta(
         subscriptions: s.subscriptions,
         complete: s.complete,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ArmId;
+
+    const SUB: &str = "00000000-0000-0000-0000-0000000000cc";
+
+    fn nic(n: u32, name: &str) -> NicState {
+        let id = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic{n}"
+        );
+        NicState {
+            id: ArmId::parse(&id).unwrap(),
+            name: name.into(),
+            mac: None,
+            vm: None,
+            ips: Vec::new(),
+        }
+    }
+
+    fn page(nics: Vec<NicState>) -> SnapshotPage {
+        SnapshotPage {
+            meta: SnapshotMeta {
+                id: "s30".into(),
+                taken_at: DateTime::from_timestamp(30, 0).unwrap(),
+                subscriptions: vec![SUB.into()],
+                complete: true,
+            },
+            nics,
+            last_page: false,
+            rejected: 0,
+        }
+    }
+
+    fn known(runs: Vec<(String, Run)>) -> Known {
+        let mut k = Known {
+            completes: HashMap::default(),
+            horizons: HashMap::default(),
+            runs: HashMap::default(),
+            last_event: HashMap::default(),
+        };
+        for (nic, r) in runs {
+            k.runs.entry(nic).or_default().push(r);
+        }
+        k
+    }
+
+    fn live_run(fp: &str) -> Run {
+        Run {
+            id: Some(1),
+            fingerprint: fp.into(),
+            first_at: 10_000_000,
+            first_snapshot: "s10".into(),
+            last_at: 20_000_000,
+            last_snapshot: "s20".into(),
+            live: true,
+            dirty: false,
+        }
+    }
+
+    #[test]
+    fn an_unchanged_nic_is_left_to_its_live_run_and_a_new_one_gets_a_run() {
+        let (a, b) = (nic(1, "a"), nic(2, "b"));
+        let fps = vec![a.fingerprint(), b.fingerprint()];
+        let p = page(vec![a.clone(), b.clone()]);
+        let k = known(vec![(a.id.key().to_string(), live_run(&fps[0]))]);
+        let o = observe(&p, &fps, k, false, true);
+        assert_eq!(o.deferred, vec![true, false]);
+        assert_eq!(o.late_listed, 0);
+        assert_eq!(o.changed.len(), 1, "only the new NIC's runs changed");
+        let (key, runs) = &o.changed[0];
+        assert_eq!(key, b.id.key());
+        assert_eq!(runs.runs.len(), 1);
+        let r = &runs.runs[0];
+        assert_eq!(
+            (r.first_at, r.last_at, r.id),
+            (30_000_000, 30_000_000, None)
+        );
+        assert_eq!(r.first_snapshot, "s30");
+    }
+
+    #[test]
+    fn a_snapshot_that_is_partial_now_defers_nothing() {
+        let a = nic(1, "a");
+        let fps = vec![a.fingerprint()];
+        let k = known(vec![(a.id.key().to_string(), live_run(&fps[0]))]);
+        let o = observe(&page(vec![a]), &fps, k, false, false);
+        assert_eq!(o.deferred, vec![false]);
+        assert_eq!(o.changed.len(), 1, "the run is extended and written");
+        assert_eq!(o.changed[0].1.runs[0].last_at, 30_000_000);
+    }
+
+    #[test]
+    fn a_nic_new_to_a_finished_snapshot_counts_as_listed_late_once() {
+        let a = nic(1, "a");
+        let fps = vec![a.fingerprint(), a.fingerprint()];
+        let o = observe(&page(vec![a.clone(), a]), &fps, known(vec![]), true, true);
+        assert_eq!(o.late_listed, 1, "listed twice, counted once");
+        assert_eq!(o.deferred, vec![false, false]);
+        assert_eq!(o.changed.len(), 1);
+    }
 }
