@@ -330,7 +330,7 @@ impl FreshnessStatus {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct SnapshotInfo {
     pub id: String,
     pub taken_at: DateTime<Utc>,
@@ -341,24 +341,6 @@ pub struct SnapshotInfo {
     /// poster did not claim it complete).
     pub partial_reason: Option<String>,
 }
-
-type SnapshotRow = (
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i32,
-    bool,
-    Option<String>,
-);
-type ConflictDbRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-);
 
 /// Per-subscription coverage and freshness.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
@@ -387,7 +369,7 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
         .fetch_one(pool)
         .await?;
         let snap = |complete: bool| {
-            sqlx::query_as::<_, SnapshotRow>(
+            sqlx::query_as::<_, SnapshotInfo>(
                 "SELECT id, taken_at, recorded_at, nics, finished, partial_reason FROM snapshots
                  WHERE $1 = ANY(subscriptions) AND (complete AND finished) = $2
                  ORDER BY taken_at DESC LIMIT 1",
@@ -396,20 +378,8 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
             .bind(complete)
             .fetch_optional(pool)
         };
-        let to_info = |r: Option<SnapshotRow>| {
-            r.map(
-                |(id, taken_at, recorded_at, nics, finished, partial_reason)| SnapshotInfo {
-                    id,
-                    taken_at,
-                    recorded_at,
-                    nics,
-                    finished,
-                    partial_reason,
-                },
-            )
-        };
-        let last_complete_snapshot = to_info(snap(true).await?);
-        let last_partial_snapshot = to_info(snap(false).await?);
+        let last_complete_snapshot = snap(true).await?;
+        let last_partial_snapshot = snap(false).await?;
         let ev: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT e.at, e.recorded_at FROM activity_events e JOIN nics n USING (nic_key)
              WHERE n.subscription = $1 ORDER BY e.at DESC LIMIT 1",
@@ -440,7 +410,7 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<SubscriptionStatus>> {
 }
 
 /// Conflicts recorded for a set of NICs (or all, when empty).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct ConflictRow {
     pub scope: String,
     pub ip: String,
@@ -452,26 +422,12 @@ pub struct ConflictRow {
 }
 
 pub async fn conflicts(pool: &PgPool, limit: i64) -> anyhow::Result<Vec<ConflictRow>> {
-    let rows: Vec<ConflictDbRow> =
-        sqlx::query_as(
-            "SELECT scope, host(ip) || '/' || masklen(ip), nic_a, nic_b, lower(overlap), upper(overlap), recorded_at
-             FROM conflicts ORDER BY recorded_at DESC, id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(scope, ip, nic_a, nic_b, overlap_start, overlap_end, recorded_at)| ConflictRow {
-                scope,
-                ip,
-                nic_a,
-                nic_b,
-                overlap_start,
-                overlap_end,
-                recorded_at,
-            },
-        )
-        .collect())
+    Ok(sqlx::query_as(
+        "SELECT scope, host(ip) || '/' || masklen(ip) AS ip, nic_a, nic_b,
+                lower(overlap) AS overlap_start, upper(overlap) AS overlap_end, recorded_at
+         FROM conflicts ORDER BY recorded_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
