@@ -11,7 +11,8 @@
 //!    scope searched). It is never looked up by IP: that would name
 //!    whichever NIC of some other VNet happens to use the address.
 //! 2. **The capturing VNet** is that NIC's VNet, else the VNet the record
-//!    names.
+//!    names. A local end found by IP (no MAC) does not set it: the NIC
+//!    found may hold the address, but did not capture the packet.
 //! 3. **The far end** (and both ends of a record without a MAC) follows
 //!    routing from the capturing VNet ([`crate::topology::Route`]): inside
 //!    its address space, that VNet only (`in_vnet`); inside a peered VNet's,
@@ -113,10 +114,14 @@ fn capture_end(
 }
 
 /// The capturing VNet: the capturing NIC's, else the record's (rule 2).
+/// Only a NIC found by the record's MAC captured the packet; a local end
+/// found by IP (a record without a MAC) names a NIC that may hold the
+/// address, which says nothing of where the packet was.
 fn capturing_vnet<'a>(local: &'a EndAttribution, record: &'a ScopeHint) -> Option<&'a str> {
     local
         .nic
         .as_ref()
+        .filter(|_| local.via == Via::Mac)
         .and_then(|n| n.vnet_key.as_deref())
         .or(record.vnet.as_deref())
 }
