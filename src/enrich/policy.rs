@@ -36,7 +36,9 @@ use crate::azure::flowlog::{FlowContext, FlowTuple, ScopeHint};
 use crate::model::{ArmId, Mac};
 use crate::topology::Route;
 
-/// (source, destination) attributions of one tuple.
+/// (source, destination) attributions of one tuple: the capturing end
+/// first when the direction says which it is, then the other from the
+/// capturing VNet.
 pub(super) fn attribute(
     l: &dyn Lookups,
     ctx: &FlowContext<'_>,
@@ -91,15 +93,6 @@ pub(super) fn attribute(
     }
 }
 
-/// The capturing VNet: the capturing NIC's, else the record's.
-fn capturing_vnet<'a>(local: &'a EndAttribution, record: &'a ScopeHint) -> Option<&'a str> {
-    local
-        .nic
-        .as_ref()
-        .and_then(|n| n.vnet_key.as_deref())
-        .or(record.vnet.as_deref())
-}
-
 /// The capturing end: by MAC only (rule 1).
 fn capture_end(
     l: &dyn Lookups,
@@ -119,7 +112,17 @@ fn capture_end(
     a
 }
 
-/// The far end: by routing from the capturing VNet (rules 3 to 5).
+/// The capturing VNet: the capturing NIC's, else the record's (rule 2).
+fn capturing_vnet<'a>(local: &'a EndAttribution, record: &'a ScopeHint) -> Option<&'a str> {
+    local
+        .nic
+        .as_ref()
+        .and_then(|n| n.vnet_key.as_deref())
+        .or(record.vnet.as_deref())
+}
+
+/// The far end: by routing from the capturing VNet (rule 3), else wide
+/// (rule 4).
 fn far_end(
     l: &dyn Lookups,
     ip: IpAddr,
@@ -150,7 +153,8 @@ fn far_end(
     wide(l, ip, at, Some(sub), Scoped::NoTopology)
 }
 
-/// By IP in one VNet (key), with what watched it.
+/// By IP in one VNet (key), with what watched it; not looked up outside
+/// the index's ranges (rule 5).
 fn in_vnet(
     l: &dyn Lookups,
     ip: IpAddr,
@@ -169,7 +173,8 @@ fn in_vnet(
     a
 }
 
-/// By IP in a subscription, then everywhere, never firm (rule 4).
+/// By IP in a subscription, then everywhere, never firm (rule 4); not
+/// looked up outside the index's ranges (rule 5).
 fn wide(l: &dyn Lookups, ip: IpAddr, at: i64, sub: Option<&str>, scoped: Scoped) -> EndAttribution {
     if !l.may_hold(ip) {
         return EndAttribution::unknown(Via::NotLookedUp, Scoped::NotLookedUp);

@@ -97,6 +97,11 @@ impl RecordDecoder {
     pub(crate) fn last(&self) -> Format {
         self.last
     }
+
+    /// The counters so far (records seen are the framer's).
+    pub(crate) fn stats(&self) -> DecodeStats {
+        self.stats
+    }
 }
 
 /// Whether format detection of `bytes` (auto) depends on the previous
@@ -196,16 +201,12 @@ impl Decoder {
         self.finish(f)
     }
 
-    pub(crate) fn read_from<R: Read + ?Sized>(
-        &mut self,
-        r: &mut R,
-        chunk: usize,
-    ) -> io::Result<usize> {
+    fn read_from<R: Read + ?Sized>(&mut self, r: &mut R, chunk: usize) -> io::Result<usize> {
         self.framer.read_from(r, chunk)
     }
 
     /// Decodes every record complete in the buffer.
-    pub(crate) fn drain<F>(&mut self, f: &mut F) -> io::Result<()>
+    fn drain<F>(&mut self, f: &mut F) -> io::Result<()>
     where
         F: FnMut(Decoded<'_>) -> io::Result<()>,
     {
