@@ -2,11 +2,10 @@
 //! [`super`], written by hand into a reused buffer (itoa for numbers, a
 //! lookup table for string escapes, the timestamp's date part cached per
 //! second, each flow group's shared `azure.flowlog` fields rendered once, and
-//! each NIC and VM an answer names rendered once per writer ([`Rendered`]).
+//! each NIC and VM an answer names written from its shared copy).
 //! Error and summary lines are rare and go through serde.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
@@ -14,7 +13,6 @@ use super::json::{key, opt_str, write_ip, write_plain, write_str, write_u64};
 use super::{EndAttribution, NicInfo, Summary, VmInfo};
 use crate::azure::flowlog::tuple::{self, FlowTuple};
 use crate::azure::flowlog::{ErrorItem, FlowContext};
-use crate::model::hash::FastMap;
 
 /// The top-level keys a tuple line uses; flat input keys that collide go
 /// under `ipwho.input`.
@@ -35,34 +33,6 @@ pub(crate) struct LineWriter {
     group_id: u64,
     group_valid: bool,
     group_tail: Vec<u8>,
-    rendered: Rendered,
-}
-
-/// What a writer has rendered of the NICs and VMs its answers named, by the
-/// address of the one copy the index shares of each. An entry holds its
-/// `Arc`, so no other value takes that address while it is cached; the
-/// cache starts over when it reaches [`Rendered::MAX`] entries.
-#[derive(Default)]
-struct Rendered {
-    named: FastMap<usize, (Arc<NicInfo>, Box<[u8]>)>,
-    candidates: FastMap<usize, (Arc<NicInfo>, Box<[u8]>)>,
-    vms: FastMap<usize, (Arc<VmInfo>, Box<[u8]>)>,
-}
-
-impl Rendered {
-    const MAX: usize = 1 << 16;
-
-    fn get<'c, T>(
-        map: &'c mut FastMap<usize, (Arc<T>, Box<[u8]>)>,
-        v: &Arc<T>,
-        render: impl FnOnce(&T) -> Box<[u8]>,
-    ) -> &'c [u8] {
-        if map.len() >= Self::MAX {
-            map.clear();
-        }
-        let at = Arc::as_ptr(v) as *const () as usize;
-        &map.entry(at).or_insert_with(|| (v.clone(), render(v))).1
-    }
 }
 
 impl LineWriter {
@@ -185,7 +155,6 @@ impl LineWriter {
             c.packets_src_to_dst,
             c.bytes_src_to_dst,
             ends.map(|e| e.0),
-            &mut self.rendered,
         );
         out.extend_from_slice(b",\"destination\":");
         end(
@@ -195,7 +164,6 @@ impl LineWriter {
             c.packets_dst_to_src,
             c.bytes_dst_to_src,
             ends.map(|e| e.1),
-            &mut self.rendered,
         );
         // azure.flowlog
         out.extend_from_slice(b",\"azure\":{\"flowlog\":{");
@@ -275,7 +243,6 @@ fn end(
     packets: Option<u64>,
     bytes: Option<u64>,
     a: Option<&EndAttribution>,
-    rendered: &mut Rendered,
 ) {
     out.extend_from_slice(b"{\"ip\":");
     write_ip(out, ip);
@@ -293,7 +260,7 @@ fn end(
     }
     if let Some(a) = a {
         out.extend_from_slice(b",\"ipwho\":");
-        ipwho(out, a, rendered);
+        ipwho(out, a);
     }
     out.push(b'}');
 }
@@ -312,22 +279,20 @@ fn render_nic(out: &mut Vec<u8>, n: &NicInfo) {
 }
 
 /// `,"vm":{..}` of a VM.
-fn render_vm(v: &VmInfo) -> Box<[u8]> {
-    let mut out = Vec::new();
+fn render_vm(out: &mut Vec<u8>, v: &VmInfo) {
     out.extend_from_slice(b",\"vm\":{\"id\":");
-    write_str(&mut out, &v.id);
+    write_str(out, &v.id);
     out.extend_from_slice(b",\"name\":");
-    write_str(&mut out, &v.name);
+    write_str(out, &v.name);
     let mut first = false;
     opt_str(
-        &mut out,
+        out,
         &mut first,
         b"resource_group",
         v.resource_group.as_deref(),
     );
-    opt_str(&mut out, &mut first, b"subscription", Some(&v.subscription));
+    opt_str(out, &mut first, b"subscription", Some(&v.subscription));
     out.push(b'}');
-    out.into()
 }
 
 /// `,"evidence":..,"window":{..}`, each when known.
@@ -355,15 +320,13 @@ fn render_basis(
     }
 }
 
-/// `{"nic":..,"vnet":..}` of a candidate (rendered once per NIC).
-fn render_candidate(n: &NicInfo) -> Box<[u8]> {
-    let mut out = Vec::new();
+/// `{"nic":..,"vnet":..}` of a candidate.
+fn render_candidate(out: &mut Vec<u8>, n: &NicInfo) {
     out.extend_from_slice(b"{\"nic\":");
-    write_str(&mut out, &n.id);
+    write_str(out, &n.id);
     let mut first = false;
-    opt_str(&mut out, &mut first, b"vnet", n.vnet.as_deref());
+    opt_str(out, &mut first, b"vnet", n.vnet.as_deref());
     out.push(b'}');
-    out.into()
 }
 
 fn status_field(out: &mut Vec<u8>, k: &[u8], s: &str) {
@@ -372,7 +335,7 @@ fn status_field(out: &mut Vec<u8>, k: &[u8], s: &str) {
     out.push(b'"');
 }
 
-fn ipwho(out: &mut Vec<u8>, a: &EndAttribution, rendered: &mut Rendered) {
+fn ipwho(out: &mut Vec<u8>, a: &EndAttribution) {
     status_field(out, b"{\"status\":\"", a.status_word());
     out.extend_from_slice(b",\"via\":\"");
     out.extend_from_slice(a.via.as_str().as_bytes());
@@ -387,17 +350,13 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution, rendered: &mut Rendered) {
         });
     }
     if let Some(n) = &a.nic {
-        out.extend_from_slice(Rendered::get(&mut rendered.named, n, |n| {
-            let mut v = Vec::new();
-            render_nic(&mut v, n);
-            v.into()
-        }));
+        render_nic(out, n);
     }
     if let Some(s) = a.vm_status {
         status_field(out, b",\"vm_status\":\"", s.as_str());
     }
     if let Some(v) = &a.vm {
-        out.extend_from_slice(Rendered::get(&mut rendered.vms, v, render_vm));
+        render_vm(out, v);
     }
     if a.stale {
         out.extend_from_slice(b",\"stale\":true");
@@ -420,7 +379,7 @@ fn ipwho(out: &mut Vec<u8>, a: &EndAttribution, rendered: &mut Rendered) {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(Rendered::get(&mut rendered.candidates, c, render_candidate));
+            render_candidate(out, c);
         }
         out.push(b']');
     }
