@@ -177,9 +177,21 @@ struct ServeArgs {
     /// Most lookups in one POST /v1/lookups.
     #[arg(long, env = "IPWHO_MAX_LOOKUPS", default_value_t = 10_000)]
     max_lookups: usize,
-    /// Request timeout, in seconds.
+    /// Request timeout, in seconds (answered 503 `timeout`; enrichment has its own).
     #[arg(long, env = "IPWHO_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
     request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers, in seconds; the connection is closed after.
+    #[arg(long, env = "IPWHO_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Most bytes one POST /v1/enrich may read (decompressed, when gzip).
+    #[arg(long, env = "IPWHO_ENRICH_MAX_BYTES", default_value_t = 1 << 30)]
+    enrich_max_bytes: u64,
+    /// Longest one POST /v1/enrich may run, in seconds.
+    #[arg(long, env = "IPWHO_ENRICH_TIMEOUT_SECS", default_value_t = 300)]
+    enrich_timeout_secs: u64,
+    /// Most POST /v1/enrich streams at once (503 with Retry-After past them); default: the cores but one, at least one.
+    #[arg(long, env = "IPWHO_ENRICH_STREAMS", default_value_t = api::default_enrich_streams())]
+    enrich_streams: usize,
     /// Database connections.
     #[arg(long, env = "IPWHO_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
@@ -530,6 +542,10 @@ async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> a
             max_body_bytes: args.max_body_bytes,
             max_lookups: args.max_lookups,
             request_timeout: Duration::from_secs(args.request_timeout_secs),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            enrich_max_bytes: args.enrich_max_bytes,
+            enrich_timeout: Duration::from_secs(args.enrich_timeout_secs),
+            enrich_streams: args.enrich_streams,
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -40,8 +40,19 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most lookups in one `POST /v1/lookups`.
     pub max_lookups: usize,
-    /// Longest a request may take before it is answered 503.
+    /// Longest a request may take before it is answered 503 `timeout`
+    /// (enrichment has its own, [`Limits::enrich_timeout`]).
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers; the
+    /// connection is closed after.
+    pub header_read_timeout: Duration,
+    /// Most bytes one `POST /v1/enrich` may read, decompressed.
+    pub enrich_max_bytes: u64,
+    /// Longest one `POST /v1/enrich` may run.
+    pub enrich_timeout: Duration,
+    /// Most `POST /v1/enrich` streams at once; past them, 503 with
+    /// `Retry-After`.
+    pub enrich_streams: usize,
 }
 
 impl Default for Limits {
@@ -50,8 +61,21 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024 * 1024,
             max_lookups: 10_000,
             request_timeout: Duration::from_secs(120),
+            header_read_timeout: Duration::from_secs(10),
+            enrich_max_bytes: 1 << 30,
+            enrich_timeout: Duration::from_secs(300),
+            enrich_streams: default_enrich_streams(),
         }
     }
+}
+
+/// The default [`Limits::enrich_streams`]: one fewer than the cores (at
+/// least one), so that enrichment never takes every core from lookups.
+pub fn default_enrich_streams() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// What every handler shares.
