@@ -253,6 +253,13 @@ where
     }
 }
 
+/// The query of an endpoint that takes no parameters: any is refused
+/// (`POST /v1/lookups?at=...` would otherwise answer at another time).
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// Reads a query string into `T` (see [`QueryParams`]). The parameters `T`
 /// documents are listed only when one is unknown, off the lookups' path.
 pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
@@ -267,10 +274,14 @@ pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
                 .into_iter()
                 .map(|p| p.name)
                 .collect();
-            format!(
-                "unknown query parameter {parameter:?}; this endpoint takes {}",
-                known.join(", ")
-            )
+            if known.is_empty() {
+                format!("unknown query parameter {parameter:?}; this endpoint takes none")
+            } else {
+                format!(
+                    "unknown query parameter {parameter:?}; this endpoint takes {}",
+                    known.join(", ")
+                )
+            }
         } else {
             format!("query parameter {parameter}: {msg}")
         };
@@ -333,10 +344,12 @@ mod tests {
             refused::<crate::ingest::SnapshotParams>(),
             refused::<crate::ingest::TopologyParams>(),
             refused::<topology::TopologyQuery>(),
+            refused::<NoParams>(),
         ] {
             assert_eq!(parameter, "zz_unknown");
             assert!(detail.contains("this endpoint takes"), "{detail}");
         }
+        assert!(parse_query::<NoParams>("").is_ok());
         assert!(parse_query::<lookup::OwnerParams>("at=now&vnet=x").is_ok());
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode, Problem};
-use super::{AppState, QueryParams};
+use super::{AppState, NoParams, QueryParams};
 use crate::store::{self, ConflictRow, SubscriptionStatus};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -19,8 +19,16 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn healthz(_: QueryParams<NoParams>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -43,9 +51,13 @@ pub struct Readiness {
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness))
+    responses(
+        (status = 200, body = Readiness),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready (answered within a second, also while the database does not answer)", body = Readiness)
+    )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<AppState>, _: QueryParams<NoParams>) -> Response {
     let database = store::ping(&state.pool).await.is_ok();
     let migrations = database
         && store::migrations_applied(&state.pool)
@@ -80,8 +92,19 @@ pub struct StatusView {
 /// Coverage and freshness per subscription: the last complete and partial
 /// snapshots, the newest Activity Log event and its lag, counts of NICs,
 /// claims and conflicts.
-#[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = StatusView)))]
-pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    responses(
+        (status = 200, body = StatusView),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    _: QueryParams<NoParams>,
+) -> Result<Json<StatusView>, ApiError> {
     let (seq, at) = state.index.freshness();
     let mut subscriptions = store::status(&state.pool).await?;
     let coverage = state.index.coverage();
