@@ -45,6 +45,9 @@ pub struct Readiness {
     pub claims_in_memory: usize,
 }
 
+/// How long readiness waits for the database.
+const READINESS_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// Readiness: the database is reachable, every migration is applied, and
 /// the claims are loaded into memory.
 #[utoipa::path(
@@ -58,11 +61,19 @@ pub struct Readiness {
     )
 )]
 pub async fn readyz(State(state): State<AppState>, _: QueryParams<NoParams>) -> Response {
-    let database = store::ping(&state.pool).await.is_ok();
-    let migrations = database
-        && store::migrations_applied(&state.pool)
-            .await
-            .unwrap_or(false);
+    // Within a second, also while Postgres does not answer (a connection
+    // waits for the pool up to 10 s): not answered in time is not ready.
+    let checks = async {
+        let database = store::ping(&state.pool).await.is_ok();
+        let migrations = database
+            && store::migrations_applied(&state.pool)
+                .await
+                .unwrap_or(false);
+        (database, migrations)
+    };
+    let (database, migrations) = tokio::time::timeout(READINESS_WITHIN, checks)
+        .await
+        .unwrap_or((false, false));
     let index_loaded = !state.index.is_loading();
     let ok = database && migrations && index_loaded;
     let body = Readiness {
