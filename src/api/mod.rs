@@ -91,7 +91,14 @@ pub struct AppState {
         title = "ipwho",
         description = "Which NIC, and so which VM, owned private IP X at time T? Answers carry a status \
 (confirmed, probable, possible, ambiguous, unknown), the claim's certain and possible windows, and the \
-evidence behind them.",
+evidence behind them.\n\n\
+Limits, each configurable (flag and environment variable; README, \"Configuration and limits\"): \
+ingest and batch bodies up to --max-body-bytes (64 MiB, a gzip one decompressed; 413 body_too_large); \
+up to --max-lookups (10,000) lookups a batch (413 batch_too_large); a request answered within \
+--request-timeout-secs (120 s; else 503 timeout); request headers sent within --header-read-timeout-secs \
+(10 s; else the connection is closed); enrichment: --enrich-max-bytes (1 GiB decompressed), \
+--enrich-timeout-secs (300 s), --enrich-streams at once (the cores but one; else 503 unavailable with \
+Retry-After). A query parameter an endpoint does not take is a 400 invalid_parameter naming it.",
         license(name = "MIT")
     ),
     tags(
@@ -120,7 +127,9 @@ fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::conflicts))
 }
 
-/// Streaming routes: no request timeout, no body limit (bodies are read as a stream).
+/// Streaming routes: bodies are read as a stream, under limits of their own
+/// (enrichment's bytes, time and concurrent streams) instead of the request
+/// timeout and body limit.
 fn streaming_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(enrich::enrich))
 }
@@ -151,7 +160,11 @@ pub fn app(state: AppState) -> Router {
             limits.request_timeout,
             request_timeout,
         ));
-    let streaming = streaming.layer(tower_http::compression::CompressionLayer::new());
+    let streaming = streaming
+        .layer(axum::Extension(enrich::EnrichSlots::new(
+            limits.enrich_streams,
+        )))
+        .layer(tower_http::compression::CompressionLayer::new());
     api.merge(streaming)
         .fallback(lookup::fallback)
         .layer(axum::middleware::from_fn_with_state(
