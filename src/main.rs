@@ -41,7 +41,9 @@ struct Cli {
 
 #[derive(Args)]
 struct DbArgs {
-    /// Postgres URL. The database is created if missing.
+    /// Postgres URL. `serve`, `migrate`, `ingest`, `collect` and `demo` create the database if
+    /// missing and migrate it; `lookup`, `history`, `status` and `enrich` only read, and fail
+    /// when it is missing or not migrated.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -311,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let pool = database(&url, 2).await?;
+            let pool = existing_database(&url, 2).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&store::status(&pool).await?)?
@@ -344,7 +346,7 @@ async fn open_for_ip(
     ip: &str,
     fresh: ipwho::engine::Freshness,
 ) -> anyhow::Result<ipwho::index::Index> {
-    let pool = database(url, 2).await?;
+    let pool = existing_database(url, 2).await?;
     Ok(match ip.trim().parse::<std::net::IpAddr>() {
         Ok(addr) => sync::load_ip(&pool, addr.to_canonical(), fresh).await?,
         Err(_) => ipwho::index::Index::with_freshness(fresh),
@@ -358,11 +360,12 @@ async fn open_for_ingest(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::inde
     Ok((database(url, 4).await?, ipwho::index::Index::new()))
 }
 
+/// Every claim, for reading (see [`existing_database`]).
 async fn open(
     url: &str,
     fresh: ipwho::engine::Freshness,
 ) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
-    let pool = database(url, 4).await?;
+    let pool = existing_database(url, 4).await?;
     let index = sync::load(&pool, fresh).await?;
     Ok((pool, index))
 }
@@ -374,6 +377,27 @@ async fn database(url: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
         .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
     Ok(pool)
+}
+
+/// The database for a read-only command (`lookup`, `history`, `status`,
+/// `enrich`): never created nor migrated. A mistyped DATABASE_URL fails,
+/// naming the database, instead of answering `unknown` from a new one.
+async fn existing_database(url: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    use store::Existing;
+    let existing = store::connect_existing(url, connections)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    match existing {
+        Existing::Ready(pool) => Ok(pool),
+        Existing::Missing { database, server } => anyhow::bail!(
+            "database {database:?} does not exist on {server}: check DATABASE_URL / --database-url \
+             (this command only reads, so it creates no database; `ipwho migrate` or `ipwho serve` does)"
+        ),
+        Existing::NotMigrated { database, server } => anyhow::bail!(
+            "database {database:?} on {server} is not an ipwho database with every migration applied: \
+             check DATABASE_URL / --database-url, or run `ipwho migrate` (this command only reads, so it migrates nothing)"
+        ),
+    }
 }
 
 async fn enrich(
@@ -531,6 +555,15 @@ fn flagged(f: &std::path::Path, e: IngestError) -> anyhow::Error {
 }
 
 async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> anyhow::Result<()> {
+    for (flag, value) in [
+        ("--request-timeout-secs", args.request_timeout_secs),
+        ("--header-read-timeout-secs", args.header_read_timeout_secs),
+        ("--enrich-timeout-secs", args.enrich_timeout_secs),
+        ("--enrich-max-bytes", args.enrich_max_bytes),
+        ("--enrich-streams", args.enrich_streams as u64),
+    ] {
+        anyhow::ensure!(value > 0, "{flag} must be at least 1");
+    }
     let pool = database(url, args.db_connections).await?;
     // The port opens at once: health and readiness are answered while the
     // claims load (anything else is a 503 until then).

@@ -143,7 +143,9 @@ fn from_model(nic: NetworkInterface) -> Result<NicState, NicError> {
                 .as_deref()
                 .and_then(|s| s.rsplit('/').next())
             {
-                Some(n) if !n.trim().is_empty() => no_nul(&format!("{at}.id"), n.trim())?.to_string(),
+                Some(n) if !n.trim().is_empty() => {
+                    no_nul(&format!("{at}.id"), n.trim())?.to_string()
+                }
                 _ => return Err(NicError::new(format!("{at}.name"), "missing")),
             },
         };
