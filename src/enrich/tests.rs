@@ -1195,7 +1195,7 @@ mod index_attributor {
     fn answer(claims: &Claims, t: Micros) -> EndAttribution {
         let a = claims.answer(t);
         let mut e = EndAttribution::unknown(Via::IpAnyScope, Scoped::NoVnet);
-        e.status = Status::from(a.status);
+        e.status = a.status;
         if let Some(o) = &a.owner {
             let entry = claims.entry_of(o.claim).unwrap();
             let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
@@ -1204,7 +1204,7 @@ mod index_attributor {
             e.window = Some((b(o.possible.start), b(o.possible.end)));
             e.stale = a.stale.is_some();
             let vm = a.vm.as_ref().unwrap();
-            e.vm_status = Some(vm.status.into());
+            e.vm_status = Some(vm.status);
             e.vm = vm
                 .attachment
                 .and_then(|x| o.claim.vms.iter().position(|y| std::ptr::eq(x, y)))
@@ -1337,11 +1337,11 @@ mod index_attributor {
         let vm = engine::vm_answer(c, possible, at, status);
         let entry = &all.entries[i];
         let b = |m: i64| (m != NEG_INF && m != POS_INF).then_some(m);
-        let mut e = EndAttribution::nic(status.into(), Via::Mac, Scoped::Mac, entry.info.clone());
+        let mut e = EndAttribution::nic(status, Via::Mac, Scoped::Mac, entry.info.clone());
         e.evidence = Some(std::borrow::Cow::Borrowed(c.last.kind.as_str()));
         e.window = Some((b(possible.start), b(possible.end)));
         e.stale = stale.is_some();
-        e.vm_status = Some(vm.status.into());
+        e.vm_status = Some(vm.status);
         e.vm = vm
             .attachment
             .and_then(|x| c.vms.iter().position(|y| std::ptr::eq(x, y)))
