@@ -42,8 +42,8 @@ pub struct Limits {
     /// Longest a request may take before it is answered 503 `timeout`
     /// (enrichment has its own, [`Limits::enrich_timeout`]).
     pub request_timeout: Duration,
-    /// Longest a client may take to send a request's headers; the
-    /// connection is closed after.
+    /// Longest a client may take to send a request's headers (the first, or
+    /// the next on a kept-alive connection); the connection is closed after.
     pub header_read_timeout: Duration,
     /// Most bytes one `POST /v1/enrich` may read, decompressed.
     pub enrich_max_bytes: u64,
