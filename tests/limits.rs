@@ -130,6 +130,17 @@ async fn a_nul_in_a_listing_s_metadata_is_a_400_naming_it(pool: PgPool) {
     }
     assert_eq!(app.count("snapshots").await, 0);
     assert_eq!(app.count("topology_listings").await, 0);
+    // Reads with one are answered, not failed.
+    for path in [
+        "/v1/topology?subscription=a%00b",
+        "/v1/ips/10.0.0.4/owner?subscription=a%00b",
+        "/v1/ips/10.0.0.4/history?vnet=a%00b",
+        "/v1/nics/a%00b/history",
+        "/v1/vms/a%00b/ips",
+    ] {
+        let (code, v) = app.get(path).await;
+        assert!(code < 500, "{path}: {code} {v}");
+    }
 }
 
 #[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
