@@ -154,7 +154,7 @@ pub fn app(state: AppState) -> Router {
     let (streaming, _) = streaming_router().split_for_parts();
     let limits = state.limits.clone();
     let api = api
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(docs())
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             limits.request_timeout,
@@ -174,6 +174,21 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The API documents (`/openapi.json`, the pages under `/docs`), which take
+/// no query parameters either.
+fn docs() -> Router<AppState> {
+    let ui = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi());
+    Router::from(ui).layer(axum::middleware::from_fn(
+        |req: Request, next: axum::middleware::Next| async move {
+            use axum::response::IntoResponse;
+            match parse_query::<NoParams>(req.uri().query().unwrap_or("")) {
+                Ok(_) => next.run(req).await,
+                Err(e) => e.into_response(),
+            }
+        },
+    ))
 }
 
 /// A request not answered within `limit` is answered 503 `timeout`.
