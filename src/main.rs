@@ -41,7 +41,9 @@ struct Cli {
 
 #[derive(Args)]
 struct DbArgs {
-    /// Postgres URL. The database is created if missing.
+    /// Postgres URL. `serve`, `migrate`, `ingest`, `collect` and `demo` create the database if
+    /// missing and migrate it; `lookup`, `history`, `status` and `enrich` only read, and fail
+    /// when it is missing or not migrated.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -177,9 +179,21 @@ struct ServeArgs {
     /// Most lookups in one POST /v1/lookups.
     #[arg(long, env = "IPWHO_MAX_LOOKUPS", default_value_t = 10_000)]
     max_lookups: usize,
-    /// Request timeout, in seconds.
+    /// Request timeout, in seconds (answered 503 `timeout`; enrichment has its own).
     #[arg(long, env = "IPWHO_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
     request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers, in seconds; the connection is closed after.
+    #[arg(long, env = "IPWHO_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Most bytes one POST /v1/enrich may read (decompressed, when gzip).
+    #[arg(long, env = "IPWHO_ENRICH_MAX_BYTES", default_value_t = 1 << 30)]
+    enrich_max_bytes: u64,
+    /// Longest one POST /v1/enrich may run, in seconds.
+    #[arg(long, env = "IPWHO_ENRICH_TIMEOUT_SECS", default_value_t = 300)]
+    enrich_timeout_secs: u64,
+    /// Most POST /v1/enrich streams at once (503 with Retry-After past them); default: the cores but one, at least one.
+    #[arg(long, env = "IPWHO_ENRICH_STREAMS", default_value_t = api::default_enrich_streams())]
+    enrich_streams: usize,
     /// Database connections.
     #[arg(long, env = "IPWHO_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
@@ -299,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let pool = database(&url, 2).await?;
+            let pool = existing_database(&url, 2).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&store::status(&pool).await?)?
@@ -332,7 +346,7 @@ async fn open_for_ip(
     ip: &str,
     fresh: ipwho::engine::Freshness,
 ) -> anyhow::Result<ipwho::index::Index> {
-    let pool = database(url, 2).await?;
+    let pool = existing_database(url, 2).await?;
     Ok(match ip.trim().parse::<std::net::IpAddr>() {
         Ok(addr) => sync::load_ip(&pool, addr.to_canonical(), fresh).await?,
         Err(_) => ipwho::index::Index::with_freshness(fresh),
@@ -346,11 +360,12 @@ async fn open_for_ingest(url: &str) -> anyhow::Result<(sqlx::PgPool, ipwho::inde
     Ok((database(url, 4).await?, ipwho::index::Index::new()))
 }
 
+/// Every claim, for reading (see [`existing_database`]).
 async fn open(
     url: &str,
     fresh: ipwho::engine::Freshness,
 ) -> anyhow::Result<(sqlx::PgPool, ipwho::index::Index)> {
-    let pool = database(url, 4).await?;
+    let pool = existing_database(url, 4).await?;
     let index = sync::load(&pool, fresh).await?;
     Ok((pool, index))
 }
@@ -362,6 +377,27 @@ async fn database(url: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
         .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
     store::migrate(&pool).await?;
     Ok(pool)
+}
+
+/// The database for a read-only command (`lookup`, `history`, `status`,
+/// `enrich`): never created nor migrated. A mistyped DATABASE_URL fails,
+/// naming the database, instead of answering `unknown` from a new one.
+async fn existing_database(url: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    use store::Existing;
+    let existing = store::connect_existing(url, connections)
+        .await
+        .with_context(|| "connecting to Postgres (DATABASE_URL)")?;
+    match existing {
+        Existing::Ready(pool) => Ok(pool),
+        Existing::Missing { database, server } => anyhow::bail!(
+            "database {database:?} does not exist on {server}: check DATABASE_URL / --database-url \
+             (this command only reads, so it creates no database; `ipwho migrate` or `ipwho serve` does)"
+        ),
+        Existing::NotMigrated { database, server } => anyhow::bail!(
+            "database {database:?} on {server} is not an ipwho database with every migration applied: \
+             check DATABASE_URL / --database-url, or run `ipwho migrate` (this command only reads, so it migrates nothing)"
+        ),
+    }
 }
 
 async fn enrich(
@@ -519,6 +555,15 @@ fn flagged(f: &std::path::Path, e: IngestError) -> anyhow::Error {
 }
 
 async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> anyhow::Result<()> {
+    for (flag, value) in [
+        ("--request-timeout-secs", args.request_timeout_secs),
+        ("--header-read-timeout-secs", args.header_read_timeout_secs),
+        ("--enrich-timeout-secs", args.enrich_timeout_secs),
+        ("--enrich-max-bytes", args.enrich_max_bytes),
+        ("--enrich-streams", args.enrich_streams as u64),
+    ] {
+        anyhow::ensure!(value > 0, "{flag} must be at least 1");
+    }
     let pool = database(url, args.db_connections).await?;
     // The port opens at once: health and readiness are answered while the
     // claims load (anything else is a 503 until then).
@@ -530,6 +575,10 @@ async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> a
             max_body_bytes: args.max_body_bytes,
             max_lookups: args.max_lookups,
             request_timeout: Duration::from_secs(args.request_timeout_secs),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            enrich_max_bytes: args.enrich_max_bytes,
+            enrich_timeout: Duration::from_secs(args.enrich_timeout_secs),
+            enrich_streams: args.enrich_streams,
         },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -44,6 +44,10 @@ impl ArmId {
         if raw.is_empty() {
             return Err(ArmIdError("empty"));
         }
+        // Postgres text cannot hold one, and no Azure name has one.
+        if raw.contains('\0') {
+            return Err(ArmIdError("contains a NUL character"));
+        }
         let mut parts = raw.split('/');
         if parts.next() != Some("") {
             return Err(ArmIdError("does not start with '/'"));

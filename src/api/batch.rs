@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorCode, Problem};
 use super::lookup::{ScopeParams, owner_answer};
 use super::views::OwnerAnswer;
-use super::{AppState, JsonBody};
+use super::{AppState, JsonBody, NoParams, QueryParams};
 
 /// One lookup of a batch. Its scope is `scope`, or one of `vnet`, `subnet`
 /// and `subscription`; any other field is an error in the item's place (a
@@ -169,12 +169,13 @@ pub struct BatchResponse {
     request_body = BatchRequest,
     responses(
         (status = 200, description = "Answers in request order", body = BatchResponse),
-        (status = 400, description = "Not a batch", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a batch, or a query parameter (it takes none: `at` and scope are per item)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Too many lookups or too large a body", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn batch(
     State(state): State<AppState>,
+    _: QueryParams<NoParams>,
     JsonBody(BatchBody(items)): JsonBody<BatchBody>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if items.len() > state.limits.max_lookups {

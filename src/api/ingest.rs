@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 
 use super::error::{ApiError, Problem};
-use super::{AppState, QueryParams, body_bytes};
+use super::{AppState, NoParams, QueryParams, body_bytes};
 use crate::ingest::{self, ActivityResponse, SnapshotParams, SnapshotResponse};
 
 /// Post a NIC snapshot, or one page of it.
@@ -57,12 +57,14 @@ pub async fn snapshots(
     params(("id" = String, Path, description = "The snapshot id used on its pages")),
     responses(
         (status = 200, description = "The snapshot is finished", body = SnapshotResponse),
+        (status = 400, description = "A query parameter (it takes none), or an id with a NUL character", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such snapshot", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn snapshot_done(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _: QueryParams<NoParams>,
 ) -> Result<Json<SnapshotResponse>, ApiError> {
     Ok(Json(
         ingest::finish_snapshot(&state.pool, &state.index, &id).await?,
@@ -84,12 +86,13 @@ pub async fn snapshot_done(
     request_body(content = String, description = "Activity Log records; plain or gzip (known by its bytes, with or without Content-Encoding)", content_type = "application/json"),
     responses(
         (status = 200, description = "What was stored", body = ActivityResponse),
-        (status = 400, description = "A gzip body that cannot be decompressed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No record in the body can be read (the first one's field and reason), a gzip body that cannot be decompressed, or a query parameter (it takes none)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the configured limit (decompressed, when gzip)", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn activity(
     State(state): State<AppState>,
+    _: QueryParams<NoParams>,
     req: Request,
 ) -> Result<Json<ActivityResponse>, ApiError> {
     let body = body_bytes(req, &state).await?;

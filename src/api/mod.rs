@@ -22,7 +22,6 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -40,8 +39,19 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most lookups in one `POST /v1/lookups`.
     pub max_lookups: usize,
-    /// Longest a request may take before it is answered 503.
+    /// Longest a request may take before it is answered 503 `timeout`
+    /// (enrichment has its own, [`Limits::enrich_timeout`]).
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (the first, or
+    /// the next on a kept-alive connection); the connection is closed after.
+    pub header_read_timeout: Duration,
+    /// Most bytes one `POST /v1/enrich` may read, decompressed.
+    pub enrich_max_bytes: u64,
+    /// Longest one `POST /v1/enrich` may run.
+    pub enrich_timeout: Duration,
+    /// Most `POST /v1/enrich` streams at once; past them, 503 with
+    /// `Retry-After`.
+    pub enrich_streams: usize,
 }
 
 impl Default for Limits {
@@ -50,8 +60,21 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024 * 1024,
             max_lookups: 10_000,
             request_timeout: Duration::from_secs(120),
+            header_read_timeout: Duration::from_secs(10),
+            enrich_max_bytes: 1 << 30,
+            enrich_timeout: Duration::from_secs(300),
+            enrich_streams: default_enrich_streams(),
         }
     }
+}
+
+/// The default [`Limits::enrich_streams`]: one fewer than the cores (at
+/// least one), so that enrichment never takes every core from lookups.
+pub fn default_enrich_streams() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// What every handler shares.
@@ -68,7 +91,14 @@ pub struct AppState {
         title = "ipwho",
         description = "Which NIC, and so which VM, owned private IP X at time T? Answers carry a status \
 (confirmed, probable, possible, ambiguous, unknown), the claim's certain and possible windows, and the \
-evidence behind them.",
+evidence behind them.\n\n\
+Limits, each configurable (flag and environment variable; README, \"Configuration and limits\"): \
+ingest and batch bodies up to --max-body-bytes (64 MiB, a gzip one decompressed; 413 body_too_large); \
+up to --max-lookups (10,000) lookups a batch (413 batch_too_large); a request answered within \
+--request-timeout-secs (120 s; else 503 timeout); request headers sent within --header-read-timeout-secs \
+(10 s; else the connection is closed); enrichment: --enrich-max-bytes (1 GiB decompressed), \
+--enrich-timeout-secs (300 s), --enrich-streams at once (the cores but one; else 503 unavailable with \
+Retry-After). A query parameter an endpoint does not take is a 400 invalid_parameter naming it.",
         license(name = "MIT")
     ),
     tags(
@@ -97,7 +127,9 @@ fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::conflicts))
 }
 
-/// Streaming routes: no request timeout, no body limit (bodies are read as a stream).
+/// Streaming routes: bodies are read as a stream, under limits of their own
+/// (enrichment's bytes, time and concurrent streams) instead of the request
+/// timeout and body limit.
 fn streaming_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(enrich::enrich))
 }
@@ -122,13 +154,17 @@ pub fn app(state: AppState) -> Router {
     let (streaming, _) = streaming_router().split_for_parts();
     let limits = state.limits.clone();
     let api = api
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(docs())
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             limits.request_timeout,
+            request_timeout,
         ));
-    let streaming = streaming.layer(tower_http::compression::CompressionLayer::new());
+    let streaming = streaming
+        .layer(axum::Extension(enrich::EnrichSlots::new(
+            limits.enrich_streams,
+        )))
+        .layer(tower_http::compression::CompressionLayer::new());
     api.merge(streaming)
         .fallback(lookup::fallback)
         .layer(axum::middleware::from_fn_with_state(
@@ -138,6 +174,43 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The API documents (`/openapi.json`, the pages under `/docs`), which take
+/// no query parameters either.
+fn docs() -> Router<AppState> {
+    let ui = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi());
+    Router::from(ui).layer(axum::middleware::from_fn(
+        |req: Request, next: axum::middleware::Next| async move {
+            use axum::response::IntoResponse;
+            match parse_query::<NoParams>(req.uri().query().unwrap_or("")) {
+                Ok(_) => next.run(req).await,
+                Err(e) => e.into_response(),
+            }
+        },
+    ))
+}
+
+/// A request not answered within `limit` is answered 503 `timeout`.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout,
+            format!(
+                "the request was not answered within the configured {} s (--request-timeout-secs / \
+                 IPWHO_REQUEST_TIMEOUT_SECS); post smaller pages, or a body that arrives faster",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// While the index loads (at start), only health, readiness and the API
@@ -170,14 +243,59 @@ async fn while_loading(
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
+/// HTTP/1.1, each connection with the peer's address as axum's
+/// `ConnectInfo`; a client that has not sent a request's headers within
+/// [`Limits::header_read_timeout`] has its connection closed (a slow-header
+/// client would otherwise hold it forever).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_timeout = state.limits.header_read_timeout;
+    let app = app(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait, then go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        );
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(svc),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection closed on an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A JSON body extractor whose rejections are [`ApiError`]s.
@@ -229,6 +347,13 @@ where
     }
 }
 
+/// The query of an endpoint that takes no parameters: any is refused
+/// (`POST /v1/lookups?at=...` would otherwise answer at another time).
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// Reads a query string into `T` (see [`QueryParams`]). The parameters `T`
 /// documents are listed only when one is unknown, off the lookups' path.
 pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
@@ -243,10 +368,14 @@ pub(crate) fn parse_query<T: serde::de::DeserializeOwned + IntoParams>(
                 .into_iter()
                 .map(|p| p.name)
                 .collect();
-            format!(
-                "unknown query parameter {parameter:?}; this endpoint takes {}",
-                known.join(", ")
-            )
+            if known.is_empty() {
+                format!("unknown query parameter {parameter:?}; this endpoint takes none")
+            } else {
+                format!(
+                    "unknown query parameter {parameter:?}; this endpoint takes {}",
+                    known.join(", ")
+                )
+            }
         } else {
             format!("query parameter {parameter}: {msg}")
         };
@@ -309,10 +438,12 @@ mod tests {
             refused::<crate::ingest::SnapshotParams>(),
             refused::<crate::ingest::TopologyParams>(),
             refused::<topology::TopologyQuery>(),
+            refused::<NoParams>(),
         ] {
             assert_eq!(parameter, "zz_unknown");
             assert!(detail.contains("this endpoint takes"), "{detail}");
         }
+        assert!(parse_query::<NoParams>("").is_ok());
         assert!(parse_query::<lookup::OwnerParams>("at=now&vnet=x").is_ok());
     }
 }

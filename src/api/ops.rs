@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode, Problem};
-use super::{AppState, QueryParams};
+use super::{AppState, NoParams, QueryParams};
 use crate::store::{self, ConflictRow, SubscriptionStatus};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -19,8 +19,16 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn healthz(_: QueryParams<NoParams>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -37,20 +45,35 @@ pub struct Readiness {
     pub claims_in_memory: usize,
 }
 
+/// How long readiness waits for the database.
+const READINESS_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// Readiness: the database is reachable, every migration is applied, and
 /// the claims are loaded into memory.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness))
+    responses(
+        (status = 200, body = Readiness),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready (answered within a second, also while the database does not answer)", body = Readiness)
+    )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = store::ping(&state.pool).await.is_ok();
-    let migrations = database
-        && store::migrations_applied(&state.pool)
-            .await
-            .unwrap_or(false);
+pub async fn readyz(State(state): State<AppState>, _: QueryParams<NoParams>) -> Response {
+    // Within a second, also while Postgres does not answer (a connection
+    // waits for the pool up to 10 s): not answered in time is not ready.
+    let checks = async {
+        let database = store::ping(&state.pool).await.is_ok();
+        let migrations = database
+            && store::migrations_applied(&state.pool)
+                .await
+                .unwrap_or(false);
+        (database, migrations)
+    };
+    let (database, migrations) = tokio::time::timeout(READINESS_WITHIN, checks)
+        .await
+        .unwrap_or((false, false));
     let index_loaded = !state.index.is_loading();
     let ok = database && migrations && index_loaded;
     let body = Readiness {
@@ -80,8 +103,19 @@ pub struct StatusView {
 /// Coverage and freshness per subscription: the last complete and partial
 /// snapshots, the newest Activity Log event and its lag, counts of NICs,
 /// claims and conflicts.
-#[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = StatusView)))]
-pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    responses(
+        (status = 200, body = StatusView),
+        (status = 400, description = "A query parameter (it takes none)", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    _: QueryParams<NoParams>,
+) -> Result<Json<StatusView>, ApiError> {
     let (seq, at) = state.index.freshness();
     let mut subscriptions = store::status(&state.pool).await?;
     let coverage = state.index.coverage();

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, ErrorCode, Problem};
 use super::{AppState, QueryParams, body_bytes};
 use crate::ingest::{self, TopologyParams, TopologyResponse};
 
@@ -105,7 +105,7 @@ pub struct PeeringView {
     params(TopologyQuery),
     responses(
         (status = 200, description = "The VNets, by id", body = TopologyView),
-        (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json")
+        (status = 400, description = "An unknown query parameter, or a subscription with a NUL character", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn get_topology(
@@ -116,6 +116,15 @@ pub async fn get_topology(
         .subscription
         .as_deref()
         .map(crate::model::normalize_subscription);
+    if let Some(s) = &sub
+        && s.contains('\0')
+    {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidParameter,
+            "subscription",
+            format!("subscription {s:?} contains a NUL character"),
+        ));
+    }
     let vnets = crate::store::topology::latest_vnets(&state.pool, sub.as_deref()).await?;
     let nets = |n: &[ipnet::IpNet]| n.iter().map(ToString::to_string).collect();
     Ok(Json(TopologyView {

@@ -296,6 +296,9 @@ fn text<'a>(
         },
         _ => return Err((key.to_string(), "expected a string".into())),
     };
+    if s.contains('\0') {
+        return Err((field, "contains a NUL character".into()));
+    }
     let s = s.trim();
     Ok((!s.is_empty()).then_some((field, s)))
 }

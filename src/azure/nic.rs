@@ -94,7 +94,7 @@ fn from_model(nic: NetworkInterface) -> Result<NicState, NicError> {
         ));
     }
     let name = match nic.resource.name.as_deref().map(str::trim) {
-        Some(n) if !n.is_empty() => n.to_string(),
+        Some(n) if !n.is_empty() => no_nul("name", n)?.to_string(),
         _ => id.name().to_string(),
     };
 
@@ -136,14 +136,16 @@ fn from_model(nic: NetworkInterface) -> Result<NicState, NicError> {
         let ip = parse_private_ip(addr, p.private_ip_address_prefix_length)
             .map_err(|r| NicError::new(format!("{at}.properties.privateIPAddress"), r))?;
         let config = match cfg.name.as_deref().map(str::trim) {
-            Some(n) if !n.is_empty() => n.to_string(),
+            Some(n) if !n.is_empty() => no_nul(&format!("{at}.name"), n)?.to_string(),
             _ => match cfg
                 .sub_resource
                 .id
                 .as_deref()
                 .and_then(|s| s.rsplit('/').next())
             {
-                Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+                Some(n) if !n.trim().is_empty() => {
+                    no_nul(&format!("{at}.id"), n.trim())?.to_string()
+                }
                 _ => return Err(NicError::new(format!("{at}.name"), "missing")),
             },
         };
@@ -170,6 +172,15 @@ fn from_model(nic: NetworkInterface) -> Result<NicState, NicError> {
         ips,
     }
     .normalized())
+}
+
+/// `s`, unless it holds a NUL character (which Postgres text cannot hold,
+/// and no Azure name has): then an error at `field`.
+fn no_nul<'a>(field: &str, s: &'a str) -> Result<&'a str, NicError> {
+    if s.contains('\0') {
+        return Err(NicError::new(field, "contains a NUL character"));
+    }
+    Ok(s)
 }
 
 /// A private IP as ARM gives it: a plain address (a host prefix, /32 or /128)

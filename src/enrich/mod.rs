@@ -450,6 +450,23 @@ pub struct EnrichOptions {
     /// Records go to the workers in batches of about this many input bytes
     /// (default 256 KiB; a batch holds at least one record).
     pub batch_bytes: usize,
+    /// Limits on the run's input (none by default): past one, the run stops
+    /// reading, says why in an error line and the summary (`complete:
+    /// false`), and ends with the summary of what it read.
+    pub limits: RunLimits,
+}
+
+/// Limits on one run's input, for a service that must not let one stream
+/// take a core or the memory of others for ever.
+#[derive(Clone, Debug, Default)]
+pub struct RunLimits {
+    /// Most input bytes read, decompressed.
+    pub max_bytes: Option<u64>,
+    /// Longest the run may read for.
+    pub time: Option<std::time::Duration>,
+    /// Where the limits are set (e.g. the flags), appended to the reason
+    /// that stops a run.
+    pub set_by: &'static str,
 }
 
 /// The default [`EnrichOptions::workers`]: `IPWHO_ENRICH_WORKERS` (1 to
@@ -475,6 +492,7 @@ impl Default for EnrichOptions {
             queue_chunks: 4,
             workers: default_workers(),
             batch_bytes: 256 << 10,
+            limits: RunLimits::default(),
         }
     }
 }

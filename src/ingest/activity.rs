@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::{IngestError, RejectedView};
+use super::{IngestError, Input, RejectedView};
 use crate::azure::activity::{ActivityOutcome, parse_activity};
 use crate::index::Index;
 use crate::store;
@@ -37,6 +37,11 @@ pub struct IgnoredView {
 }
 
 /// Parses and stores a batch of Activity Log records, then updates `index`.
+/// A body without a record, or none of whose records can be read (not
+/// JSON, not an object), is refused: answered 200, it would pass for a
+/// batch in which nothing happened. An empty list of records is read as
+/// one, and a record read but unusable (a field missing or bad) is
+/// rejected by field in the response.
 pub async fn ingest_activity(
     pool: &PgPool,
     index: &Index,
@@ -44,6 +49,13 @@ pub async fn ingest_activity(
 ) -> Result<ActivityResponse, IngestError> {
     let outcomes = parse_activity(body);
     let records = outcomes.len();
+    if records == 0 && body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::invalid(
+            Input::Body,
+            "body",
+            "the body is empty: expected Activity Log records ({\"records\": [...]}, JSON Lines, or a JSON array)",
+        ));
+    }
     let mut events = Vec::new();
     let mut ignored: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut rejected = Vec::new();
@@ -63,6 +75,24 @@ pub async fn ingest_activity(
                 reason,
             }),
         }
+    }
+    // A record rejected as a whole (not JSON, not an object) was not read
+    // at all; one rejected for a field was read, and the response says why.
+    if records > 0 && rejected.iter().filter(|r| r.field.is_empty()).count() == records {
+        let first = &rejected[0];
+        let more = match records - 1 {
+            0 => String::new(),
+            n => format!(" (nor can the {n} after it)"),
+        };
+        return Err(IngestError::invalid(
+            Input::Body,
+            "body",
+            format!(
+                "no record in the body can be read: record {}: {}{more}; expected Activity Log records \
+                 ({{\"records\": [...]}}, JSON Lines, or a JSON array of objects)",
+                first.index, first.reason
+            ),
+        ));
     }
     let (report, changes) = store::ingest_activity(pool, &events).await?;
     index.apply(changes).await;

@@ -45,6 +45,19 @@ pub struct RejectedView {
     pub reason: String,
 }
 
+/// `value` of the parameter `field`, unless it holds a NUL character,
+/// which Postgres text cannot hold and no Azure name or id has.
+pub(crate) fn no_nul<'a>(field: &'static str, value: &'a str) -> Result<&'a str, IngestError> {
+    if value.contains('\0') {
+        return Err(IngestError::invalid(
+            Input::Parameter,
+            field,
+            format!("{field} {value:?} contains a NUL character"),
+        ));
+    }
+    Ok(value)
+}
+
 /// A listing's `taken_at`: required, a time, and not more than 5 minutes
 /// ahead of this clock (a wrong clock or zone would make evidence certain
 /// until a time nothing has seen yet).

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{After, ListBody, list_body};
-use super::{IngestError, Input, RejectedView, comma_list, listing_time};
+use super::{IngestError, Input, RejectedView, comma_list, listing_time, no_nul};
 use crate::azure::nic::parse_nic_str;
 use crate::index::Index;
 use crate::model::NicState;
@@ -126,6 +126,10 @@ pub async fn ingest_snapshot(
         )
     })?;
     let taken_at = listing_time(from_body.taken_at.or(query.taken_at))?;
+    let given_id = from_body.snapshot_id.or(query.snapshot_id);
+    if let Some(id) = &given_id {
+        no_nul("snapshot_id", id)?;
+    }
     let complete = from_body.complete.or(query.complete).unwrap_or(false);
     // A page that says more pages follow does not finish its snapshot
     // unless told to; it cannot finish a complete one at all: every NIC on
@@ -183,6 +187,9 @@ pub async fn ingest_snapshot(
         None => parsed.iter().map(|(_, s)| s.id.subscription()).collect(),
     };
     let mut subscriptions = subscriptions;
+    for s in &subscriptions {
+        no_nul("subscriptions", s)?;
+    }
     subscriptions.sort();
     subscriptions.dedup();
     if subscriptions.is_empty() {
@@ -213,10 +220,7 @@ pub async fn ingest_snapshot(
         }
     }
     rejected.sort_by_key(|r| r.index);
-    let id = from_body
-        .snapshot_id
-        .or(query.snapshot_id)
-        .unwrap_or_else(|| derived_snapshot_id(taken_at, &subscriptions, complete));
+    let id = given_id.unwrap_or_else(|| derived_snapshot_id(taken_at, &subscriptions, complete));
     let page = SnapshotPage {
         meta: SnapshotMeta {
             id,
@@ -272,6 +276,7 @@ pub async fn finish_snapshot(
     index: &Index,
     id: &str,
 ) -> Result<SnapshotResponse, IngestError> {
+    no_nul("id", id)?;
     let (report, changes) = store::finish_snapshot(pool, id)
         .await?
         .ok_or_else(|| IngestError::NotFound(format!("no snapshot with id {id:?}")))?;

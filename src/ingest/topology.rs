@@ -108,6 +108,9 @@ pub async fn ingest_topology(
         Some(s) => s,
         None => parsed.iter().map(|(_, s)| s.id.subscription()).collect(),
     };
+    for s in &subscriptions {
+        super::no_nul("subscriptions", s)?;
+    }
     subscriptions.sort();
     subscriptions.dedup();
     let mut vnets = Vec::with_capacity(parsed.len());

@@ -102,9 +102,46 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A database opened for reading only ([`connect_existing`]).
+pub enum Existing {
+    /// It exists and every migration is applied.
+    Ready(PgPool),
+    /// No database of that name on the server (a mistyped name, mostly).
+    Missing { database: String, server: String },
+    /// It exists, without every migration applied (not ipwho's, or older).
+    NotMigrated { database: String, server: String },
+}
+
+/// Connects to `url` for reading only: creates nothing and migrates
+/// nothing (a mistyped name must not become an empty database that
+/// answers `unknown`), and says when the database is missing or not
+/// migrated.
+pub async fn connect_existing(url: &str, max_connections: u32) -> anyhow::Result<Existing> {
+    let opts = PgConnectOptions::from_str(url)?;
+    let database = opts.get_database().unwrap_or("postgres").to_string();
+    let server = format!("{}:{}", opts.get_host(), opts.get_port());
+    let pool = match pool(url, max_connections).await {
+        Ok(p) => p,
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("3D000") => {
+            return Ok(Existing::Missing { database, server });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !migrations_applied(&pool).await? {
+        pool.close().await;
+        return Ok(Existing::NotMigrated { database, server });
+    }
+    Ok(Existing::Ready(pool))
+}
+
 /// Connects to `url` (creating the database if missing).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     create_database_if_missing(url).await?;
+    Ok(pool(url, max_connections).await?)
+}
+
+/// A pool on `url`, as it is.
+async fn pool(url: &str, max_connections: u32) -> sqlx::Result<PgPool> {
     // No JIT and no parallel plans: ingest queries are many and short; with
     // row estimates that lag bulk loads, JIT compilation and starting
     // parallel workers cost tens of milliseconds a query. A batch's claims
@@ -119,12 +156,11 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             ("max_parallel_workers_per_gather", "0"),
             ("work_mem", "32MB"),
         ]);
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(opts)
-        .await?;
-    Ok(pool)
+        .await
 }
 
 /// Applies pending migrations.

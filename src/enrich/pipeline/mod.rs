@@ -291,20 +291,32 @@ where
     let read_bytes = opts.read_bytes.max(4096);
     let mut framer = Framer::new(opts.max_record_bytes);
     let mut complete = true;
+    let mut read_total = 0u64;
     for (n, input) in inputs.into_iter().enumerate() {
         if n > 0 {
             framer.reset_input();
         }
         let mut failed = None;
+        // Past a limit, what is framed but not yet handed on is dropped.
+        let mut cut = false;
         match Src::open(input, read_bytes) {
             Err(e) => failed = Some(e),
             Ok(mut src) => loop {
+                if let Some(e) = past_limit(&opts.limits, read_total, started) {
+                    (failed, cut) = (Some(e), true);
+                    break;
+                }
                 if stage.pending() && src.would_block() {
                     stage.idle(&mut src)?;
                 }
                 match framer.read_from(&mut src, read_bytes) {
                     Ok(0) => break,
-                    Ok(_) => {
+                    Ok(k) => {
+                        read_total += k as u64;
+                        if let Some(e) = past_limit(&opts.limits, read_total, started) {
+                            (failed, cut) = (Some(e), true);
+                            break;
+                        }
                         while let Some(frame) = framer.next_frame() {
                             stage.frame(frame)?;
                         }
@@ -316,12 +328,14 @@ where
                 }
             },
         }
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
-            stage.frame(frame)?;
-        }
-        if let Some(frame) = framer.eof_frame() {
-            stage.frame(frame)?;
+        if !cut {
+            framer.finish();
+            while let Some(frame) = framer.next_frame() {
+                stage.frame(frame)?;
+            }
+            if let Some(frame) = framer.eof_frame() {
+                stage.frame(frame)?;
+            }
         }
         if let Some(e) = failed {
             complete = false;
@@ -336,6 +350,28 @@ where
     en.writer.summary(&mut en.out, &summary);
     sink.send(&mut en.out)?;
     Ok(summary)
+}
+
+/// The error that stops a run past one of its limits, after `read` bytes.
+fn past_limit(limits: &super::RunLimits, read: u64, started: Instant) -> Option<io::Error> {
+    if let Some(max) = limits.max_bytes
+        && read > max
+    {
+        return Some(io::Error::other(format!(
+            "the input is over the limit of {max} bytes (decompressed){}",
+            limits.set_by
+        )));
+    }
+    if let Some(t) = limits.time
+        && started.elapsed() > t
+    {
+        return Some(io::Error::other(format!(
+            "the run took longer than its limit of {} s{}",
+            t.as_secs_f64(),
+            limits.set_by
+        )));
+    }
+    None
 }
 
 /// Fills the summary's totals at the end of a run.
