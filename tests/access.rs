@@ -649,3 +649,80 @@ async fn serve_takes_a_key_from_the_environment_or_makes_one(pool: sqlx::PgPool)
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// A bearer token that is not an ipwho key goes to the plugged-in
+/// validator (the seam for Entra ID tokens), and is refused without one.
+#[sqlx::test(migrator = "ipwho::store::MIGRATOR")]
+async fn other_bearer_tokens_go_to_the_token_validator(pool: sqlx::PgPool) {
+    use ipwho::access::{Access, AccessError, AllowedHosts, Caller, CallerKind, TokenValidator};
+    struct Fixed;
+    impl TokenValidator for Fixed {
+        fn validate<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Caller, AccessError>> {
+            Box::pin(async move {
+                match token {
+                    "good-token" => Ok(Caller {
+                        name: "logic-app/sub-1".into(),
+                        kind: CallerKind::Token,
+                        scopes: Scopes::parse("lookup").unwrap(),
+                    }),
+                    _ => Err(AccessError::Unauthenticated(
+                        "token signature invalid".into(),
+                    )),
+                }
+            })
+        }
+    }
+    let headers = |v: &str| {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("authorization", format!("Bearer {v}").parse().unwrap());
+        h
+    };
+    let hosts = AllowedHosts::new(None, &[]);
+    let plain = Access::load(pool.clone(), None, hosts.clone())
+        .await
+        .unwrap();
+    // Off: no key, no validator.
+    assert_eq!(
+        plain
+            .authenticate(&headers("good-token"))
+            .await
+            .unwrap()
+            .kind,
+        CallerKind::Anonymous
+    );
+    let access = Access::load(pool.clone(), None, hosts)
+        .await
+        .unwrap()
+        .with_tokens(std::sync::Arc::new(Fixed));
+    assert!(access.enforced());
+    let c = access.authenticate(&headers("good-token")).await.unwrap();
+    assert_eq!(
+        (c.name.as_str(), c.kind),
+        ("logic-app/sub-1", CallerKind::Token)
+    );
+    assert!(c.authorize(ipwho::access::Scope::Ingest).is_err());
+    assert!(matches!(
+        access.authenticate(&headers("forged")).await,
+        Err(AccessError::Unauthenticated(m)) if m.contains("signature")
+    ));
+    // An ipwho key is still checked as a key.
+    let k = keys::create(&pool, "k", Scopes::ALL, None)
+        .await
+        .unwrap()
+        .key;
+    access.refresh().await.unwrap();
+    assert_eq!(
+        access.authenticate(&headers(&k)).await.unwrap().kind,
+        CallerKind::Key
+    );
+    let off = Access::load(pool, None, AllowedHosts::new(None, &[]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        off.authenticate(&headers("good-token")).await,
+        Err(AccessError::Unauthenticated(m)) if m.contains("not an ipwho API key")
+    ));
+}

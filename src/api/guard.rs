@@ -188,6 +188,11 @@ Needed on every route but /healthz, /readyz, /docs and /openapi.json once a key 
                     "No credential, or an unknown, revoked or expired one".to_string(),
                 ),
                 ("403", format!("The credential lacks the {scope} scope")),
+                (
+                    "421",
+                    "The Host header names no name the service answers to (--allowed-host)"
+                        .to_string(),
+                ),
             ];
             if method == "POST" {
                 answers.push((
