@@ -120,11 +120,16 @@ async fn every_api_route_needs_a_key_with_its_scope(pool: sqlx::PgPool) {
             (401, Some("unauthenticated")),
             "{m} {path}: {v}"
         );
-        assert!(
-            challenge.unwrap().starts_with("Bearer realm=\"ipwho\""),
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer realm=\"ipwho\""),
             "{m} {path}"
         );
-        let (code, _, v) = call(
+        assert!(
+            v["detail"].as_str().unwrap().contains("no credential"),
+            "{v}"
+        );
+        let (code, challenge, v) = call(
             &app,
             m,
             path,
@@ -137,6 +142,10 @@ async fn every_api_route_needs_a_key_with_its_scope(pool: sqlx::PgPool) {
         assert!(
             v["detail"].as_str().unwrap().contains("unknown API key"),
             "{v}"
+        );
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer realm=\"ipwho\", error=\"invalid_token\"")
         );
     }
     assert!(app.access.enforced());

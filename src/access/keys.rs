@@ -347,10 +347,7 @@ impl Access {
             return Ok(Caller::anonymous());
         }
         let Some(cred) = credential(headers)? else {
-            return Err(AccessError::Unauthenticated(
-                "no credential: send Authorization: Bearer <API key> (or X-Api-Key: <API key>)"
-                    .into(),
-            ));
+            return Err(AccessError::NoCredential);
         };
         if !cred.starts_with(KEY_PREFIX) {
             return match &self.tokens {

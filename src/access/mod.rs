@@ -172,7 +172,10 @@ impl Caller {
 /// Why a request was refused before it reached its handler.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    /// No credential, or one that is unknown, revoked or expired (401).
+    /// No credential at all (401).
+    #[error("no credential: send Authorization: Bearer <API key> (or X-Api-Key: <API key>)")]
+    NoCredential,
+    /// A credential that is malformed, unknown, revoked or expired (401).
     #[error("{0}")]
     Unauthenticated(String),
     /// A valid credential without the scope the route needs (403).

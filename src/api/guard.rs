@@ -97,6 +97,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
 /// The problem answered for a refusal, with `WWW-Authenticate` on 401 and 403.
 fn refused(e: AccessError) -> Response {
     let challenge = match &e {
+        AccessError::NoCredential => Some(r#"Bearer realm="ipwho""#.to_string()),
         AccessError::Unauthenticated(_) => {
             Some(r#"Bearer realm="ipwho", error="invalid_token""#.to_string())
         }
@@ -116,7 +117,7 @@ impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         let detail = e.to_string();
         match e {
-            AccessError::Unauthenticated(_) => {
+            AccessError::NoCredential | AccessError::Unauthenticated(_) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, detail)
             }
             AccessError::Forbidden { .. } => {
