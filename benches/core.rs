@@ -116,6 +116,14 @@ async fn server(admin: &str, db: &str, fresh: bool) -> anyhow::Result<Server> {
             request_timeout: Duration::from_secs(600),
             ..Default::default()
         },
+        access: Arc::new(
+            ipwho::access::Access::load(
+                pool.clone(),
+                None,
+                ipwho::access::AllowedHosts::new(None, &[]),
+            )
+            .await?,
+        ),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -138,6 +138,9 @@ fn serve(db: &str) -> anyhow::Result<()> {
             pool,
             index,
             limits: ipwho::api::Limits::default(),
+            access: Arc::new(ipwho::access::Access::open(
+                ipwho::access::AllowedHosts::new(None, &[]),
+            )),
         };
         ipwho::api::serve(listener, state, until_stdin_closes()).await?;
         anyhow::Ok(())
@@ -226,7 +229,12 @@ async fn post(
     std::fs::write(format!("/proc/{server}/clear_refs"), "5")?;
     let (s0, c0) = (cpu_secs(server), cpu_secs(std::process::id()));
     let t = Instant::now();
-    let mut r = client.post(url).body(body).send().await?;
+    let mut r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
     anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
     let mut out_bytes = 0u64;
     let mut lines = 0u64;

@@ -9,6 +9,7 @@
 //! problems and command-line messages. `ARCHITECTURE.md` has the whole
 //! picture and the import rules.
 
+pub mod access;
 pub mod api;
 pub mod azure;
 pub mod collector;

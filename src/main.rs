@@ -118,6 +118,9 @@ enum Command {
     /// Ingest evidence from files.
     #[command(subcommand)]
     Ingest(IngestCommand),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(ipwho::access::cli::KeysCommand),
     /// Who owned IP at a time.
     Lookup {
         ip: String,
@@ -200,6 +203,9 @@ struct ServeArgs {
     /// The built-in collector: with `--subscription`, collect every `--collect-every-minutes`.
     #[command(flatten)]
     collect: collector::CollectArgs,
+    /// Who may call (API keys), and the Host names served.
+    #[command(flatten)]
+    access: ipwho::access::cli::AccessArgs,
 }
 
 #[derive(Subcommand)]
@@ -266,6 +272,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(cmd) => ingest(&url, cmd).await,
+        Command::Keys(cmd) => {
+            let pool = match ipwho::access::cli::needs_database(&cmd) {
+                true => Some(database(&url, 2).await?),
+                false => None,
+            };
+            ipwho::access::cli::run_keys(pool.as_ref(), cmd).await
+        }
         Command::Lookup {
             ip,
             at,
@@ -565,6 +578,7 @@ async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> a
         anyhow::ensure!(value > 0, "{flag} must be at least 1");
     }
     let pool = database(url, args.db_connections).await?;
+    let access = ipwho::access::cli::for_serve(&pool, &args.access, args.listen).await?;
     // The port opens at once: health and readiness are answered while the
     // claims load (anything else is a 503 until then).
     let index = Arc::new(ipwho::index::Index::loading(fresh));
@@ -580,6 +594,7 @@ async fn serve(url: &str, args: ServeArgs, fresh: ipwho::engine::Freshness) -> a
             enrich_timeout: Duration::from_secs(args.enrich_timeout_secs),
             enrich_streams: args.enrich_streams,
         },
+        access: Arc::new(access),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

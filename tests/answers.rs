@@ -267,6 +267,7 @@ async fn an_open_claim_past_the_freshness_bound_is_possible(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(line.to_string())
         .send()
         .await
@@ -321,6 +322,7 @@ async fn enrich_lines(app: &TestApp, body: serde_json::Value) -> Vec<serde_json:
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await

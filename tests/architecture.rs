@@ -18,6 +18,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("topology", &["model", "engine"]),
     ("store", &["model", "azure", "engine", "topology"]),
     ("index", &["model", "engine", "topology", "store"]),
+    ("access", &["store"]),
     ("enrich", &["model", "azure", "engine", "topology", "index"]),
     ("sync", &["model", "engine", "store", "index"]),
     (
@@ -47,6 +48,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
             "sync",
             "ingest",
             "collector",
+            "access",
         ],
     ),
 ];

@@ -26,6 +26,10 @@ fn every_subcommand_parses() {
         vec!["enrich", "--help"],
         vec!["demo", "--help"],
         vec!["openapi", "--help"],
+        vec!["keys", "create", "--help"],
+        vec!["keys", "list", "--help"],
+        vec!["keys", "revoke", "--help"],
+        vec!["keys", "generate", "--help"],
     ] {
         let out = ipwho(&sub);
         assert!(

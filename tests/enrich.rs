@@ -25,6 +25,7 @@ async fn enrich(app: &TestApp, body: impl Into<reqwest::Body>, what: &str) -> Ve
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await
@@ -200,6 +201,7 @@ async fn gzip_in_and_out(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .header("content-encoding", "gzip")
         .header("accept-encoding", "gzip")
         .body(body)

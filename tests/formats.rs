@@ -373,6 +373,7 @@ async fn enrich(app: &TestApp, name: &str) -> Vec<Value> {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(fixture(name))
         .send()
         .await

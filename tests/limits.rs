@@ -433,6 +433,9 @@ async fn readiness_answers_within_a_second_while_postgres_is_down(pool: PgPool) 
         pool: down,
         index,
         limits: Limits::default(),
+        access: std::sync::Arc::new(ipwho::access::Access::open(
+            ipwho::access::AllowedHosts::new(None, &[]),
+        )),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -25,6 +25,15 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// A batch holds more items than the configured limit.
     BatchTooLarge,
+    /// No credential, or one that is unknown, revoked or expired (401).
+    Unauthenticated,
+    /// The credential lacks the scope the endpoint needs (403).
+    Forbidden,
+    /// A POST without a content type, or with one a web page may send to
+    /// any address (`text/plain`, forms) (415).
+    UnsupportedMediaType,
+    /// The `Host` header names no name the service answers to (421), or is missing (400).
+    InvalidHost,
     /// No such resource.
     NotFound,
     /// The request contradicts what was stored before (e.g. a snapshot id reused with other metadata).

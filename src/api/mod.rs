@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod enrich;
 pub mod error;
+mod guard;
 pub mod history;
 mod ingest;
 pub mod lookup;
@@ -29,6 +30,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorCode};
 
+use crate::access::Access;
 use crate::index::Index;
 
 /// Limits on what one request may ask. Explicit, configurable, documented.
@@ -83,6 +85,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub index: Arc<Index>,
     pub limits: Limits,
+    /// Who may call (see `crate::access`).
+    pub access: Arc<Access>,
 }
 
 #[derive(OpenApi)]
@@ -138,6 +142,7 @@ fn streaming_router() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = router().split_for_parts().1;
     doc.merge(streaming_router().split_for_parts().1);
+    guard::document(&mut doc);
     doc
 }
 
@@ -170,6 +175,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             while_loading,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
         ))
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(TraceLayer::new_for_http())

@@ -4,6 +4,7 @@
 
 mod changes;
 mod ingest;
+pub mod keys;
 mod locks;
 mod probe;
 mod recompute;

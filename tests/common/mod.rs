@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ipwho::access::{Access, AllowedHosts};
 use ipwho::api::{self, AppState, Limits};
 use ipwho::index::Index;
 use serde_json::Value;
@@ -16,6 +17,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: PgPool,
     pub index: Arc<Index>,
+    /// Who may call: as `serve` runs it, on once a key is stored.
+    pub access: Arc<Access>,
     pub http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -45,14 +48,49 @@ impl TestApp {
         .await
     }
 
+    /// The app with its access control as `serve` sets it up from the
+    /// keys stored now (off without any, on with one), reading the keys
+    /// again on every request (`refresh_every` zero: revocations at once).
+    pub async fn start_with_access(pool: PgPool) -> Self {
+        let index = Arc::new(
+            ipwho::sync::load(&pool, Default::default())
+                .await
+                .expect("load index"),
+        );
+        Self::serve_with(
+            pool,
+            Limits::default(),
+            index,
+            Some(std::time::Duration::ZERO),
+        )
+        .await
+    }
+
     async fn serve(pool: PgPool, limits: Limits, index: Arc<Index>) -> Self {
+        Self::serve_with(pool, limits, index, None).await
+    }
+
+    async fn serve_with(
+        pool: PgPool,
+        limits: Limits,
+        index: Arc<Index>,
+        refresh: Option<std::time::Duration>,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut access = Access::load(pool.clone(), None, AllowedHosts::new(Some(addr), &[]))
+            .await
+            .expect("load keys");
+        if let Some(r) = refresh {
+            access.refresh_every = r;
+        }
+        let access = Arc::new(access);
         let state = AppState {
             pool: pool.clone(),
             index: index.clone(),
             limits,
+            access: access.clone(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             api::serve(listener, state, async {
@@ -65,6 +103,7 @@ impl TestApp {
             addr,
             pool,
             index,
+            access,
             http: reqwest::Client::new(),
             _stop: tx,
         }
