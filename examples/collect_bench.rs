@@ -16,7 +16,7 @@
 //! speed). The second run re-collects the same, unchanged estate: the
 //! steady-state cost of a scheduled collection.
 
-/// The allocator `ipwho serve` runs with (src/main.rs), so the server
+/// The allocator `ipwho serve` runs with (src/bin/ipwho/main.rs), so the server
 /// measured here is the one deployed.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

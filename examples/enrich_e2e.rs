@@ -31,7 +31,7 @@
 //! ipwho rendered beforehand from memory)
 //! (`DATABASE_URL` names the Postgres server).
 
-/// The allocator `ipwho serve` runs with (src/main.rs), so the server
+/// The allocator `ipwho serve` runs with (src/bin/ipwho/main.rs), so the server
 /// measured here is the one deployed.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

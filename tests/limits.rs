@@ -379,7 +379,11 @@ async fn a_slow_header_connection_is_closed(pool: PgPool) {
     };
     let app = TestApp::start_with(pool, limits).await;
     let started = Instant::now();
-    let mut s = connect(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    let mut s = connect(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+    )
+    .await;
     let closed = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "a slow-header connection stays open");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -398,7 +402,7 @@ async fn the_request_timeout_answers_a_timeout_problem(pool: PgPool) {
     // A body that never arrives whole: the handler waits for it.
     let mut s = connect(
         &app,
-        b"POST /v1/activity HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"records\": [",
+        b"POST /v1/activity HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"records\": [",
     )
     .await;
     let got = read_to_close(&mut s, Duration::from_secs(5))
@@ -488,6 +492,7 @@ async fn enrichment_stops_at_its_byte_limit(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(body.clone())
         .send()
         .await
@@ -510,6 +515,7 @@ async fn enrichment_stops_at_its_byte_limit(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(gz)
         .send()
         .await
@@ -527,6 +533,7 @@ async fn enrichment_stops_at_its_byte_limit(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(gzip(small.as_bytes()))
         .send()
         .await
@@ -549,7 +556,7 @@ async fn enrichment_stops_at_its_time_limit(pool: PgPool) {
     // An upload that stalls after its first lines.
     let lines = flat_lines(10);
     let head = format!(
-        "POST /v1/enrich HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n{lines}"
+        "POST /v1/enrich HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n{lines}"
     );
     let started = Instant::now();
     let mut s = connect(&app, head.as_bytes()).await;
@@ -578,7 +585,7 @@ async fn lookups_answer_while_every_enrichment_stream_is_held(pool: PgPool) {
         .await;
     // Two uploads in progress hold both streams (their answers have begun).
     let head = format!(
-        "POST /v1/enrich HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n{}",
+        "POST /v1/enrich HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{}",
         flat_lines(5)
     );
     let mut held = Vec::new();
@@ -593,6 +600,7 @@ async fn lookups_answer_while_every_enrichment_stream_is_held(pool: PgPool) {
     let r = app
         .http
         .post(app.url("/v1/enrich"))
+        .header("content-type", "application/json")
         .body(flat_lines(5))
         .send()
         .await
@@ -626,6 +634,7 @@ async fn lookups_answer_while_every_enrichment_stream_is_held(pool: PgPool) {
         let r = app
             .http
             .post(app.url("/v1/enrich"))
+            .header("content-type", "application/json")
             .body(flat_lines(5))
             .send()
             .await
