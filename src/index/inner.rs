@@ -186,8 +186,7 @@ impl Inner {
     }
 
     /// Inserts `c`, which replaces the claims `replaced` of its NIC: their
-    /// `NicInfo` and `VmInfo` (and what enrichment has rendered of them)
-    /// are kept when the ids are the same. Adds its IP to `touched`.
+    /// `NicInfo` and `VmInfo` are kept when the ids are the same. Adds its IP to `touched`.
     pub(super) fn insert(
         &mut self,
         mut c: Claim,
@@ -219,7 +218,7 @@ impl Inner {
         }
         // The NIC's claims in one VNet (its IPv4 and IPv6 addresses, say)
         // share one `NicInfo`, and its claims on one VM one `VmInfo`, so
-        // each renders once.
+        // each is held once.
         let id = |a: &Option<ArmId>| a.as_ref().map(|a| a.as_str().to_string());
         let mine: Vec<&Arc<Entry>> = self
             .by_nic

@@ -105,8 +105,7 @@ fn a_replaced_nic_keeps_its_infos_while_its_ids_stay() {
     };
     idx.replace([(key.clone(), vec![c("v1", 10)])]);
     let (first, vm1, _) = infos(&idx);
-    // A new window, the same NIC, VM and VNet: the same infos (and
-    // whatever enrichment rendered of them).
+    // A new window, the same NIC, VM and VNet: the same infos.
     idx.replace([(key.clone(), vec![c("v1", 20)])]);
     let (second, vm2, end) = infos(&idx);
     assert!(Arc::ptr_eq(&first, &second) && Arc::ptr_eq(&vm1, &vm2));

@@ -5,8 +5,8 @@
 //! are those of the one-thread pipeline:
 //!
 //! - record and tuple indices come from the framer and the records;
-//! - each worker's caches (flow groups, scope hints, rendered NICs) are its
-//!   own and only ever save work;
+//! - each worker's caches (flow groups, scope hints) are its own and only
+//!   ever save work;
 //! - counts and listed errors are summed and appended batch by batch;
 //! - format detection after a flat record tries flat first, so a record can
 //!   decode differently depending on the record before it: a worker guesses
